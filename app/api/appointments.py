@@ -1,0 +1,21 @@
+"""The stored appointments of a range of clinic days (read from Redis; the API never calls Tebra)."""
+
+from __future__ import annotations
+
+from flask import Response, request
+
+from app.api import bp
+from app.errors import success
+from app.schemas import RangeSchema, days_between
+from app.services import services
+
+
+@bp.get("/appointments")
+def list_appointments() -> Response:
+    svc = services()
+    args = RangeSchema(svc.clinic_tz, svc.settings.max_range_days).load(request.args)
+    days = days_between(args["start"], args["end"])
+    rows = svc.store.appointments_for(days)
+    response = success(rows, start=days[0], end=days[-1], count=len(rows))
+    response.headers["Cache-Control"] = "no-store"  # patient names
+    return response

@@ -1,0 +1,34 @@
+"""The practice's providers, from the cache; a stale copy (flagged) rather than nothing when Tebra is away."""
+
+from __future__ import annotations
+
+import time
+
+from flask import Response
+
+from app.api import bp
+from app.errors import ApiError, success
+from app.services import services
+from tasks import provider_cache
+from tasks.celery_factory import SYNC_QUEUE
+
+REFRESH_TASK = "providers.refresh"
+FIRST_FILL_WAIT_S = 3.0  # a cold cache waits this long for the first fetch, then answers 503
+
+
+@bp.get("/providers")
+def list_providers() -> Response:
+    svc = services()
+    cached = provider_cache.read(svc.redis)
+    if cached is None or not cached.fresh:
+        if provider_cache.claim_refresh(svc.redis):
+            svc.celery.send_task(REFRESH_TASK, queue=SYNC_QUEUE)
+    if cached is None:
+        deadline = time.monotonic() + FIRST_FILL_WAIT_S
+        while cached is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+            cached = provider_cache.read(svc.redis)
+    if cached is None:
+        raise ApiError("SERVICE_UNAVAILABLE", "Providers are being fetched from Tebra; try again shortly.",
+                       headers={"Retry-After": "5"})
+    return success(cached.providers, stale=not cached.fresh, fetched_at=cached.fetched_at)

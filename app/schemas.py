@@ -1,0 +1,97 @@
+"""marshmallow schemas for every input the API accepts. Unknown fields are refused, not ignored."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from marshmallow import RAISE, Schema, ValidationError, fields, post_load, validates_schema
+
+# How far from today a clinic day may be: wide enough for any real schedule, narrow enough that a typo
+# (2206 for 2026) is refused instead of sent to Tebra.
+MAX_DAYS_FROM_TODAY = 366
+
+
+def clinic_today(tz: ZoneInfo) -> date:
+    """Today in the clinic's time zone (not the server's)."""
+    return datetime.now(tz).date()
+
+
+class _Strict(Schema):
+    class Meta:
+        unknown = RAISE
+
+
+class ClinicDate(fields.Date):
+    """A YYYY-MM-DD clinic day within a year of today."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> date:
+        if not isinstance(value, str) or len(value) != 10:
+            raise ValidationError("Use a date as YYYY-MM-DD.")
+        day: date = super()._deserialize(value, attr, data, **kwargs)
+        tz = self.parent.context_tz if hasattr(self.parent, "context_tz") else ZoneInfo("UTC")
+        if abs((day - clinic_today(tz)).days) > MAX_DAYS_FROM_TODAY:
+            raise ValidationError(f"The date must be within {MAX_DAYS_FROM_TODAY} days of today.")
+        return day
+
+
+class _ClinicSchema(_Strict):
+    def __init__(self, tz: ZoneInfo, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.context_tz = tz
+
+
+class SyncRequestSchema(_ClinicSchema):
+    """``POST /schedule/sync?date=``: the clinic day, default today."""
+
+    date = ClinicDate(load_default=None)
+
+    @post_load
+    def _default_today(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
+        if data.get("date") is None:
+            data["date"] = clinic_today(self.context_tz)
+        return data
+
+
+class DateSchema(_ClinicSchema):
+    """A required clinic day."""
+
+    date = ClinicDate(required=True)
+
+
+class RangeSchema(_ClinicSchema):
+    """``GET /appointments?start=&end=``: inclusive clinic days, at most ``max_days``."""
+
+    start = ClinicDate(required=True)
+    end = ClinicDate(load_default=None)
+
+    def __init__(self, tz: ZoneInfo, max_days: int, **kwargs: Any) -> None:
+        super().__init__(tz, **kwargs)
+        self.max_days = max_days
+
+    @post_load
+    def _default_end(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
+        if data.get("end") is None:
+            data["end"] = data["start"]
+        return data
+
+    @validates_schema
+    def _check_range(self, data: dict[str, Any], **_: Any) -> None:
+        start, end = data.get("start"), data.get("end")
+        if start and end:
+            if end < start:
+                raise ValidationError("end must not be before start.", "end")
+            if (end - start).days + 1 > self.max_days:
+                raise ValidationError(f"The range may span at most {self.max_days} days.", "end")
+
+
+def days_between(start: date, end: date) -> list[str]:
+    """Every day from start to end inclusive, as YYYY-MM-DD."""
+    return [(start + timedelta(days=offset)).isoformat() for offset in range((end - start).days + 1)]
+
+
+class TaskIdSchema(_Strict):
+    """A task id as this API issues them (a ULID) or Celery's UUIDs."""
+
+    task_id = fields.String(required=True, validate=lambda v: 20 <= len(v) <= 40 and v.replace("-", "").isalnum())

@@ -1,0 +1,5 @@
+"""Settings as data, read from the environment in one place (no I/O)."""
+
+from config.settings import Settings, SettingsError, load_settings, setting_names
+
+__all__ = ["Settings", "SettingsError", "load_settings", "setting_names"]

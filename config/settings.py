@@ -1,0 +1,175 @@
+"""Every setting of Clinic Relay, read from the environment in this one place.
+
+Settings are data: a frozen dataclass built by :func:`load_settings` from a mapping (``os.environ`` by
+default). Nothing here opens a connection or a file. Each default runs the whole stack locally (`make run`):
+Redis on 127.0.0.1:6379, the Tebra simulator on 127.0.0.1:8089 with its development credentials.
+``.env.example`` lists every variable with its default and meaning; a test keeps the two in step.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+DEV_PHI_HMAC_KEY = "dev-only-phi-hmac-key-change-me"
+DEV_PHI_ENCRYPTION_KEY = "ZGV2LW9ubHktcGhpLWVuY3J5cHRpb24ta2V5LTMyYiE="  # base64 of 32 bytes, dev only
+DEV_AUDIT_SIGNING_KEY = "dev-only-audit-signing-key-change-me"
+
+
+class SettingsError(ValueError):
+    """A setting has a value the system cannot run with."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The whole configuration. Field names are the environment variables, lower-cased."""
+
+    app_env: str = "development"  # development | test | production
+    log_level: str = "INFO"
+
+    # Redis: one server carries the broker, the result backend, the data and the events.
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    celery_broker_url: str = ""  # empty: same as REDIS_URL
+    celery_result_backend: str = ""  # empty: same as REDIS_URL
+    redis_socket_timeout_s: float = 5.0
+    redis_connect_timeout_s: float = 2.0
+
+    # Tebra (the default is the local simulator and its development account).
+    tebra_wsdl_url: str = "http://127.0.0.1:8089/KareoServices.svc?wsdl"
+    tebra_endpoint_url: str = ""  # empty: the soap:address of the WSDL
+    tebra_user: str = "relay-dev@example.test"
+    tebra_password: str = "relay-dev-password"
+    tebra_customer_key: str = "relay-dev-customer-key"
+    tebra_practice_name: str = "Lakeside Family Clinic"
+    tebra_connect_timeout_s: float = 10.0  # WSDL fetch and TCP connect
+    tebra_operation_timeout_s: float = 30.0  # one SOAP call, end to end (zeep leaves it unset by default)
+    # Pace each operation this much slower than Tebra's published interval: a gap of exactly the limit
+    # still gets throttled in the wild (SPEC.md §7).
+    tebra_throttle_margin: float = 0.08
+    tebra_throttle_enabled: bool = True
+    tebra_wsdl_cache_s: int = 86400
+
+    clinic_tz: str = "America/Chicago"
+
+    # Web process.
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    cors_origins: str = ""  # comma-separated allow-list; empty: same origin only
+    trusted_proxies: int = 0  # how many X-Forwarded-For hops to trust
+    max_range_days: int = 31
+    ws_ping_interval_s: float = 25.0
+    ws_send_buffer_bytes: int = 262144  # a socket whose kernel buffer is this full is dropped as slow
+
+    # Worker.
+    worker_concurrency: int = 4
+    task_soft_time_limit_s: int = 120
+    task_time_limit_s: int = 150
+    task_max_retries: int = 8
+    retry_backoff_max_s: int = 300
+    # Must exceed the longest a task can be reserved and unacked: time limit + retry backoff (see tasks/celery.py).
+    broker_visibility_timeout_s: int = 3600
+    sync_lock_ttl_s: int = 600  # dedup lock for a queued/running sync of one date
+    periodic_sync_minutes: int = 0  # 0: no periodic sync of today
+    patient_details_enabled: bool = True
+
+    # Data.
+    retention_days: int = 14
+    providers_cache_ttl_s: int = 3600
+    stream_maxlen: int = 10000  # agent_updates, task_results, audit (approximate, trimmed by whole nodes)
+
+    # Security.
+    phi_hmac_key: str = DEV_PHI_HMAC_KEY
+    phi_encryption_keys: str = f"k1:{DEV_PHI_ENCRYPTION_KEY}"  # "id:base64key,…"; the first encrypts
+    audit_signing_key: str = DEV_AUDIT_SIGNING_KEY
+    audit_log_path: str = "var/audit/audit.jsonl"
+    auth_mode: str = "dev"  # dev: local signing key; auth0: Auth0 JWKS
+    auth0_domain: str = ""
+    auth0_audience: str = "https://clinic-relay.local/api"
+    dev_key_path: str = "var/dev-signing-key.pem"
+    rate_limit_capacity: int = 60
+    rate_limit_refill_per_s: float = 10.0
+
+    # Ops.
+    flower_address: str = "127.0.0.1"
+    flower_port: int = 5555
+    flower_user: str = "ops"
+    flower_password: str = "ops-dev-password"
+    metrics_token: str = ""  # empty: /metrics answers loopback clients only
+    worker_metrics_port: int = 9808
+
+    # Simulator (development and tests only).
+    sim_host: str = "127.0.0.1"
+    sim_port: int = 8089
+
+    @property
+    def broker_url(self) -> str:
+        return self.celery_broker_url or self.redis_url
+
+    @property
+    def result_backend(self) -> str:
+        return self.celery_result_backend or self.redis_url
+
+    @property
+    def is_production(self) -> bool:
+        return self.app_env == "production"
+
+    def validate(self) -> Settings:
+        """Refuse values the system cannot run with; production refuses development secrets."""
+        if self.app_env not in {"development", "test", "production"}:
+            raise SettingsError(f"APP_ENV must be development, test or production, not {self.app_env!r}")
+        if self.task_soft_time_limit_s >= self.task_time_limit_s:
+            raise SettingsError("TASK_SOFT_TIME_LIMIT_S must be below TASK_TIME_LIMIT_S")
+        if self.broker_visibility_timeout_s <= self.task_time_limit_s + self.retry_backoff_max_s:
+            raise SettingsError(
+                "BROKER_VISIBILITY_TIMEOUT_S must exceed TASK_TIME_LIMIT_S + RETRY_BACKOFF_MAX_S, "
+                "or the broker redelivers tasks that are still running"
+            )
+        if self.is_production:
+            dev_values = {
+                "PHI_HMAC_KEY": self.phi_hmac_key == DEV_PHI_HMAC_KEY,
+                "PHI_ENCRYPTION_KEYS": DEV_PHI_ENCRYPTION_KEY in self.phi_encryption_keys,
+                "AUDIT_SIGNING_KEY": self.audit_signing_key == DEV_AUDIT_SIGNING_KEY,
+                "AUTH_MODE": self.auth_mode != "auth0",
+                "AUTH0_DOMAIN": not self.auth0_domain,
+            }
+            bad = sorted(name for name, is_dev in dev_values.items() if is_dev)
+            if bad:
+                raise SettingsError(f"production refuses development values for: {', '.join(bad)}")
+        return self
+
+
+def _convert(raw: str, default: Any) -> Any:
+    if isinstance(default, bool):
+        lowered = raw.strip().lower()
+        if lowered in {"1", "true", "yes", "on"}:
+            return True
+        if lowered in {"0", "false", "no", "off", ""}:
+            return False
+        raise SettingsError(f"not a boolean: {raw!r}")
+    if isinstance(default, int):
+        return int(raw)
+    if isinstance(default, float):
+        return float(raw)
+    return raw
+
+
+def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    """Build the settings from ``environ`` (default ``os.environ``); keyword overrides win (for tests)."""
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for field in fields(Settings):
+        name = field.name.upper()
+        if name in env:
+            try:
+                values[field.name] = _convert(env[name], field.default)
+            except ValueError as exc:
+                raise SettingsError(f"{name}: {exc}") from exc
+    values.update(overrides)
+    return Settings(**values).validate()
+
+
+def setting_names() -> list[str]:
+    """The environment variable of every setting, in declaration order."""
+    return [field.name.upper() for field in fields(Settings)]

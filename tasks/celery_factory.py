@@ -1,0 +1,71 @@
+"""The one place a Celery app is built. The worker entry point and the API both call ``create_celery``."""
+
+from __future__ import annotations
+
+from celery import Celery
+from kombu import Queue
+
+from config import Settings
+
+SYNC_QUEUE = "sync"
+DETAILS_QUEUE = "details"  # GetPatient lookups: lower priority, never ahead of a day's sync
+
+TASK_MODULES = ["tasks.schedule", "tasks.providers"]
+
+
+def celery_config(settings: Settings) -> dict[str, object]:
+    """Celery settings as data; each choice says why."""
+    redis_options = {
+        # Every network edge has a timeout: a hung Redis must not hang a worker or the API's enqueue.
+        "socket_timeout": settings.redis_socket_timeout_s,
+        "socket_connect_timeout": settings.redis_connect_timeout_s,
+        "health_check_interval": 30,
+        # A message reserved but not acked within this is delivered again. It must exceed the longest a task
+        # can legitimately hold a message: its hard time limit plus the longest retry countdown (a countdown
+        # is an ETA the worker holds unacked). Settings.validate() refuses a smaller value.
+        "visibility_timeout": settings.broker_visibility_timeout_s,
+    }
+    return {
+        "broker_url": settings.broker_url,
+        "result_backend": settings.result_backend,
+        "broker_transport_options": redis_options,
+        "result_backend_transport_options": {"retry_policy": {"timeout": settings.redis_socket_timeout_s}},
+        "redis_socket_timeout": settings.redis_socket_timeout_s,
+        "redis_socket_connect_timeout": settings.redis_connect_timeout_s,
+        "broker_connection_retry_on_startup": True,
+        "broker_connection_timeout": settings.redis_connect_timeout_s,
+        # JSON only: task arguments and results are dates, ids and counts, never objects or PHI.
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "result_expires": 86400,
+        "result_extended": True,
+        # At-least-once: ack after the task ran, requeue if the worker process dies under it, and a task
+        # cut off by a lost broker connection is cancelled (it will be redelivered), not finished twice.
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        # One message per process at a time: a long sync never sits behind another in a local buffer.
+        "worker_prefetch_multiplier": 1,
+        "task_soft_time_limit": settings.task_soft_time_limit_s,
+        "task_time_limit": settings.task_time_limit_s,
+        "task_track_started": True,
+        # Flower shows every task, its runtime and its state.
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "task_default_queue": SYNC_QUEUE,
+        "task_queues": [Queue(SYNC_QUEUE), Queue(DETAILS_QUEUE)],
+        "task_routes": {"patients.fetch_details": {"queue": DETAILS_QUEUE}},
+        "worker_hijack_root_logger": False,
+        "timezone": "UTC",
+        "enable_utc": True,
+    }
+
+
+def create_celery(settings: Settings, *, main: str = "clinic_relay") -> Celery:
+    """A Celery app configured from ``settings``; the task modules are imported when it finalizes."""
+    app = Celery(main)
+    app.conf.update(celery_config(settings))
+    app.conf.clinic_settings = settings
+    app.conf.imports = TASK_MODULES
+    return app

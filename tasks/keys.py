@@ -1,0 +1,57 @@
+"""Redis key, stream and channel names: the one place they are spelled (ARCHITECTURE.md, "Redis keys").
+
+No key carries patient data: patients appear only as ``hpid``, a keyed HMAC of the Tebra patient id.
+"""
+
+from __future__ import annotations
+
+BREAKER = "cb:tebra"
+BREAKER_FORCE_OPEN = "cb:force_open"
+PROVIDERS_CACHE = "cache:providers"
+AGENT_UPDATES = "agent_updates"
+TASK_RESULTS = "task_results"
+AUDIT = "audit"
+EVENTS_CHANNEL = "events"
+
+
+def appointments(date: str) -> str:
+    """Hash of appointment id -> appointment JSON for one clinic day (YYYY-MM-DD)."""
+    return f"appointments:{date}"
+
+
+def patient(hpid: str, date: str) -> str:
+    """Hash holding one patient's flow entry for one clinic day."""
+    return f"patient:{hpid}:{date}"
+
+
+def patients_index(date: str) -> str:
+    """Set of the hpids that have a flow entry on one clinic day."""
+    return f"patients:{date}"
+
+
+def sync_status(date: str) -> str:
+    """Hash with the last sync of one clinic day."""
+    return f"sync:status:{date}"
+
+
+def sync_lock(date: str) -> str:
+    """SET NX EX lock holding the task id of the sync queued or running for one date."""
+    return f"sync:lock:{date}"
+
+
+def task_meta(task_id: str) -> str:
+    """Hash with what the API reports about one task (action, date, state, summary); no PHI."""
+    return f"task:{task_id}"
+
+
+def throttle(operation: str) -> str:
+    """The shared pacing slot of one Tebra operation across every worker process."""
+    return f"throttle:tebra:{operation}"
+
+
+def throttle_intervals() -> str:
+    """Hash of Tebra operation -> live interval in ms, as read from GetThrottles."""
+    return "throttle:tebra:intervals"
+
+
+WORKERS_ALIVE = "workers:alive"  # sorted set: worker hostname -> last heartbeat (unix seconds)

@@ -1,0 +1,88 @@
+"""The worker's per-process collaborators, built on first use and rebuilt after a fork.
+
+Celery's prefork pool forks children from a parent that may already hold sockets; a child must never share
+the parent's Redis connections or zeep session. ``get_runtime`` keys its cache by pid, and
+workers/signals.py also drops it on ``worker_process_init``.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from functools import cached_property
+from zoneinfo import ZoneInfo
+
+import redis
+
+from config import Settings
+from tasks.connections import get_redis, reset_redis
+from tasks.events import EventPublisher
+from tasks.phi import PhiCipher
+from tasks.store import ScheduleStore
+from tasks.sync import SyncContext
+from tasks.tebra.gateway import TebraGateway
+
+
+@dataclass
+class Runtime:
+    """Everything a task needs, for one process."""
+
+    settings: Settings
+
+    @cached_property
+    def redis(self) -> redis.Redis:
+        return get_redis(self.settings)
+
+    @cached_property
+    def cipher(self) -> PhiCipher:
+        return PhiCipher.from_settings(self.settings)
+
+    @cached_property
+    def store(self) -> ScheduleStore:
+        return ScheduleStore(
+            self.redis, self.cipher, hmac_key=self.settings.phi_hmac_key,
+            retention_days=self.settings.retention_days,
+        )
+
+    @cached_property
+    def publisher(self) -> EventPublisher:
+        return EventPublisher(self.redis, sender="worker", maxlen=self.settings.stream_maxlen)
+
+    @cached_property
+    def gateway(self) -> TebraGateway:
+        return TebraGateway(self.settings, self.redis)
+
+    def sync_context(self) -> SyncContext:
+        return SyncContext(
+            redis=self.redis,
+            store=self.store,
+            publisher=self.publisher,
+            source=self.gateway,
+            clinic_tz=ZoneInfo(self.settings.clinic_tz),
+            status_ttl_s=self.settings.retention_days * 86400,
+            results_maxlen=self.settings.stream_maxlen,
+        )
+
+
+_lock = threading.Lock()
+_runtime: Runtime | None = None
+_runtime_pid: int | None = None
+
+
+def get_runtime(settings: Settings) -> Runtime:
+    """This process's runtime (a forked child builds its own)."""
+    global _runtime, _runtime_pid
+    with _lock:
+        if _runtime is None or _runtime_pid != os.getpid() or _runtime.settings is not settings:
+            _runtime = Runtime(settings)
+            _runtime_pid = os.getpid()
+        return _runtime
+
+
+def reset_runtime() -> None:
+    """Drop this process's clients (after fork, or when a test changes the settings)."""
+    global _runtime, _runtime_pid
+    with _lock:
+        _runtime, _runtime_pid = None, None
+    reset_redis()

@@ -1,0 +1,115 @@
+"""Celery task shells for the schedule: unpack primitives, call one plain function, turn failures into a
+retry or a terminal status. Arguments and results are dates, ids and counts: Flower and the broker show them.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from typing import Any
+
+from celery import Task, shared_task
+from celery.exceptions import SoftTimeLimitExceeded
+
+from config import Settings, load_settings
+from tasks import events, sync_status
+from tasks.runtime import get_runtime
+from tasks.sync import run_sync
+from tasks.tebra.errors import (
+    TebraBusinessError,
+    TebraError,
+    TebraSecurityError,
+    TebraThrottled,
+    TebraUpstreamError,
+)
+
+log = logging.getLogger(__name__)
+
+SYNC_TASK = "schedule.sync"
+THROTTLE_RETRY_LIMIT = 30  # throttling is pacing, not an outage: it may take many turns, but not forever
+
+
+def task_settings(task: Task) -> Settings:
+    """The settings the Celery app was built with (a bare app falls back to the environment)."""
+    settings = getattr(task.app.conf, "clinic_settings", None)
+    return settings if isinstance(settings, Settings) else load_settings()
+
+
+def backoff_s(attempt: int, cap_s: int) -> float:
+    """Exponential backoff with full jitter: spreads retries of many tasks over the window."""
+    return random.uniform(1.0, min(cap_s, 2.0 * (2**attempt)))
+
+
+@shared_task(
+    name=SYNC_TASK,
+    bind=True,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    max_retries=None,  # the retry policy below decides, per failure class
+)
+def sync_schedule(self: Task, date: str) -> dict[str, Any]:
+    """Sync one clinic day (YYYY-MM-DD) from Tebra into Redis and announce ``schedule_synced``."""
+    settings = task_settings(self)
+    runtime = get_runtime(settings)
+    ctx = runtime.sync_context()
+    task_id = str(self.request.id)
+    attempt = int(self.request.retries)
+    try:
+        summary = run_sync(ctx, date, task_id, attempt=attempt)
+    except TebraThrottled as exc:
+        if attempt >= THROTTLE_RETRY_LIMIT:
+            _fail(ctx, date, task_id, settings, "TEBRA_THROTTLED", exc)
+            raise
+        countdown = exc.retry_after_s + random.uniform(0.05, 0.5)
+        _retrying(ctx, date, task_id, settings, "TEBRA_THROTTLED", countdown, attempt)
+        raise self.retry(exc=exc, countdown=countdown) from None
+    except (TebraUpstreamError, SoftTimeLimitExceeded) as exc:
+        code = "TEBRA_UPSTREAM" if isinstance(exc, TebraUpstreamError) else "TIME_LIMIT"
+        if attempt >= settings.task_max_retries:
+            _fail(ctx, date, task_id, settings, code, exc)
+            raise
+        countdown = backoff_s(attempt, settings.retry_backoff_max_s)
+        _retrying(ctx, date, task_id, settings, code, countdown, attempt)
+        raise self.retry(exc=exc, countdown=countdown) from None
+    except TebraSecurityError as exc:
+        _fail(ctx, date, task_id, settings, "TEBRA_SECURITY", exc)
+        raise
+    except TebraBusinessError as exc:
+        _fail(ctx, date, task_id, settings, "TEBRA_ERROR", exc)
+        raise
+    except TebraError as exc:
+        _fail(ctx, date, task_id, settings, "TEBRA_ERROR", exc)
+        raise
+    sync_status.release(ctx.redis, date, task_id)
+    return summary
+
+
+def _retrying(ctx: Any, date: str, task_id: str, settings: Settings, code: str, countdown: float,
+              attempt: int) -> None:
+    log.warning("sync retrying", extra={"date": date, "task_id": task_id, "code": code,
+                                        "retry_in_s": round(countdown, 2), "attempt": attempt})
+    sync_status.record(
+        ctx.redis, date, task_id, settings.retention_days * 86400,
+        state=sync_status.RETRYING, error=code, retry_in_s=round(countdown),
+    )
+
+
+def _fail(ctx: Any, date: str, task_id: str, settings: Settings, code: str, exc: BaseException) -> None:
+    """Terminal failure: status, event, result entry, lock released. The message carries no PHI."""
+    message = _safe_message(exc)
+    log.error("sync failed", extra={"date": date, "task_id": task_id, "code": code})
+    sync_status.record(
+        ctx.redis, date, task_id, settings.retention_days * 86400,
+        state=sync_status.FAILED, finished_at=events.utc_now_iso(), error=code, error_message=message,
+    )
+    data = {"date": date, "task_id": task_id, "error": {"code": code, "message": message}}
+    ctx.publisher.publish(events.SCHEDULE_SYNC_FAILED, data)
+    sync_status.append_result(ctx.redis, task_id, SYNC_TASK, sync_status.FAILED, data, settings.stream_maxlen)
+    sync_status.release(ctx.redis, date, task_id)
+
+
+def _safe_message(exc: BaseException) -> str:
+    """Gateway errors carry curated, PHI-free messages; anything else is named by its class only."""
+    if isinstance(exc, TebraError):
+        return str(exc)[:300]
+    return type(exc).__name__

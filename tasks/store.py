@@ -1,0 +1,230 @@
+"""The day's schedule in Redis: appointments and patient-flow entries, written idempotently.
+
+``appointments:{date}`` holds appointment id -> JSON, with the patient's id and name sealed. Each
+``patient:{hpid}:{date}`` hash is one patient's flow entry; ``patients:{date}`` indexes the day's hpids.
+A full sync makes the day's appointments exactly Tebra's set; the flow entries merge Tebra's status with
+what the clinic set locally (a sync never moves a patient backwards past a local change). Writing the same
+sync twice changes no byte: values are canonical JSON and sealing is deterministic (tasks/phi.py).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from tasks import flow, keys
+from tasks.events import utc_now_iso
+from tasks.phi import PhiCipher, hpid
+
+APPOINTMENT_PHI_FIELDS = ("patient_id", "patient_name")
+PATIENT_PHI_FIELDS = ("name", "dob", "patient_id")
+
+# KEYS[1] patient key, KEYS[2] day index. ARGV[1] JSON of the fields a sync owns, ARGV[2] Tebra's flow status,
+# ARGV[3] JSON {state: rank}, ARGV[4] rank of "arrived", ARGV[5] TTL s, ARGV[6] now ISO, ARGV[7] JSON of
+# {state: timestamp field}. Returns 0 (unchanged), 1 (created), 2 (fields changed), 3 (status changed).
+_MERGE_PATIENT_LUA = """
+local incoming = cjson.decode(ARGV[1])
+local new_status = ARGV[2]
+local ranks = cjson.decode(ARGV[3])
+local arrived_rank = tonumber(ARGV[4])
+local stamp_fields = cjson.decode(ARGV[7])
+local result = 0
+local exists = redis.call('EXISTS', KEYS[1]) == 1
+if not exists then
+  for field, value in pairs(incoming) do redis.call('HSET', KEYS[1], field, value) end
+  redis.call('HSET', KEYS[1], 'status', new_status, 'status_source', 'tebra', 'version', 1,
+             'updated_at', ARGV[6], 'room', '')
+  local stamp = stamp_fields[new_status]
+  if stamp then redis.call('HSET', KEYS[1], stamp, ARGV[6]) end
+  result = 1
+else
+  for field, value in pairs(incoming) do
+    if redis.call('HGET', KEYS[1], field) ~= value then
+      redis.call('HSET', KEYS[1], field, value)
+      result = 2
+    end
+  end
+  local current = redis.call('HGET', KEYS[1], 'status')
+  if current ~= new_status then
+    local source = redis.call('HGET', KEYS[1], 'status_source')
+    local cur_rank = ranks[current] or 0
+    local new_rank = ranks[new_status] or 0
+    local apply = false
+    if source ~= 'local' then
+      apply = true
+    elseif new_rank >= 100 then
+      -- cancelled / no-show / rescheduled from Tebra: only before the patient arrived
+      apply = cur_rank < arrived_rank
+    else
+      apply = new_rank > cur_rank
+    end
+    if apply then
+      redis.call('HSET', KEYS[1], 'status', new_status, 'status_source', 'tebra', 'updated_at', ARGV[6])
+      redis.call('HINCRBY', KEYS[1], 'version', 1)
+      local stamp = stamp_fields[new_status]
+      if stamp then
+        local have = redis.call('HGET', KEYS[1], stamp)
+        if not have or have == '' then redis.call('HSET', KEYS[1], stamp, ARGV[6]) end
+      end
+      result = 3
+    end
+  end
+end
+redis.call('SADD', KEYS[2], string.match(KEYS[1], '^patient:([^:]+):'))
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+redis.call('EXPIRE', KEYS[2], ARGV[5])
+return result
+"""
+
+
+@dataclass(frozen=True)
+class WriteCounts:
+    """What one sync changed in Redis."""
+
+    appointments: int
+    added: int
+    updated: int
+    removed: int
+    patients: int
+    patients_created: int
+    patients_changed: int
+    status_changed: int
+    changed_hpids: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "appointments": self.appointments,
+            "added": self.added,
+            "updated": self.updated,
+            "removed": self.removed,
+            "patients": self.patients,
+            "patients_created": self.patients_created,
+            "patients_changed": self.patients_changed,
+            "status_changed": self.status_changed,
+        }
+
+
+def canonical(record: dict[str, Any]) -> str:
+    """The one JSON spelling of a record: sorted keys, no spaces (byte-identical on rewrite)."""
+    return json.dumps(record, sort_keys=True, separators=(",", ":"))
+
+
+class ScheduleStore:
+    """Reads and writes one clinic's days in Redis."""
+
+    def __init__(self, client: redis.Redis, cipher: PhiCipher, *, hmac_key: str, retention_days: int) -> None:
+        self._redis = client
+        self._cipher = cipher
+        self._hmac_key = hmac_key
+        self._ttl = retention_days * 86400
+        self._merge = client.register_script(_MERGE_PATIENT_LUA)
+
+    def hpid(self, patient_id: str) -> str:
+        return hpid(patient_id, self._hmac_key)
+
+    # -- writes (worker) -------------------------------------------------------------------------------------
+
+    def write_day(self, date: str, appointments: Sequence[dict[str, Any]], *, full: bool = True) -> WriteCounts:
+        """Store Tebra's appointments for ``date``; ``full`` makes them the day's whole set."""
+        sealed = {str(appt["id"]): canonical(self._seal_appointment(appt)) for appt in appointments}
+        day_key = keys.appointments(date)
+        current: dict[str, str] = self._redis.hgetall(day_key)
+        changed = {appt_id: value for appt_id, value in sealed.items() if current.get(appt_id) != value}
+        removed = [appt_id for appt_id in current if appt_id not in sealed] if full else []
+
+        pipe = self._redis.pipeline(transaction=True)
+        if changed:
+            pipe.hset(day_key, mapping=changed)
+        if removed:
+            pipe.hdel(day_key, *removed)
+        if sealed or current:
+            pipe.expire(day_key, self._ttl)
+        entries = self._patient_entries(date, appointments)
+        ranks = json.dumps(flow.RANKS)
+        stamps = json.dumps(flow.TIMESTAMP_FIELDS)
+        now = utc_now_iso()
+        for entry_hpid, (fields, status) in entries.items():
+            self._merge(
+                keys=[keys.patient(entry_hpid, date), keys.patients_index(date)],
+                args=[json.dumps(fields), status, ranks, flow.RANKS["arrived"], self._ttl, now, stamps],
+                client=pipe,
+            )
+        results = pipe.execute()
+        merge_results = results[len(results) - len(entries) :] if entries else []
+        changed_hpids = tuple(
+            entry_hpid for entry_hpid, code in zip(entries, merge_results, strict=True) if code == 3
+        )
+        return WriteCounts(
+            appointments=len(sealed),
+            added=sum(1 for appt_id in changed if appt_id not in current),
+            updated=sum(1 for appt_id in changed if appt_id in current),
+            removed=len(removed),
+            patients=len(entries),
+            patients_created=sum(1 for code in merge_results if code == 1),
+            patients_changed=sum(1 for code in merge_results if code in (2, 3)),
+            status_changed=len(changed_hpids),
+            changed_hpids=changed_hpids,
+        )
+
+    def _seal_appointment(self, appt: dict[str, Any]) -> dict[str, Any]:
+        record = dict(appt)
+        record["hpid"] = self.hpid(str(appt["patient_id"])) if appt.get("patient_id") else ""
+        return self._cipher.seal_fields(record, APPOINTMENT_PHI_FIELDS)
+
+    def _patient_entries(
+        self, date: str, appointments: Iterable[dict[str, Any]]
+    ) -> dict[str, tuple[dict[str, str], str]]:
+        """One flow entry per patient: the day's earliest appointment of that patient speaks for them."""
+        by_patient: dict[str, dict[str, Any]] = {}
+        for appt in sorted(appointments, key=lambda a: (str(a.get("start") or ""), str(a["id"]))):
+            patient_id = str(appt.get("patient_id") or "")
+            if patient_id:
+                by_patient.setdefault(self.hpid(patient_id), appt)
+        entries: dict[str, tuple[dict[str, str], str]] = {}
+        for entry_hpid, appt in by_patient.items():
+            fields = {
+                "hpid": entry_hpid,
+                "date": date,
+                "appointment_id": str(appt["id"]),
+                "patient_id": self._cipher.seal(str(appt["patient_id"])) or "",
+                "name": self._cipher.seal(str(appt.get("patient_name") or "")) or "",
+                "appointment_time": str(appt.get("start") or ""),
+                "provider": str(appt.get("provider_name") or ""),
+                "location": str(appt.get("location") or ""),
+                "reason": str(appt.get("reason") or ""),
+                "tebra_status": str(appt.get("tebra_status") or ""),
+            }
+            entries[entry_hpid] = (fields, str(appt.get("status") or flow.SCHEDULED))
+        return entries
+
+    # -- reads (API) -----------------------------------------------------------------------------------------
+
+    def appointments_for(self, dates: Sequence[str]) -> list[dict[str, Any]]:
+        """The appointments of several days, PHI opened, ordered by start time (one round trip)."""
+        pipe = self._redis.pipeline(transaction=False)
+        for date in dates:
+            pipe.hvals(keys.appointments(date))
+        rows: list[dict[str, Any]] = []
+        for values in pipe.execute():
+            for value in values:
+                record = self._cipher.open_fields(json.loads(value), APPOINTMENT_PHI_FIELDS)
+                record.pop("patient_id", None)  # the raw Tebra id stays inside the system
+                rows.append(record)
+        rows.sort(key=lambda r: (str(r.get("start") or ""), str(r.get("id"))))
+        return rows
+
+    def patient_ids(self, date: str) -> dict[str, str]:
+        """hpid -> raw Tebra patient id for the day (for the worker's GetPatient lookups)."""
+        hpids = sorted(self._redis.smembers(keys.patients_index(date)))
+        pipe = self._redis.pipeline(transaction=False)
+        for entry_hpid in hpids:
+            pipe.hget(keys.patient(entry_hpid, date), "patient_id")
+        return {
+            entry_hpid: self._cipher.open(sealed) or ""
+            for entry_hpid, sealed in zip(hpids, pipe.execute(), strict=True)
+            if sealed
+        }

@@ -1,0 +1,233 @@
+"""Tebra rows (every value a string) to plain dicts, and clinic-day windows as Tebra expects them.
+
+Tebra renders dates as practice-local wall time with no offset ("9/23/2026 1:00:00 PM", SPEC.md §9).
+They are read in ``CLINIC_TZ`` and emitted as ISO-8601 with the offset in force at that instant.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Mapping
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from tasks.flow import flow_status_from_tebra
+
+DOCTOR_RESOURCE_TYPE = "1"  # ResourceTypeIDn: 1 = Doctor, 2 = Practice Resource
+RESOURCE_SLOTS = range(1, 11)
+
+_US_FORMATS = (
+    "%m/%d/%Y %I:%M:%S %p",
+    "%m/%d/%Y %I:%M %p",
+    "%m/%d/%Y %H:%M:%S",
+    "%m/%d/%Y %H:%M",
+    "%m/%d/%Y",
+)
+_ISO_FRACTION = re.compile(r"(\.\d{1,7})")
+
+
+class TebraDateError(ValueError):
+    """A date string from Tebra in none of the known forms."""
+
+
+def text(value: Any) -> str | None:
+    """A Tebra string column as stripped text; empty and nil become None."""
+    if value is None:
+        return None
+    value = str(value).strip()
+    return value or None
+
+
+def boolean(value: Any) -> bool | None:
+    """Tebra's "True"/"False" column (any case); None when empty."""
+    raw = text(value)
+    if raw is None:
+        return None
+    lowered = raw.lower()
+    if lowered in {"true", "1", "yes"}:
+        return True
+    if lowered in {"false", "0", "no"}:
+        return False
+    raise ValueError(f"not a Tebra boolean: {raw!r}")
+
+
+def integer(value: Any) -> int | None:
+    """A numeric string column as int; None when empty."""
+    raw = text(value)
+    return None if raw is None else int(float(raw))
+
+
+def localize(wall: datetime, tz: ZoneInfo) -> datetime:
+    """Attach ``tz`` to a wall-clock time and normalise it through UTC.
+
+    A time in the spring-forward gap (2:30 on a 23-hour day) comes out as the real instant it names
+    (3:30 daylight time); a repeated fall-back time takes its first occurrence.
+    """
+    return wall.replace(tzinfo=tz, fold=0).astimezone(UTC).astimezone(tz)
+
+
+def parse_tebra_datetime(value: Any, tz: ZoneInfo) -> datetime | None:
+    """Parse a Tebra date in any form of SPEC.md §9 as practice-local wall time; None when empty.
+
+    Forms: ``M/d/yyyy h:mm:ss AM``, ``M/d/yyyy``, ISO ``yyyy-MM-ddTHH:mm:ss[.fff]`` with or without
+    ``Z``. Tebra's list operations send wall time; a trailing ``Z`` there is a serializer habit, not
+    UTC, so it is ignored. An explicit numeric offset (``-05:00``) is honoured.
+    """
+    raw = text(value)
+    if raw is None:
+        return None
+    if isinstance(value, datetime):
+        return localize(value, tz) if value.tzinfo is None else value.astimezone(tz)
+    for fmt in _US_FORMATS:
+        try:
+            return localize(datetime.strptime(raw, fmt), tz)
+        except ValueError:
+            continue
+    iso = raw[:-1] if raw.endswith(("Z", "z")) else raw
+    iso = _ISO_FRACTION.sub(lambda m: m.group(1)[:7].ljust(7, "0")[:7], iso)  # .NET gives up to 7 digits
+    iso = re.sub(r"\.(\d{6})\d", r".\1", iso)
+    try:
+        parsed = datetime.fromisoformat(iso)
+    except ValueError:
+        raise TebraDateError(f"unrecognised Tebra date ({len(raw)} chars)") from None
+    return localize(parsed, tz) if parsed.tzinfo is None else parsed.astimezone(tz)
+
+
+def iso(value: datetime | None) -> str | None:
+    """ISO-8601 with offset (seconds precision), or None."""
+    return None if value is None else value.isoformat(timespec="seconds")
+
+
+def tebra_wall_time(value: datetime, tz: ZoneInfo) -> str:
+    """A datetime as the ``M/d/yyyy h:mm:ss AM`` wall-time string Tebra filters take, in ``tz``.
+
+    A naive ``value`` is already wall time in ``tz``; an aware one is converted first.
+    """
+    wall = value.astimezone(tz) if value.tzinfo is not None else value
+    hour12 = wall.hour % 12 or 12
+    meridiem = "AM" if wall.hour < 12 else "PM"
+    return f"{wall.month}/{wall.day}/{wall.year} {hour12}:{wall.minute:02d}:{wall.second:02d} {meridiem}"
+
+
+def clinic_day_bounds(day: date, tz: ZoneInfo) -> tuple[datetime, datetime]:
+    """Local midnight of ``day`` to local midnight of the next day, as aware datetimes (23 to 25 h apart)."""
+    start = datetime.combine(day, time(0), tzinfo=tz)
+    end = datetime.combine(day + timedelta(days=1), time(0), tzinfo=tz)
+    return start, end
+
+
+def clinic_day_window(day: date, tz: ZoneInfo) -> tuple[str, str]:
+    """The clinic day as Tebra's StartDate/EndDate filter strings (practice-local wall time)."""
+    start, end = clinic_day_bounds(day, tz)
+    return tebra_wall_time(start, tz), tebra_wall_time(end, tz)
+
+
+def _get(row: Any, name: str) -> Any:
+    if isinstance(row, Mapping):
+        return row.get(name)
+    return getattr(row, name, None)
+
+
+def _provider(row: Any) -> tuple[str | None, str | None]:
+    """The first resource that is a doctor (ResourceTypeIDn = 1), else resource 1."""
+    for n in RESOURCE_SLOTS:
+        is_doctor = text(_get(row, f"ResourceTypeID{n}")) == DOCTOR_RESOURCE_TYPE
+        if is_doctor and text(_get(row, f"ResourceID{n}")):
+            return text(_get(row, f"ResourceID{n}")), text(_get(row, f"ResourceName{n}"))
+    return text(_get(row, "ResourceID1")), text(_get(row, "ResourceName1"))
+
+
+def map_appointment(row: Any, tz: ZoneInfo) -> dict[str, Any] | None:
+    """One AppointmentData row as an appointment dict; None for a placeholder row (empty ID)."""
+    appointment_id = text(_get(row, "ID"))
+    if appointment_id is None:
+        return None
+    start = parse_tebra_datetime(_get(row, "StartDate"), tz)
+    end = parse_tebra_datetime(_get(row, "EndDate"), tz)
+    duration = integer(_get(row, "AppointmentDuration"))
+    if end is None and start is not None and duration is not None:
+        end = (start.astimezone(UTC) + timedelta(minutes=duration)).astimezone(tz)
+    tebra_status = text(_get(row, "ConfirmationStatus"))
+    status, status_known = flow_status_from_tebra(tebra_status)
+    provider_id, provider_name = _provider(row)
+    appointment_type = text(_get(row, "Type"))
+    return {
+        "id": appointment_id,
+        "patient_id": text(_get(row, "PatientID")),
+        "patient_name": text(_get(row, "PatientFullName")),
+        "start": iso(start),
+        "end": iso(end),
+        "tebra_status": tebra_status,
+        "status": status,
+        "status_known": status_known,
+        "provider_id": provider_id,
+        "provider_name": provider_name,
+        "location": text(_get(row, "ServiceLocationName")),
+        "reason": text(_get(row, "AppointmentReason1")),
+        "type": appointment_type.upper() if appointment_type else None,
+        "last_modified": iso(parse_tebra_datetime(_get(row, "LastModifiedDate"), tz)),
+    }
+
+
+def map_appointments(rows: Iterable[Any], tz: ZoneInfo) -> list[dict[str, Any]]:
+    """Every real row as an appointment dict, placeholder rows dropped, first occurrence of an id kept."""
+    seen: set[str] = set()
+    out: list[dict[str, Any]] = []
+    for row in rows:
+        mapped = map_appointment(row, tz)
+        if mapped is None or mapped["id"] in seen:
+            continue
+        seen.add(mapped["id"])
+        out.append(mapped)
+    return out
+
+
+def map_provider(row: Any) -> dict[str, Any] | None:
+    """One ProviderData row as a provider dict (no PHI); None for a placeholder row."""
+    provider_id = text(_get(row, "ID"))
+    if provider_id is None:
+        return None
+    return {
+        "id": provider_id,
+        "full_name": text(_get(row, "FullName")),
+        "first_name": text(_get(row, "FirstName")),
+        "last_name": text(_get(row, "LastName")),
+        "degree": text(_get(row, "Degree")),
+        "specialty": text(_get(row, "SpecialtyName")),
+        "department": text(_get(row, "DepartmentName")),
+        "npi": text(_get(row, "NationalProviderIdentifier")),
+        "type": text(_get(row, "Type")),
+        "active": boolean(_get(row, "Active")),
+    }
+
+
+def map_patient(row: Any, tz: ZoneInfo) -> dict[str, Any] | None:
+    """The PatientData of GetPatient as the details the board shows; None when Tebra sent no patient."""
+    if row is None:
+        return None
+    patient_id = text(_get(row, "ID"))
+    if patient_id is None:
+        return None
+    dob = parse_tebra_datetime(_get(row, "DOB"), tz)
+    return {
+        "id": patient_id,
+        "full_name": text(_get(row, "PatientFullName")),
+        "first_name": text(_get(row, "FirstName")),
+        "middle_name": text(_get(row, "MiddleName")),
+        "last_name": text(_get(row, "LastName")),
+        "dob": dob.date().isoformat() if dob else None,
+        "gender": text(_get(row, "Gender")),
+        "medical_record_number": text(_get(row, "MedicalRecordNumber")),
+    }
+
+
+def throttle_endpoint(name: str) -> str:
+    """GetThrottles' Endpoint as an operation name ("KareoServices.GetPatient" → "GetPatient")."""
+    return re.split(r"[./\\:]", name.strip())[-1]
+
+
+def throttle_ms(value: Any) -> int:
+    """ThrottleTimeMs (a double) as whole milliseconds, rounded up so we never pace faster."""
+    return math.ceil(float(value))

@@ -1,0 +1,1 @@
+"""The worker process: Celery entry point, signals, beat schedule, the audit-log writer."""
