@@ -24,22 +24,21 @@ APPOINTMENT_PHI_FIELDS = ("patient_id", "patient_name")
 PATIENT_PHI_FIELDS = ("name", "dob", "patient_id")
 
 # KEYS[1] patient key, KEYS[2] day index. ARGV[1] JSON of the fields a sync owns, ARGV[2] Tebra's flow status,
-# ARGV[3] JSON {state: rank}, ARGV[4] rank of "arrived", ARGV[5] TTL s, ARGV[6] now ISO, ARGV[7] JSON of
-# {state: timestamp field}. Returns 0 (unchanged), 1 (created), 2 (fields changed), 3 (status changed).
+# ARGV[3] JSON {state: rank}, ARGV[4] TTL s, ARGV[5] now ISO, ARGV[6] JSON of {state: timestamp field}.
+# Returns 0 (unchanged), 1 (created), 2 (fields changed), 3 (status changed).
 _MERGE_PATIENT_LUA = """
 local incoming = cjson.decode(ARGV[1])
 local new_status = ARGV[2]
 local ranks = cjson.decode(ARGV[3])
-local arrived_rank = tonumber(ARGV[4])
-local stamp_fields = cjson.decode(ARGV[7])
+local stamp_fields = cjson.decode(ARGV[6])
 local result = 0
 local exists = redis.call('EXISTS', KEYS[1]) == 1
 if not exists then
   for field, value in pairs(incoming) do redis.call('HSET', KEYS[1], field, value) end
   redis.call('HSET', KEYS[1], 'status', new_status, 'status_source', 'tebra', 'version', 1,
-             'updated_at', ARGV[6], 'room', '')
+             'updated_at', ARGV[5], 'room', '')
   local stamp = stamp_fields[new_status]
-  if stamp then redis.call('HSET', KEYS[1], stamp, ARGV[6]) end
+  if stamp then redis.call('HSET', KEYS[1], stamp, ARGV[5]) end
   result = 1
 else
   for field, value in pairs(incoming) do
@@ -53,30 +52,24 @@ else
     local source = redis.call('HGET', KEYS[1], 'status_source')
     local cur_rank = ranks[current] or 0
     local new_rank = ranks[new_status] or 0
-    local apply = false
-    if source ~= 'local' then
-      apply = true
-    elseif new_rank >= 100 then
-      -- cancelled / no-show / rescheduled from Tebra: only before the patient arrived
-      apply = cur_rank < arrived_rank
-    else
-      apply = new_rank > cur_rank
-    end
+    -- Tebra speaks for a status it set; over a status the clinic set locally it may only move forward
+    -- (flow.RANKS puts cancelled/no-show/rescheduled below "arrived": they never undo a check-in).
+    local apply = (source ~= 'local') or (new_rank > cur_rank)
     if apply then
-      redis.call('HSET', KEYS[1], 'status', new_status, 'status_source', 'tebra', 'updated_at', ARGV[6])
+      redis.call('HSET', KEYS[1], 'status', new_status, 'status_source', 'tebra', 'updated_at', ARGV[5])
       redis.call('HINCRBY', KEYS[1], 'version', 1)
       local stamp = stamp_fields[new_status]
       if stamp then
         local have = redis.call('HGET', KEYS[1], stamp)
-        if not have or have == '' then redis.call('HSET', KEYS[1], stamp, ARGV[6]) end
+        if not have or have == '' then redis.call('HSET', KEYS[1], stamp, ARGV[5]) end
       end
       result = 3
     end
   end
 end
 redis.call('SADD', KEYS[2], string.match(KEYS[1], '^patient:([^:]+):'))
-redis.call('EXPIRE', KEYS[1], ARGV[5])
-redis.call('EXPIRE', KEYS[2], ARGV[5])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+redis.call('EXPIRE', KEYS[2], ARGV[4])
 return result
 """
 
@@ -150,7 +143,7 @@ class ScheduleStore:
         for entry_hpid, (fields, status) in entries.items():
             self._merge(
                 keys=[keys.patient(entry_hpid, date), keys.patients_index(date)],
-                args=[json.dumps(fields), status, ranks, flow.RANKS["arrived"], self._ttl, now, stamps],
+                args=[json.dumps(fields), status, ranks, self._ttl, now, stamps],
                 client=pipe,
             )
         results = pipe.execute()
