@@ -277,7 +277,7 @@ def _security_problem(security: Any) -> str | None:
         "CustomerKeyValid": security.CustomerKeyValid,
         "SecurityResultSuccess": security.SecurityResultSuccess,
     }
-    missing = _items(security.PermissionsMissing, "Permission")
+    missing = _permissions_missing(security)
     failed = [name for name, value in flags.items() if value is False]
     if not failed and not missing:
         return None
@@ -289,6 +289,13 @@ def _security_problem(security: Any) -> str | None:
     if missing:
         parts.append(f"missing permissions: {', '.join(str(p) for p in missing)[:300]}")
     return "; ".join(parts)
+
+
+def _permissions_missing(security: Any) -> list[str]:
+    """PermissionsMissing/Permission (an ArrayOfstring) as a list of names."""
+    holder = _plain(security.PermissionsMissing)
+    permission = holder.get("Permission") if isinstance(holder, dict) else None
+    return [str(name) for name in _items(permission, "string") if name]
 
 
 def _redact(message: str, settings: Settings | None) -> str:
@@ -319,7 +326,7 @@ def _items(container: Any, item: str) -> list[Any]:
     """The repeated ``item`` of a zeep ArrayOf… (nil, absent or empty give [])."""
     if container is None:
         return []
-    plain = _plain(container)
+    plain = container if isinstance(container, dict | list) else _plain(container)
     values = plain.get(item) if isinstance(plain, dict) else plain
     if values is None:
         return []

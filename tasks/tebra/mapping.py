@@ -25,7 +25,7 @@ _US_FORMATS = (
     "%m/%d/%Y %H:%M",
     "%m/%d/%Y",
 )
-_ISO_FRACTION = re.compile(r"(\.\d{1,7})")
+_ISO_FRACTION = re.compile(r"\.(\d{1,6})\d*")
 
 
 class TebraDateError(ValueError):
@@ -86,8 +86,7 @@ def parse_tebra_datetime(value: Any, tz: ZoneInfo) -> datetime | None:
         except ValueError:
             continue
     iso = raw[:-1] if raw.endswith(("Z", "z")) else raw
-    iso = _ISO_FRACTION.sub(lambda m: m.group(1)[:7].ljust(7, "0")[:7], iso)  # .NET gives up to 7 digits
-    iso = re.sub(r"\.(\d{6})\d", r".\1", iso)
+    iso = _ISO_FRACTION.sub(lambda m: "." + m.group(1).ljust(6, "0"), iso)  # .NET writes up to 7 digits
     try:
         parsed = datetime.fromisoformat(iso)
     except ValueError:
