@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from tasks import flow
 
 
 def test_the_main_path_is_walkable_in_order() -> None:
-    for current, following in zip(flow.MAIN_PATH, flow.MAIN_PATH[1:], strict=False):
+    for current, following in itertools.pairwise(flow.MAIN_PATH):
         assert following in flow.allowed_next(current)
         assert flow.can_transition(current, following)
         assert flow.rank(following) > flow.rank(current)
