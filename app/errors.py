@@ -1,4 +1,5 @@
-"""Every error is JSON in one envelope: ``{"success": false, "error": {code, message, details}, "timestamp"}``.
+"""Every error is JSON in one envelope:
+``{"success": false, "error": {code, message, details}, "timestamp"}``.
 
 Codes and statuses are ARCHITECTURE.md's. No stack trace and no PHI ever reaches a client: unexpected
 exceptions are logged by class and answered as ``INTERNAL``.
@@ -52,7 +53,9 @@ _CODE_OF_HTTP = {
 class ApiError(Exception):
     """An error the API answers on purpose."""
 
-    def __init__(self, code: str, message: str, *, details: Any = None, headers: dict[str, str] | None = None):
+    def __init__(
+        self, code: str, message: str, *, details: Any = None, headers: dict[str, str] | None = None
+    ):
         super().__init__(message)
         self.code = code
         self.message = message
@@ -61,10 +64,20 @@ class ApiError(Exception):
         self.headers = headers or {}
 
 
-def error_response(code: str, message: str, details: Any = None, *, status: int | None = None,
-                   headers: dict[str, str] | None = None) -> Response:
+def error_response(
+    code: str,
+    message: str,
+    details: Any = None,
+    *,
+    status: int | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
     """The error envelope as a Flask response."""
-    body: dict[str, Any] = {"success": False, "error": {"code": code, "message": message}, "timestamp": utc_now_iso()}
+    body: dict[str, Any] = {
+        "success": False,
+        "error": {"code": code, "message": message},
+        "timestamp": utc_now_iso(),
+    }
     if details is not None:
         body["error"]["details"] = details
     response = jsonify(body)
@@ -96,7 +109,11 @@ def register_error_handlers(app: Flask) -> None:
     def _http(exc: HTTPException) -> Response:
         status = exc.code or 500
         code = _CODE_OF_HTTP.get(status, "INTERNAL" if status >= 500 else "VALIDATION_ERROR")
-        headers = {"Allow": exc.response.headers["Allow"]} if exc.response and "Allow" in exc.response.headers else {}
+        headers = (
+            {"Allow": exc.response.headers["Allow"]}
+            if exc.response and "Allow" in exc.response.headers
+            else {}
+        )
         if status == 405 and hasattr(exc, "valid_methods") and exc.valid_methods:
             headers["Allow"] = ", ".join(exc.valid_methods)
         return error_response(code, exc.description or exc.name, status=status, headers=headers)
@@ -105,8 +122,11 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(redis.exceptions.TimeoutError)
     def _redis_down(exc: Exception) -> Response:
         log.error("redis unavailable: %s", type(exc).__name__)
-        return error_response("SERVICE_UNAVAILABLE", "A backing service is unavailable; try again shortly.",
-                              headers={"Retry-After": "5"})
+        return error_response(
+            "SERVICE_UNAVAILABLE",
+            "A backing service is unavailable; try again shortly.",
+            headers={"Retry-After": "5"},
+        )
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:

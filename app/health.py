@@ -27,8 +27,9 @@ def health() -> Response:
 
 
 def _client(url: str) -> redis.Redis:
-    return redis.Redis.from_url(url, socket_timeout=CHECK_TIMEOUT_S, socket_connect_timeout=CHECK_TIMEOUT_S,
-                                decode_responses=True)
+    return redis.Redis.from_url(
+        url, socket_timeout=CHECK_TIMEOUT_S, socket_connect_timeout=CHECK_TIMEOUT_S, decode_responses=True
+    )
 
 
 def _check(name: str, probe: Any) -> dict[str, Any]:

@@ -30,7 +30,7 @@ class ClinicDate(fields.Date):
         if not isinstance(value, str) or len(value) != 10:
             raise ValidationError("Use a date as YYYY-MM-DD.")
         day: date = super()._deserialize(value, attr, data, **kwargs)
-        tz = self.parent.context_tz if hasattr(self.parent, "context_tz") else ZoneInfo("UTC")
+        tz = getattr(self.parent, "context_tz", None) or ZoneInfo("UTC")
         if abs((day - clinic_today(tz)).days) > MAX_DAYS_FROM_TODAY:
             raise ValidationError(f"The date must be within {MAX_DAYS_FROM_TODAY} days of today.")
         return day
@@ -94,4 +94,6 @@ def days_between(start: date, end: date) -> list[str]:
 class TaskIdSchema(_Strict):
     """A task id as this API issues them (a ULID) or Celery's UUIDs."""
 
-    task_id = fields.String(required=True, validate=lambda v: 20 <= len(v) <= 40 and v.replace("-", "").isalnum())
+    task_id = fields.String(
+        required=True, validate=lambda v: 20 <= len(v) <= 40 and v.replace("-", "").isalnum()
+    )

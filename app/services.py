@@ -43,8 +43,12 @@ class Services:
 
     @cached_property
     def store(self) -> ScheduleStore:
-        return ScheduleStore(self.redis, self.cipher, hmac_key=self.settings.phi_hmac_key,
-                             retention_days=self.settings.retention_days)
+        return ScheduleStore(
+            self.redis,
+            self.cipher,
+            hmac_key=self.settings.phi_hmac_key,
+            retention_days=self.settings.retention_days,
+        )
 
     @cached_property
     def publisher(self) -> EventPublisher:

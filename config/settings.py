@@ -40,7 +40,7 @@ class Settings:
     tebra_wsdl_url: str = "http://127.0.0.1:8089/KareoServices.svc?wsdl"
     tebra_endpoint_url: str = ""  # empty: the soap:address of the WSDL
     tebra_user: str = "relay-dev@example.test"
-    tebra_password: str = "relay-dev-password"
+    tebra_password: str = "relay-dev-password"  # noqa: S105 - the simulator's; refused in production
     tebra_customer_key: str = "relay-dev-customer-key"
     tebra_practice_name: str = "Lakeside Family Clinic"
     tebra_connect_timeout_s: float = 10.0  # WSDL fetch and TCP connect
@@ -68,7 +68,7 @@ class Settings:
     task_time_limit_s: int = 150
     task_max_retries: int = 8
     retry_backoff_max_s: int = 300
-    # Must exceed the longest a task can be reserved and unacked: time limit + retry backoff (see tasks/celery.py).
+    # Must exceed the longest a task is held unacked: time limit + retry backoff (tasks/celery_factory.py).
     broker_visibility_timeout_s: int = 3600
     sync_lock_ttl_s: int = 600  # dedup lock for a queued/running sync of one date
     periodic_sync_minutes: int = 0  # 0: no periodic sync of today
@@ -95,7 +95,7 @@ class Settings:
     flower_address: str = "127.0.0.1"
     flower_port: int = 5555
     flower_user: str = "ops"
-    flower_password: str = "ops-dev-password"
+    flower_password: str = "ops-dev-password"  # noqa: S105 - development only; refused in production
     metrics_token: str = ""  # empty: /metrics answers loopback clients only
     worker_metrics_port: int = 9808
 
@@ -133,6 +133,8 @@ class Settings:
                 "AUDIT_SIGNING_KEY": self.audit_signing_key == DEV_AUDIT_SIGNING_KEY,
                 "AUTH_MODE": self.auth_mode != "auth0",
                 "AUTH0_DOMAIN": not self.auth0_domain,
+                "TEBRA_PASSWORD": self.tebra_password == Settings.tebra_password,
+                "FLOWER_PASSWORD": self.flower_password == Settings.flower_password,
             }
             bad = sorted(name for name, is_dev in dev_values.items() if is_dev)
             if bad:

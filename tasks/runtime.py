@@ -41,7 +41,9 @@ class Runtime:
     @cached_property
     def store(self) -> ScheduleStore:
         return ScheduleStore(
-            self.redis, self.cipher, hmac_key=self.settings.phi_hmac_key,
+            self.redis,
+            self.cipher,
+            hmac_key=self.settings.phi_hmac_key,
             retention_days=self.settings.retention_days,
         )
 

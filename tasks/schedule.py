@@ -84,13 +84,27 @@ def sync_schedule(self: Task, date: str) -> dict[str, Any]:
     return summary
 
 
-def _retrying(ctx: Any, date: str, task_id: str, settings: Settings, code: str, countdown: float,
-              attempt: int) -> None:
-    log.warning("sync retrying", extra={"date": date, "task_id": task_id, "code": code,
-                                        "retry_in_s": round(countdown, 2), "attempt": attempt})
+def _retrying(
+    ctx: Any, date: str, task_id: str, settings: Settings, code: str, countdown: float, attempt: int
+) -> None:
+    log.warning(
+        "sync retrying",
+        extra={
+            "date": date,
+            "task_id": task_id,
+            "code": code,
+            "retry_in_s": round(countdown, 2),
+            "attempt": attempt,
+        },
+    )
     sync_status.record(
-        ctx.redis, date, task_id, settings.retention_days * 86400,
-        state=sync_status.RETRYING, error=code, retry_in_s=round(countdown),
+        ctx.redis,
+        date,
+        task_id,
+        settings.retention_days * 86400,
+        state=sync_status.RETRYING,
+        error=code,
+        retry_in_s=round(countdown),
     )
 
 
@@ -99,8 +113,14 @@ def _fail(ctx: Any, date: str, task_id: str, settings: Settings, code: str, exc:
     message = _safe_message(exc)
     log.error("sync failed", extra={"date": date, "task_id": task_id, "code": code})
     sync_status.record(
-        ctx.redis, date, task_id, settings.retention_days * 86400,
-        state=sync_status.FAILED, finished_at=events.utc_now_iso(), error=code, error_message=message,
+        ctx.redis,
+        date,
+        task_id,
+        settings.retention_days * 86400,
+        state=sync_status.FAILED,
+        finished_at=events.utc_now_iso(),
+        error=code,
+        error_message=message,
     )
     data = {"date": date, "task_id": task_id, "error": {"code": code, "message": message}}
     ctx.publisher.publish(events.SCHEDULE_SYNC_FAILED, data)

@@ -121,7 +121,9 @@ class ScheduleStore:
 
     # -- writes (worker) -------------------------------------------------------------------------------------
 
-    def write_day(self, date: str, appointments: Sequence[dict[str, Any]], *, full: bool = True) -> WriteCounts:
+    def write_day(
+        self, date: str, appointments: Sequence[dict[str, Any]], *, full: bool = True
+    ) -> WriteCounts:
         """Store Tebra's appointments for ``date``; ``full`` makes them the day's whole set."""
         sealed = {str(appt["id"]): canonical(self._seal_appointment(appt)) for appt in appointments}
         day_key = keys.appointments(date)

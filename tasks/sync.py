@@ -9,7 +9,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from datetime import date as date_type
-from datetime import datetime, time as time_of_day, timedelta
+from datetime import datetime, timedelta
+from datetime import time as time_of_day
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
@@ -52,10 +53,18 @@ def clinic_day(date: str, tz: ZoneInfo) -> tuple[datetime, datetime]:
 def mark_started(ctx: SyncContext, date: str, task_id: str, attempt: int) -> None:
     """Record and announce that a sync of ``date`` is running."""
     sync_status.record(
-        ctx.redis, date, task_id, ctx.status_ttl_s,
-        state=sync_status.RUNNING, started_at=events.utc_now_iso(), attempt=attempt, error="",
+        ctx.redis,
+        date,
+        task_id,
+        ctx.status_ttl_s,
+        state=sync_status.RUNNING,
+        started_at=events.utc_now_iso(),
+        attempt=attempt,
+        error="",
     )
-    ctx.publisher.publish(events.SCHEDULE_SYNC_STARTED, {"date": date, "task_id": task_id, "attempt": attempt})
+    ctx.publisher.publish(
+        events.SCHEDULE_SYNC_STARTED, {"date": date, "task_id": task_id, "attempt": attempt}
+    )
 
 
 def run_sync(ctx: SyncContext, date: str, task_id: str, *, attempt: int = 0) -> dict[str, Any]:
@@ -73,11 +82,18 @@ def run_sync(ctx: SyncContext, date: str, task_id: str, *, attempt: int = 0) -> 
         "duration_ms": duration_ms,
     }
     sync_status.record(
-        ctx.redis, date, task_id, ctx.status_ttl_s,
-        state=sync_status.SUCCEEDED, finished_at=events.utc_now_iso(), duration_ms=duration_ms,
-        counts=counts.as_dict(), error="",
+        ctx.redis,
+        date,
+        task_id,
+        ctx.status_ttl_s,
+        state=sync_status.SUCCEEDED,
+        finished_at=events.utc_now_iso(),
+        duration_ms=duration_ms,
+        counts=counts.as_dict(),
+        error="",
     )
     ctx.publisher.publish(events.SCHEDULE_SYNCED, summary)
-    sync_status.append_result(ctx.redis, task_id, "schedule.sync", sync_status.SUCCEEDED, summary,
-                              ctx.results_maxlen)
+    sync_status.append_result(
+        ctx.redis, task_id, "schedule.sync", sync_status.SUCCEEDED, summary, ctx.results_maxlen
+    )
     return summary

@@ -26,7 +26,7 @@ return 0
 
 
 def claim(client: redis.Redis, date: str, task_id: str, ttl_s: int) -> tuple[str, bool]:
-    """Take the sync lock of ``date`` for ``task_id``; or return the holder's id and ``True`` (deduplicated)."""
+    """Take the sync lock of ``date``, or return the holder's id and ``True`` (deduplicated)."""
     lock_key = keys.sync_lock(date)
     for _ in range(3):
         if client.set(lock_key, task_id, nx=True, ex=ttl_s):
@@ -55,12 +55,18 @@ def record(client: redis.Redis, date: str, task_id: str, ttl_s: int, **fields: A
     pipe.execute()
 
 
-def append_result(client: redis.Redis, task_id: str, action: str, status: str, summary: dict[str, Any],
-                  maxlen: int) -> None:
+def append_result(
+    client: redis.Redis, task_id: str, action: str, status: str, summary: dict[str, Any], maxlen: int
+) -> None:
     """One entry on ``task_results`` per finished task."""
     client.xadd(
         keys.TASK_RESULTS,
-        {"task_id": task_id, "action": action, "status": status, "summary": json.dumps(summary, sort_keys=True)},
+        {
+            "task_id": task_id,
+            "action": action,
+            "status": status,
+            "summary": json.dumps(summary, sort_keys=True),
+        },
         maxlen=maxlen,
         approximate=True,
     )

@@ -20,15 +20,17 @@ FIRST_FILL_WAIT_S = 3.0  # a cold cache waits this long for the first fetch, the
 def list_providers() -> Response:
     svc = services()
     cached = provider_cache.read(svc.redis)
-    if cached is None or not cached.fresh:
-        if provider_cache.claim_refresh(svc.redis):
-            svc.celery.send_task(REFRESH_TASK, queue=SYNC_QUEUE)
+    if (cached is None or not cached.fresh) and provider_cache.claim_refresh(svc.redis):
+        svc.celery.send_task(REFRESH_TASK, queue=SYNC_QUEUE)
     if cached is None:
         deadline = time.monotonic() + FIRST_FILL_WAIT_S
         while cached is None and time.monotonic() < deadline:
             time.sleep(0.05)
             cached = provider_cache.read(svc.redis)
     if cached is None:
-        raise ApiError("SERVICE_UNAVAILABLE", "Providers are being fetched from Tebra; try again shortly.",
-                       headers={"Retry-After": "5"})
+        raise ApiError(
+            "SERVICE_UNAVAILABLE",
+            "Providers are being fetched from Tebra; try again shortly.",
+            headers={"Retry-After": "5"},
+        )
     return success(cached.providers, stale=not cached.fresh, fetched_at=cached.fetched_at)

@@ -28,21 +28,45 @@ def request_sync() -> Response:
     date = args["date"].isoformat()
     task_id, deduplicated = sync_status.claim(svc.redis, date, str(ULID()), svc.settings.sync_lock_ttl_s)
     if not deduplicated:
-        sync_status.record(svc.redis, date, task_id, svc.settings.retention_days * 86400,
-                           state=sync_status.QUEUED, requested_at=events.utc_now_iso(),
-                           started_at="", finished_at="", duration_ms="", counts="", error="", attempt=0)
+        sync_status.record(
+            svc.redis,
+            date,
+            task_id,
+            svc.settings.retention_days * 86400,
+            state=sync_status.QUEUED,
+            requested_at=events.utc_now_iso(),
+            started_at="",
+            finished_at="",
+            duration_ms="",
+            counts="",
+            error="",
+            attempt=0,
+        )
         try:
             svc.celery.send_task(SYNC_TASK, args=[date], task_id=task_id, queue=SYNC_QUEUE)
         except OperationalError as exc:
             sync_status.release(svc.redis, date, task_id)
-            sync_status.record(svc.redis, date, task_id, svc.settings.retention_days * 86400,
-                               state=sync_status.FAILED, error="BROKER_UNAVAILABLE")
+            sync_status.record(
+                svc.redis,
+                date,
+                task_id,
+                svc.settings.retention_days * 86400,
+                state=sync_status.FAILED,
+                error="BROKER_UNAVAILABLE",
+            )
             log.error("broker unavailable on enqueue: %s", type(exc).__name__)
-            raise ApiError("SERVICE_UNAVAILABLE", "The task queue is unavailable; try again shortly.",
-                           headers={"Retry-After": "5"}) from None
+            raise ApiError(
+                "SERVICE_UNAVAILABLE",
+                "The task queue is unavailable; try again shortly.",
+                headers={"Retry-After": "5"},
+            ) from None
     status = sync_status.read_status(svc.redis, date) or {}
-    body = {"task_id": task_id, "date": date, "status": status.get("state", sync_status.QUEUED),
-            "deduplicated": deduplicated}
+    body = {
+        "task_id": task_id,
+        "date": date,
+        "status": status.get("state", sync_status.QUEUED),
+        "deduplicated": deduplicated,
+    }
     response = success(body, status=202)
     response.headers["Location"] = f"/api/v1/tasks/{task_id}"
     return response

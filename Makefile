@@ -1,0 +1,75 @@
+# Clinic Relay — every developer and CI command. `make` alone lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: help install run api worker beat flower sim token test test-fast lint fmt bench up down logs clean
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): setup.cfg pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP) ## create .venv and install the project with its dev tools
+
+run: $(STAMP) ## start Redis (if none answers), the Tebra simulator, API, worker and Flower until Ctrl-C
+	@mkdir -p var
+	$(BIN)/honcho -f Procfile start
+
+api: $(STAMP) ## the API alone (gunicorn gthread on API_HOST:API_PORT)
+	$(BIN)/gunicorn -c app/gunicorn_conf.py app.wsgi:app
+
+worker: $(STAMP) ## one Celery worker (prefork, WORKER_CONCURRENCY processes)
+	$(BIN)/celery -A workers.celery_app worker --loglevel=INFO --queues=sync,details --events
+
+beat: $(STAMP) ## Celery beat (periodic syncs of today, when PERIODIC_SYNC_MINUTES > 0)
+	$(BIN)/celery -A workers.celery_app beat --loglevel=INFO --schedule=var/celerybeat-schedule
+
+flower: $(STAMP) ## Flower on FLOWER_ADDRESS:FLOWER_PORT with basic auth
+	$(BIN)/celery -A workers.celery_app flower --conf=workers/flowerconfig.py
+
+sim: $(STAMP) ## the Tebra SOAP simulator on SIM_HOST:SIM_PORT
+	$(BIN)/python -m tebra_sim
+
+token: $(STAMP) ## print a development bearer token with every scope
+	@$(BIN)/python -m app.devtoken
+
+test: $(STAMP) ## the whole suite: unit, contract, integration (real Redis, worker, simulator), reliability
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test-fast: $(STAMP) ## unit and contract tests only
+	$(BIN)/pytest tests/unit tests/contract $(PYTEST_ARGS)
+
+lint: $(STAMP) ## ruff, mypy and the import-linter layering contracts
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+fmt: $(STAMP) ## format and fix what ruff can
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench: $(STAMP) ## the benchmarks (tables on stdout, JSON in bench/results/)
+	$(BIN)/python -m bench
+
+up: ## the container stack (needs a Docker engine)
+	docker compose up -d --build
+
+down: ## stop the container stack
+	docker compose down
+
+logs: ## follow the container stack's logs
+	docker compose logs -f --tail=100
+
+clean: ## remove the virtualenv and local state
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

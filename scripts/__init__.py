@@ -1,0 +1,1 @@
+"""Developer tools run by the Makefile and the tests (not part of the installed system)."""

@@ -1,0 +1,55 @@
+"""Settings come from the environment in one place, with defaults that run locally."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from config import SettingsError, load_settings, setting_names
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_defaults_run_locally() -> None:
+    settings = load_settings({})
+    assert settings.redis_url == "redis://127.0.0.1:6379/0"
+    assert settings.broker_url == settings.redis_url
+    assert settings.tebra_wsdl_url.startswith("http://127.0.0.1:8089/")
+    assert settings.clinic_tz == "America/Chicago"
+
+
+def test_environment_values_are_converted() -> None:
+    settings = load_settings({"API_PORT": "9000", "TEBRA_THROTTLE_ENABLED": "off", "TEBRA_THROTTLE_MARGIN": "0.2"})
+    assert settings.api_port == 9000
+    assert settings.tebra_throttle_enabled is False
+    assert settings.tebra_throttle_margin == pytest.approx(0.2)
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"API_PORT": "eighty"}, "API_PORT"),
+        ({"TEBRA_THROTTLE_ENABLED": "maybe"}, "TEBRA_THROTTLE_ENABLED"),
+        ({"APP_ENV": "staging"}, "APP_ENV"),
+        ({"TASK_SOFT_TIME_LIMIT_S": "200"}, "TASK_SOFT_TIME_LIMIT_S"),
+        ({"BROKER_VISIBILITY_TIMEOUT_S": "100"}, "BROKER_VISIBILITY_TIMEOUT_S"),
+    ],
+)
+def test_bad_values_are_refused_by_name(env: dict[str, str], message: str) -> None:
+    with pytest.raises(SettingsError, match=message):
+        load_settings(env)
+
+
+def test_production_refuses_development_secrets() -> None:
+    with pytest.raises(SettingsError) as info:
+        load_settings({"APP_ENV": "production"})
+    for name in ("PHI_HMAC_KEY", "PHI_ENCRYPTION_KEYS", "AUDIT_SIGNING_KEY", "AUTH0_DOMAIN", "TEBRA_PASSWORD"):
+        assert name in str(info.value)
+
+
+def test_env_example_lists_every_setting() -> None:
+    text = (ROOT / ".env.example").read_text()
+    listed = re.findall(r"^#?\s*([A-Z][A-Z0-9_]+)=", text, flags=re.MULTILINE)
+    assert sorted(listed) == sorted(setting_names())

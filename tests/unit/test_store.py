@@ -1,0 +1,123 @@
+"""The day's schedule in Redis: idempotent writes, sealed PHI, and the merge with local changes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import redis
+
+from config import load_settings
+from tasks import keys
+from tasks.phi import PhiCipher
+from tasks.store import ScheduleStore
+
+DATE = "2026-11-25"
+
+
+def make_appointment(n: int = 1, **overrides: Any) -> dict[str, Any]:
+    """An appointment as the gateway maps it (synthetic values)."""
+    appt = {
+        "id": str(1000 + n),
+        "patient_id": str(500 + n),
+        "patient_name": f"Testa Marker{n}",
+        "start": f"{DATE}T09:{n:02d}:00-06:00",
+        "end": f"{DATE}T09:{n + 15:02d}:00-06:00",
+        "tebra_status": "Scheduled",
+        "status": "scheduled",
+        "provider_id": "7",
+        "provider_name": "Dr Provider",
+        "location": "Main",
+        "reason": "Checkup",
+        "type": "P",
+        "last_modified": f"{DATE}T08:00:00-06:00",
+    }
+    appt.update(overrides)
+    return appt
+
+
+@pytest.fixture
+def store(redis_client: redis.Redis) -> ScheduleStore:
+    """A store on the flushed test database."""
+    settings = load_settings({})
+    return ScheduleStore(redis_client, PhiCipher.from_settings(settings), hmac_key=settings.phi_hmac_key,
+                         retention_days=1)
+
+
+def snapshot(client: redis.Redis) -> dict[str, Any]:
+    """Every key of the data db with its value (hashes and sets as dicts and sorted lists)."""
+    out: dict[str, Any] = {}
+    for key in sorted(client.keys("*")):
+        kind = client.type(key)
+        if kind == "hash":
+            value = client.hgetall(key)
+            value.pop("updated_at", None)
+            out[key] = value
+        elif kind == "set":
+            out[key] = sorted(client.smembers(key))
+    return out
+
+
+def test_writing_the_same_day_twice_changes_nothing(store: ScheduleStore, redis_client: redis.Redis) -> None:
+    appointments = [make_appointment(n) for n in range(1, 6)]
+    first = store.write_day(DATE, appointments)
+    before = snapshot(redis_client)
+    raw_before = {k: redis_client.hgetall(k) for k in redis_client.keys("appointments:*")}
+    second = store.write_day(DATE, appointments)
+    assert (first.added, first.patients_created) == (5, 5)
+    assert (second.added, second.updated, second.removed, second.patients_changed) == (0, 0, 0, 0)
+    assert snapshot(redis_client) == before
+    assert {k: redis_client.hgetall(k) for k in redis_client.keys("appointments:*")} == raw_before
+
+
+def test_no_patient_data_in_keys_or_clear_in_values(store: ScheduleStore, redis_client: redis.Redis) -> None:
+    store.write_day(DATE, [make_appointment(1)])
+    for key in redis_client.keys("*"):
+        assert "501" not in key and "Marker" not in key
+        if redis_client.type(key) == "hash":
+            for value in redis_client.hvals(key):
+                assert "Marker" not in value and '"501"' not in value
+
+
+def test_full_sync_removes_what_tebra_no_longer_has(store: ScheduleStore, redis_client: redis.Redis) -> None:
+    store.write_day(DATE, [make_appointment(1), make_appointment(2)])
+    counts = store.write_day(DATE, [make_appointment(1)])
+    assert counts.removed == 1
+    assert list(redis_client.hkeys(keys.appointments(DATE))) == ["1001"]
+
+
+def test_reads_open_the_sealed_fields_and_hide_the_raw_id(store: ScheduleStore) -> None:
+    store.write_day(DATE, [make_appointment(2), make_appointment(1)])
+    rows = store.appointments_for([DATE])
+    assert [r["id"] for r in rows] == ["1001", "1002"]  # ordered by start
+    assert rows[0]["patient_name"] == "Testa Marker1"
+    assert "patient_id" not in rows[0] and rows[0]["hpid"] == store.hpid("501")
+
+
+def test_sync_never_moves_a_local_status_backwards(store: ScheduleStore, redis_client: redis.Redis) -> None:
+    store.write_day(DATE, [make_appointment(1)])
+    key = keys.patient(store.hpid("501"), DATE)
+    redis_client.hset(key, mapping={"status": "with-doctor", "status_source": "local"})
+    store.write_day(DATE, [make_appointment(1, status="arrived", tebra_status="CheckedIn")])
+    assert redis_client.hget(key, "status") == "with-doctor"
+    store.write_day(DATE, [make_appointment(1, status="completed", tebra_status="CheckedOut")])
+    assert redis_client.hget(key, "status") == "completed"
+    assert redis_client.hget(key, "completed_time")
+
+
+def test_tebra_cancellation_applies_before_arrival_only(store: ScheduleStore, redis_client: redis.Redis) -> None:
+    store.write_day(DATE, [make_appointment(1), make_appointment(2)])
+    confirmed = keys.patient(store.hpid("501"), DATE)
+    arrived = keys.patient(store.hpid("502"), DATE)
+    redis_client.hset(confirmed, mapping={"status": "confirmed", "status_source": "local"})
+    redis_client.hset(arrived, mapping={"status": "arrived", "status_source": "local"})
+    counts = store.write_day(DATE, [make_appointment(n, status="cancelled", tebra_status="Cancelled") for n in (1, 2)])
+    assert redis_client.hget(confirmed, "status") == "cancelled"
+    assert redis_client.hget(arrived, "status") == "arrived"
+    assert counts.status_changed == 1
+
+
+def test_keys_expire_after_retention(store: ScheduleStore, redis_client: redis.Redis) -> None:
+    store.write_day(DATE, [make_appointment(1)])
+    for key in redis_client.keys("*"):
+        assert 0 < redis_client.ttl(key) <= 86400
