@@ -1,7 +1,7 @@
 """The synthetic clinic: one practice, its providers, locations, patients and each day's appointments.
 
-Everything is a pure function of (seed, date), so two simulators with the same seed agree and a test can predict
-what a day holds. Names are built from syllables so that no row can be mistaken for a real person.
+Everything is a pure function of (seed, date), so two simulators with the same seed agree and a test can
+predict what a day holds. Names are built from syllables so that no row can be mistaken for a real person.
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import random
 from dataclasses import dataclass, replace
 from datetime import date, datetime, time, timedelta
 
-# Weighted like a working day: most rows still ahead, some in flight, a few lost. Spelled as Tebra renders them:
-# legacy display names for the classic states, enum tokens for the newer ones (SPEC §5).
+# Weighted like a working day: most rows still ahead, some in flight, a few lost. Spelled as Tebra renders
+# them: legacy display names for the classic states, enum tokens for the newer ones (SPEC §5).
 STATUS_WEIGHTS: tuple[tuple[str, int], ...] = (
     ("Scheduled", 26),
     ("Confirmed", 22),
@@ -34,8 +34,30 @@ FIRST_PATIENT_ID = 20001
 EPOCH = date(2000, 1, 1)  # appointment ids encode their day as days since this date
 ADDED_ID_BASE = 900_000_000  # ids of appointments added at run time
 
-_ONSETS = ("b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "br", "dr", "gl", "kr", "tr",
-           "qu", "th", "zh")
+_ONSETS = (
+    "b",
+    "d",
+    "f",
+    "g",
+    "k",
+    "l",
+    "m",
+    "n",
+    "p",
+    "r",
+    "s",
+    "t",
+    "v",
+    "z",
+    "br",
+    "dr",
+    "gl",
+    "kr",
+    "tr",
+    "qu",
+    "th",
+    "zh",
+)
 _VOWELS = ("a", "e", "i", "o", "u", "ae", "io", "ou")
 _CODAS = ("", "", "n", "r", "l", "s", "x", "th", "m")
 
@@ -141,15 +163,22 @@ class Clinic:
 
     def _provider(self, rng: random.Random, index: int) -> Provider:
         degree, specialty = rng.choice(
-            (("MD", "Family Medicine"), ("DO", "Internal Medicine"), ("NP", "Family Nurse Practitioner"),
-             ("MD", "Pediatrics"), ("PA", "Physician Assistant")))
+            (
+                ("MD", "Family Medicine"),
+                ("DO", "Internal Medicine"),
+                ("NP", "Family Nurse Practitioner"),
+                ("MD", "Pediatrics"),
+                ("PA", "Physician Assistant"),
+            )
+        )
         return Provider(
             id=101 + index,
             first_name=_word(rng, 2),
             last_name=_word(rng, rng.randint(2, 3)),
             degree=degree,
             specialty=specialty,
-            npi=f"9{rng.randint(0, 999_999_999):09d}",  # NPIs never start with 9: cannot collide with a real one
+            # Real NPIs never start with 9, so a synthetic one cannot collide with a real provider.
+            npi=f"9{rng.randint(0, 999_999_999):09d}",
             created=datetime(2019, 3, 4, 10, 0) + timedelta(days=30 * index),
         )
 
@@ -197,21 +226,25 @@ class Clinic:
             assert patient is not None
             # Booked 1-60 days ahead and last touched before the day began: only run-time edits are "recent".
             created = start - timedelta(days=rng.randint(1, 60), minutes=rng.randint(0, 600))
-            modified = min(created + timedelta(hours=rng.randint(0, 72)),
-                           datetime.combine(day, time.min) - timedelta(minutes=rng.randint(1, 600)))
-            rows.append(Appointment(
-                id=base_id + index + 1,
-                patient_id=patient.id,
-                patient_full_name=patient.full_name,
-                provider_id=rng.choice(self.providers).id,
-                location_id=rng.choice(self.locations).id,
-                start=start,
-                end=end,
-                status=rng.choices(STATUSES, weights=[w for _, w in STATUS_WEIGHTS])[0],
-                reason=rng.choice(REASONS),
-                created=created,
-                last_modified=max(modified, created),
-            ))
+            modified = min(
+                created + timedelta(hours=rng.randint(0, 72)),
+                datetime.combine(day, time.min) - timedelta(minutes=rng.randint(1, 600)),
+            )
+            rows.append(
+                Appointment(
+                    id=base_id + index + 1,
+                    patient_id=patient.id,
+                    patient_full_name=patient.full_name,
+                    provider_id=rng.choice(self.providers).id,
+                    location_id=rng.choice(self.locations).id,
+                    start=start,
+                    end=end,
+                    status=rng.choices(STATUSES, weights=[w for _, w in STATUS_WEIGHTS])[0],
+                    reason=rng.choice(REASONS),
+                    created=created,
+                    last_modified=max(modified, created),
+                )
+            )
         return sorted(rows, key=lambda row: (row.start, row.id))
 
 

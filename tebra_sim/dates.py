@@ -49,8 +49,13 @@ def parse_filter_date(raw: str, practice_tz: ZoneInfo) -> tuple[datetime, bool]:
             hour = hour % 12 + (12 if ampm == "PM" else 0)
         fraction = (parts.get("fraction") or "").ljust(6, "0")[:6]
         value = datetime(
-            int(parts["year"]), int(parts["month"]), int(parts["day"]),
-            hour, int(parts["minute"] or 0), int(parts["second"] or 0), int(fraction or 0),
+            int(parts["year"]),
+            int(parts["month"]),
+            int(parts["day"]),
+            hour,
+            int(parts["minute"] or 0),
+            int(parts["second"] or 0),
+            int(fraction or 0),
         )
     except ValueError as exc:  # 2/30/2026, 25:00 and the like
         raise InvalidDate(INVALID_DATE_MESSAGE) from exc

@@ -1,7 +1,8 @@
 """The simulator's view of the contract: namespaces, served operations and each type's member sequence.
 
-The member order is read from the simulator's own WSDL (``tebra_sim/wsdl/KareoServices.wsdl``) on first use, so the
-request parser and the response writer follow the one document zeep also reads; nothing is ordered by hand twice.
+The member order is read from the simulator's own WSDL (``tebra_sim/wsdl/KareoServices.wsdl``) on first
+use, so the request parser and the response writer follow the one document zeep also reads; nothing is
+ordered by hand twice.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ SERVED_OPERATIONS: tuple[str, ...] = (
     "GetThrottles",
 )
 
+# The soap:address in the committed WSDL; the server swaps in its own base URL per request.
+PLACEHOLDER_ADDRESS = "http://127.0.0.1:8089/KareoServices.svc"
 WSDL_PATH = Path(__file__).resolve().parent / "wsdl" / "KareoServices.wsdl"
 
 
@@ -75,15 +78,17 @@ def _sequence_members(node: etree._Element) -> list[Member]:
     for element in node.iterfind(f"{{{XS_NS}}}sequence/{{{XS_NS}}}element"):
         type_ns, type_name = _resolve(element, element.get("type"))
         emit = element.find(f".//{{{SERIALIZATION_NS}}}DefaultValue")
-        members.append(Member(
-            name=element.get("name"),
-            type_ns=type_ns,
-            type_name=type_name,
-            nillable=element.get("nillable") == "true",
-            min_occurs=int(element.get("minOccurs", "1")),
-            repeated=element.get("maxOccurs", "1") != "1",
-            emit_default=emit is None or emit.get("EmitDefaultValue") != "false",
-        ))
+        members.append(
+            Member(
+                name=element.get("name"),
+                type_ns=type_ns,
+                type_name=type_name,
+                nillable=element.get("nillable") == "true",
+                min_occurs=int(element.get("minOccurs", "1")),
+                repeated=element.get("maxOccurs", "1") != "1",
+                emit_default=emit is None or emit.get("EmitDefaultValue") != "false",
+            )
+        )
     return members
 
 
@@ -98,8 +103,10 @@ def load_schema(path: Path = WSDL_PATH) -> Schema:
         for node in schema.iterfind(f"{{{XS_NS}}}complexType"):
             extension = node.find(f"{{{XS_NS}}}complexContent/{{{XS_NS}}}extension")
             if extension is not None:
-                raw[(ns, node.get("name"))] = (_resolve(extension, extension.get("base")),
-                                               _sequence_members(extension))
+                raw[(ns, node.get("name"))] = (
+                    _resolve(extension, extension.get("base")),
+                    _sequence_members(extension),
+                )
             else:
                 raw[(ns, node.get("name"))] = (None, _sequence_members(node))
         for node in schema.iterfind(f"{{{XS_NS}}}element"):

@@ -1,8 +1,8 @@
 """What the simulator holds right now: the seeded schedule plus the edits made at run time.
 
-Edits (status change, cancel, reschedule, add) are kept as whole appointments keyed by id, laid over the seeded
-days; a reset drops them. Every edit moves LastModifiedDate to the practice's "now", which is what an incremental
-sync (FromLastModifiedDate/ToLastModifiedDate) looks for.
+Edits (status change, cancel, reschedule, add) are kept as whole appointments keyed by id, laid over the
+seeded days; a reset drops them. Every edit moves LastModifiedDate to the practice's "now", which is what an
+incremental sync (FromLastModifiedDate/ToLastModifiedDate) looks for.
 """
 
 from __future__ import annotations
@@ -63,7 +63,10 @@ class AppointmentStore:
         return next((row for row in self._seeded(seeded_day) if row.id == appointment_id), None)
 
     def edit(self, request: dict[str, object]) -> Appointment:
-        """Apply one admin edit: ``{"action": "status"|"cancel"|"reschedule"|"add", …}`` (docs/simulator.md)."""
+        """Apply one admin edit: ``{"action": "status"|"cancel"|"reschedule"|"add", …}``.
+
+        The fields of each action are in docs/simulator.md.
+        """
         action = request.get("action")
         now = self._now()
         if action == "add":
@@ -139,7 +142,13 @@ def _datetime(request: dict[str, object], key: str) -> datetime:
 def _status(value: object) -> str:
     # Any Tebra spelling is allowed (the column is a free string), but a typo should fail loudly.
     text = str(value or "")
-    if text not in STATUSES and text not in {"Check-out", "CheckedOut", "NoShow", "Unknown", "ReminderSent",
-                                             "NeedsReschedule"}:
+    if text not in STATUSES and text not in {
+        "Check-out",
+        "CheckedOut",
+        "NoShow",
+        "Unknown",
+        "ReminderSent",
+        "NeedsReschedule",
+    }:
         raise EditError(f"unknown status {text!r}; one of {', '.join(STATUSES)}")
     return text

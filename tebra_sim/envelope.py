@@ -1,0 +1,179 @@
+"""SOAP 1.1 envelopes as WCF's DataContractSerializer reads and writes them.
+
+Reading is strict in sequence order: a member that arrives after a later member, or with a name the type does
+not have, is dropped without an error, which is exactly how WCF loses a ``User`` sent before ``Password``.
+Writing follows WCF's habits: ``s:`` on the envelope, a default namespace on ``<Op>Response``, ``i:`` for
+nils, members in schema order, null members with EmitDefaultValue=false left out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+from xml.sax.saxutils import escape
+
+from lxml import etree
+
+from tebra_sim.schema import ARRAYS_NS, KAREO_NS, SOAP_ENV_NS, XSI_NS, Member, Schema
+
+DISPATCHER_NS = "http://schemas.microsoft.com/net/2005/12/windowscommunicationfoundation/dispatcher"
+ADDRESSING_NONE_NS = "http://schemas.microsoft.com/ws/2005/05/addressing/none"
+INTERNAL_ERROR_TEXT = (
+    "The server was unable to process the request due to an internal error.  For more information about the "
+    "error, either turn on IncludeExceptionDetailInFaults (either from ServiceBehaviorAttribute or from the "
+    "&lt;serviceDebug&gt; configuration behavior) on the server in order to send the exception information "
+    "back to the client, or turn on tracing as per the Microsoft .NET Framework SDK documentation and "
+    "inspect the server trace logs."
+)
+_PREFIX = {KAREO_NS: "", ARRAYS_NS: "a:"}
+# No DTDs, no entities, no network: the body comes from whoever can reach the port.
+_PARSER = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False)
+
+
+class BadEnvelope(ValueError):
+    """Not a SOAP 1.1 envelope with a body element; WCF answers such a request with a fault."""
+
+
+@dataclass(frozen=True)
+class Raw:
+    """Markup written verbatim, for the deliberately malformed throttle shape."""
+
+    xml: str
+
+
+def body_element(payload: bytes) -> etree._Element:
+    """The first element inside ``s:Body``. Anything in ``s:Header`` (zeep's WS-Addressing) is ignored."""
+    try:
+        root = etree.fromstring(payload, _PARSER)
+    except etree.XMLSyntaxError as exc:
+        raise BadEnvelope(f"unreadable XML: {exc}") from exc
+    if root.tag != f"{{{SOAP_ENV_NS}}}Envelope":
+        raise BadEnvelope("not a SOAP 1.1 envelope")
+    body = root.find(f"{{{SOAP_ENV_NS}}}Body")
+    child = None if body is None else next((el for el in body if isinstance(el.tag, str)), None)
+    if child is None:
+        raise BadEnvelope("empty SOAP body")
+    return child
+
+
+def _is_nil(element: etree._Element) -> bool:
+    return element.get(f"{{{XSI_NS}}}nil") in ("true", "1")
+
+
+def read(element: etree._Element, schema: Schema, type_name: str, type_ns: str = KAREO_NS) -> dict[str, Any]:
+    """The members of ``element`` as a dict, read in sequence order like WCF.
+
+    Values: None for ``xsi:nil``, a str for simple members, a dict for complex ones, a list for repeated ones.
+    An absent member is an absent key.
+    """
+    members = schema.members(type_name, type_ns)
+    values: dict[str, Any] = {}
+    position = 0
+    for child in element:
+        if not isinstance(child.tag, str):
+            continue
+        qname = etree.QName(child)
+        if qname.namespace != type_ns:
+            continue
+        index = next((i for i in range(position, len(members)) if members[i].name == qname.localname), None)
+        if index is None:
+            continue  # unknown, or out of order: WCF drops it silently
+        member = members[index]
+        value = (
+            None
+            if _is_nil(child)
+            else (
+                child.text or ""
+                if member.is_simple
+                else read(child, schema, member.type_name, member.type_ns)
+            )
+        )
+        if member.repeated:
+            values.setdefault(member.name, []).append(value)
+            position = index
+        else:
+            values[member.name] = value
+            position = index + 1
+    return values
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return escape(str(value))
+
+
+def _write(schema: Schema, member: Member, prefix: str, value: Any, out: list[str]) -> None:
+    name = f"{prefix}{member.name}"
+    if isinstance(value, Raw):
+        out.append(value.xml)
+        return
+    if value is None:
+        if member.nillable and member.emit_default:
+            out.append(f'<{name} i:nil="true"/>')
+        return
+    if member.repeated:
+        for item in value:
+            _write(schema, Member(**{**member.__dict__, "repeated": False}), prefix, item, out)
+        return
+    if member.is_simple:
+        out.append(f"<{name}>{_text(value)}</{name}>")
+        return
+    children = schema.members(member.type_name, member.type_ns)
+    child_prefix = _PREFIX[member.type_ns]
+    declare = f' xmlns:a="{ARRAYS_NS}"' if member.type_ns == ARRAYS_NS else ""
+    if isinstance(value, list):  # an ArrayOfX given as its items
+        value = {children[0].name: value}
+    out.append(f"<{name}{declare}>")
+    for child in children:
+        _write(schema, child, child_prefix, value.get(child.name), out)
+    out.append(f"</{name}>")
+
+
+def response(schema: Schema, operation: str, result: dict[str, Any]) -> bytes:
+    """``<Op>Response/<Op>Result`` holding ``result`` (keys are the members of ``<Op>Resp``)."""
+    out = [
+        f'<s:Envelope xmlns:s="{SOAP_ENV_NS}"><s:Body>',
+        f'<{operation}Response xmlns="{KAREO_NS}">',
+        f'<{operation}Result xmlns:i="{XSI_NS}">',
+    ]
+    for member in schema.members(f"{operation}Resp"):
+        _write(schema, member, "", result.get(member.name), out)
+    out.append(f"</{operation}Result></{operation}Response></s:Body></s:Envelope>")
+    return "".join(out).encode("utf-8")
+
+
+def fault(code_ns: str, code: str, text: str) -> bytes:
+    """A WCF SOAP 1.1 fault (sent with HTTP 500). ``text`` must already be XML-escaped."""
+    return (
+        f'<s:Envelope xmlns:s="{SOAP_ENV_NS}"><s:Body><s:Fault>'
+        f'<faultcode xmlns:a="{code_ns}">a:{code}</faultcode>'
+        f'<faultstring xml:lang="en-US">{text}</faultstring>'
+        "</s:Fault></s:Body></s:Envelope>"
+    ).encode()
+
+
+def internal_service_fault() -> bytes:
+    return fault(DISPATCHER_NS, "InternalServiceFault", INTERNAL_ERROR_TEXT)
+
+
+def action_not_supported(action: str) -> bytes:
+    return fault(
+        ADDRESSING_NONE_NS,
+        "ActionNotSupported",
+        escape(
+            f"The message with Action '{action}' cannot be processed at the receiver, due to a "
+            "ContractFilter mismatch at the EndpointDispatcher. This may be because of either a contract "
+            "mismatch (mismatched Actions between sender and receiver) or a binding/security mismatch "
+            "between the sender and the receiver.  Check that sender and receiver have the same contract and "
+            "the same binding (including security requirements, e.g. Message, Transport, None)."
+        ),
+    )
+
+
+def deserialization_failed(reason: str) -> bytes:
+    return fault(
+        DISPATCHER_NS,
+        "DeserializationFailed",
+        escape(f"The formatter threw an exception while trying to deserialize the message: {reason}"),
+    )
