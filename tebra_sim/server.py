@@ -88,7 +88,7 @@ def serve(options: SimOptions) -> None:
         options.appointments_per_day,
         "on" if options.throttle else "off",
     )
-    while not stop.wait(0.5):  # wake up regularly: a signal only runs its handler between bytecodes
+    while not stop.wait(0.2):  # wake up regularly: a signal only runs its handler between bytecodes
         if not thread.is_alive():
             break
     sim.stopping.set()

@@ -1,0 +1,1 @@
+"""Helpers the test suite shares: real processes and the Tebra simulator."""
