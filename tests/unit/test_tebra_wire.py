@@ -105,6 +105,17 @@ def test_client_falls_back_to_the_wsdl_soap_address(settings: Settings) -> None:
     assert built.zeep.transport.load_timeout == settings.tebra_connect_timeout_s
 
 
+def test_one_client_per_process_until_reset(settings: Settings) -> None:
+    tebra_client.reset()
+    try:
+        first = tebra_client.get_client(settings)
+        assert tebra_client.get_client(settings) is first
+        tebra_client.reset()
+        assert tebra_client.get_client(settings) is not first
+    finally:
+        tebra_client.reset()
+
+
 def test_get_appointments_request_matches_the_schema(
     tc: tebra_client.TebraClient, gateway: TebraGateway, settings: Settings
 ) -> None:
