@@ -7,17 +7,14 @@ zeep client from the simulator's WSDL, the way a worker does.
 from __future__ import annotations
 
 import os
-import sys
 import time
 from collections.abc import Iterator
 from datetime import date
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
 import redis
-import requests
 
 from config.settings import Settings, load_settings
 from tasks import keys
@@ -26,50 +23,24 @@ from tasks.tebra.errors import TebraBusinessError, TebraSecurityError, TebraThro
 from tasks.tebra.gateway import TebraGateway
 from tasks.tebra.mapping import clinic_day_bounds, parse_tebra_datetime
 from tasks.tebra.throttle import TebraThrottle
-from tests.support.processes import free_port, spawn, stop, wait_until
+from tests.support.processes import free_port
+from tests.support.simulator import Simulator, start_simulator
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
 
 
-class Sim:
-    """A running simulator: its URLs and its admin API."""
-
-    def __init__(self, base_url: str) -> None:
-        self.base_url = base_url.rstrip("/")
-        self.wsdl_url = f"{self.base_url}/KareoServices.svc?wsdl"
-
-    def admin(self, method: str, path: str, **kwargs: Any) -> Any:
-        response = requests.request(method, f"{self.base_url}/_sim/{path}", timeout=10, **kwargs)
-        response.raise_for_status()
-        return response.json()
-
-    def faults(self, **switches: Any) -> Any:
-        return self.admin("POST", "faults", json=switches)
-
-    def appointments(self, day: date) -> list[dict[str, Any]]:
-        return list(self.admin("GET", "appointments", params={"date": day.isoformat()})["appointments"])
-
-
 @pytest.fixture(scope="module")
-def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sim]:
-    """The simulator as a subprocess (``python -m tebra_sim --port N``), stopped by pid afterwards."""
-    port = free_port()
-    log = Path(tmp_path_factory.mktemp("sim")) / "tebra_sim.log"
-    proc = spawn([sys.executable, "-m", "tebra_sim", "--port", str(port), "--no-throttle"], {}, log)
-    running = Sim(f"http://127.0.0.1:{port}")
-    try:
-        wait_until(lambda: requests.get(f"{running.base_url}/_sim/health", timeout=1).ok, 30, "tebra_sim",
-                   proc, log)
+def sim() -> Iterator[Simulator]:
+    """The simulator as a subprocess over real HTTP, stopped by pid afterwards."""
+    with start_simulator(throttle=False) as running:
         yield running
-    finally:
-        stop(proc)
 
 
 @pytest.fixture
-def fresh_sim(sim: Sim) -> Sim:
+def fresh_sim(sim: Simulator) -> Simulator:
     """The simulator reset to its seed data, throttle off, no faults, counters at zero."""
-    sim.admin("POST", "reset")
-    sim.faults(throttle=False)
+    sim.reset()
+    sim.set_faults(throttle=False)
     return sim
 
 
@@ -87,12 +58,12 @@ def r() -> Iterator[redis.Redis]:
     client.close()
 
 
-def make_settings(sim: Sim, **overrides: Any) -> Settings:
+def make_settings(sim: Simulator, **overrides: Any) -> Settings:
     values: dict[str, Any] = {"tebra_wsdl_url": sim.wsdl_url, "tebra_operation_timeout_s": 5.0, **overrides}
     return load_settings(environ={}, **values)
 
 
-def make_gateway(sim: Sim, *, throttle: TebraThrottle | None = None, **kwargs: Any) -> TebraGateway:
+def make_gateway(sim: Simulator, *, throttle: TebraThrottle | None = None, **kwargs: Any) -> TebraGateway:
     """A gateway on its own client for ``sim`` (Tebra's throttle answers not retried unless asked)."""
     settings = kwargs.pop("settings", None) or make_settings(sim)
     kwargs.setdefault("throttle_retries", 0)
@@ -115,12 +86,11 @@ EXTRA = {
 
 
 @pytest.mark.parametrize("day", [date(2026, 3, 8), date(2026, 11, 1), date(2026, 6, 16)])
-def test_get_appointments_for_a_day_equals_the_simulator(fresh_sim: Sim, day: date) -> None:
+def test_get_appointments_for_a_day_equals_the_simulator(fresh_sim: Simulator, day: date) -> None:
     gateway = make_gateway(fresh_sim)
     patient_id = fresh_sim.appointments(date(2026, 6, 16))[0]["patient_id"]
     for start_local in EXTRA.get(day, []):
-        fresh_sim.admin("POST", "appointments", json={"action": "add", "patient_id": patient_id,
-                                                      "start": start_local, "duration_minutes": 60})
+        fresh_sim.edit_appointment("add", patient_id=patient_id, start=start_local, duration_minutes=60)
     tz = ZoneInfo(gateway.settings.clinic_tz)
     start, end = clinic_day_bounds(day, tz)
     got = {a["id"]: a for a in gateway.get_appointments(start, end)}
@@ -150,18 +120,18 @@ def _iso(raw: str, tz: ZoneInfo) -> str:
 
 
 @pytest.mark.parametrize("mode", ["empty_result", "toggles"])
-def test_placeholder_rows_never_reach_the_caller(fresh_sim: Sim, mode: str) -> None:
+def test_placeholder_rows_never_reach_the_caller(fresh_sim: Simulator, mode: str) -> None:
     gateway = make_gateway(fresh_sim)
     day = date(2026, 6, 16)
-    fresh_sim.faults(placeholder_row=mode)
+    fresh_sim.set_faults(placeholder_row=mode)
     start, end = clinic_day_bounds(day, ZoneInfo(gateway.settings.clinic_tz))
     assert all(a["id"] for a in gateway.get_appointments(start, end))
 
 
-def test_providers_patient_and_throttles(fresh_sim: Sim, r: redis.Redis) -> None:
+def test_providers_patient_and_throttles(fresh_sim: Simulator, r: redis.Redis) -> None:
     throttle = TebraThrottle(r, margin=0.0, enabled=True)
     gateway = make_gateway(fresh_sim, throttle=throttle)
-    clinic = fresh_sim.admin("GET", "clinic")
+    clinic = fresh_sim.clinic()
     providers = gateway.get_providers()
     assert {p["id"] for p in providers} == {str(p["id"]) for p in clinic["providers"]}
     assert all(p["full_name"] for p in providers)
@@ -186,10 +156,10 @@ def test_providers_patient_and_throttles(fresh_sim: Sim, r: redis.Redis) -> None
 
 
 @pytest.mark.parametrize("shape", ["error_response", "http_429", "out_of_order"])
-def test_each_throttle_shape_is_classified(fresh_sim: Sim, shape: str) -> None:
+def test_each_throttle_shape_is_classified(fresh_sim: Simulator, shape: str) -> None:
     outcomes: list[str] = []
     gateway = make_gateway(fresh_sim, on_call=lambda op, s, outcome: outcomes.append(outcome))
-    fresh_sim.faults(throttle=True, throttle_shape=shape)
+    fresh_sim.set_faults(throttle=True, throttle_shape=shape)
     gateway.get_providers()
     with pytest.raises(TebraThrottled) as info:
         gateway.get_providers()
@@ -198,30 +168,30 @@ def test_each_throttle_shape_is_classified(fresh_sim: Sim, shape: str) -> None:
     assert outcomes == ["ok", "throttled"]
 
 
-def test_a_throttled_call_is_retried_after_tebra_s_interval(fresh_sim: Sim) -> None:
+def test_a_throttled_call_is_retried_after_tebra_s_interval(fresh_sim: Simulator) -> None:
     outcomes: list[str] = []
     gateway = make_gateway(
         fresh_sim, throttle_retries=2, on_call=lambda op, s, outcome: outcomes.append(outcome)
     )
-    fresh_sim.faults(throttle=True)
+    fresh_sim.set_faults(throttle=True)
     gateway.get_providers()
     assert gateway.get_providers()
     assert outcomes == ["ok", "throttled", "ok"]
 
 
-def test_the_shared_throttle_keeps_tebra_from_throttling(fresh_sim: Sim, r: redis.Redis) -> None:
+def test_the_shared_throttle_keeps_tebra_from_throttling(fresh_sim: Simulator, r: redis.Redis) -> None:
     waits: list[float] = []
     settings = make_settings(fresh_sim, tebra_throttle_margin=0.08)
     throttle = TebraThrottle.from_settings(r, settings)
     gateway = make_gateway(fresh_sim, settings=settings, throttle=throttle,
                            on_wait=lambda op, seconds: waits.append(seconds))
-    fresh_sim.faults(throttle=True)
+    fresh_sim.set_faults(throttle=True)
     appointment = fresh_sim.appointments(date(2026, 6, 16))[0]
     started = time.monotonic()
     for _ in range(6):
         gateway.get_patient(str(appointment["patient_id"]))
     elapsed = time.monotonic() - started
-    stats = fresh_sim.admin("GET", "stats")
+    stats = fresh_sim.stats()
     assert stats["throttle_violations"] == 0
     assert stats["accepted"]["GetPatient"] == 6
     assert elapsed >= 5 * 0.27 - 0.01
@@ -229,10 +199,10 @@ def test_the_shared_throttle_keeps_tebra_from_throttling(fresh_sim: Sim, r: redi
 
 
 @pytest.mark.parametrize("mode", ["bad_password", "bad_customer_key", "permissions_missing"])
-def test_security_failures_are_fatal_and_never_leak_the_password(fresh_sim: Sim, mode: str) -> None:
+def test_security_failures_are_fatal_and_never_leak_the_password(fresh_sim: Simulator, mode: str) -> None:
     outcomes: list[str] = []
     gateway = make_gateway(fresh_sim, on_call=lambda op, s, outcome: outcomes.append(outcome))
-    fresh_sim.faults(security=mode)
+    fresh_sim.set_faults(security=mode)
     with pytest.raises(TebraSecurityError) as info:
         gateway.get_providers()
     assert gateway.settings.tebra_password not in str(info.value)
@@ -240,7 +210,7 @@ def test_security_failures_are_fatal_and_never_leak_the_password(fresh_sim: Sim,
     assert outcomes == ["security"]
 
 
-def test_wrong_password_for_real(fresh_sim: Sim) -> None:
+def test_wrong_password_for_real(fresh_sim: Simulator) -> None:
     settings = make_settings(fresh_sim, tebra_password="not-the-password-123")
     gateway = make_gateway(fresh_sim, settings=settings)
     with pytest.raises(TebraSecurityError, match="Authenticated=false") as info:
@@ -248,10 +218,10 @@ def test_wrong_password_for_real(fresh_sim: Sim) -> None:
     assert "not-the-password-123" not in str(info.value)
 
 
-def test_internal_service_fault_is_upstream_and_reported(fresh_sim: Sim) -> None:
+def test_internal_service_fault_is_upstream_and_reported(fresh_sim: Simulator) -> None:
     calls: list[tuple[str, str]] = []
     gateway = make_gateway(fresh_sim, on_call=lambda op, s, outcome: calls.append((op, outcome)))
-    fresh_sim.faults(internal_fault={"count": 1, "operations": ["GetAppointments"]})
+    fresh_sim.set_faults(internal_fault={"count": 1, "operations": ["GetAppointments"]})
     start, end = clinic_day_bounds(date(2026, 6, 16), ZoneInfo(gateway.settings.clinic_tz))
     with pytest.raises(TebraUpstreamError, match="InternalServiceFault"):
         gateway.get_appointments(start, end)
@@ -259,29 +229,29 @@ def test_internal_service_fault_is_upstream_and_reported(fresh_sim: Sim) -> None
     assert calls == [("GetAppointments", "upstream"), ("GetAppointments", "ok")]
 
 
-def test_a_hung_call_times_out_as_upstream(fresh_sim: Sim) -> None:
+def test_a_hung_call_times_out_as_upstream(fresh_sim: Simulator) -> None:
     settings = make_settings(fresh_sim, tebra_operation_timeout_s=0.5)
     seconds: list[float] = []
     gateway = make_gateway(fresh_sim, settings=settings, on_call=lambda op, s, outcome: seconds.append(s))
-    fresh_sim.faults(hang={"seconds": 3, "count": 1, "operations": ["GetProviders"]})
+    fresh_sim.set_faults(hang={"seconds": 3, "count": 1, "operations": ["GetProviders"]})
     with pytest.raises(TebraUpstreamError, match="timed out"):
         gateway.get_providers()
     assert 0.4 < seconds[0] < 2.5
 
 
-def test_nothing_listening_is_upstream(fresh_sim: Sim) -> None:
+def test_nothing_listening_is_upstream(fresh_sim: Simulator) -> None:
     settings = make_settings(fresh_sim, tebra_endpoint_url=f"http://127.0.0.1:{free_port()}/KareoServices.svc")
     gateway = make_gateway(fresh_sim, settings=settings)
     with pytest.raises(TebraUpstreamError, match="connection failed"):
         gateway.get_providers()
 
 
-def test_a_range_tebra_refuses_is_fetched_in_31_day_calls(fresh_sim: Sim) -> None:
+def test_a_range_tebra_refuses_is_fetched_in_31_day_calls(fresh_sim: Simulator) -> None:
     gateway = make_gateway(fresh_sim)
-    fresh_sim.faults(max_range_days=40)
+    fresh_sim.set_faults(max_range_days=40)
     tz = ZoneInfo(gateway.settings.clinic_tz)
     start, _ = clinic_day_bounds(date(2026, 6, 1), tz)
     _, end = clinic_day_bounds(date(2026, 7, 31), tz)  # 61 days: 31 + 30
     rows = gateway.get_appointments(start, end)
-    assert fresh_sim.admin("GET", "stats")["accepted"]["GetAppointments"] == 2
+    assert fresh_sim.stats()["accepted"]["GetAppointments"] == 2
     assert len(rows) == len({a["id"] for a in rows})
