@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from flask import Flask
+from flask import Flask, request
 
 from app import errors, services
+from app.errors import ApiError
 from config import Settings, load_settings
 
 
@@ -18,6 +19,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         JSON_SORT_KEYS=False,
     )
     services.init_app(app, settings)
+    app.before_request(_refuse_oversized_bodies)
     _register_blueprints(app)
     errors.register_error_handlers(app)
     return app
@@ -30,3 +32,10 @@ def _register_blueprints(app: Flask) -> None:
     app.register_blueprint(api_bp)
     app.register_blueprint(health.bp)
     ws.init_app(app)
+
+
+def _refuse_oversized_bodies() -> None:
+    # Flask enforces MAX_CONTENT_LENGTH only when a view reads the body; refuse before any view runs.
+    limit = request.max_content_length
+    if limit is not None and (request.content_length or 0) > limit:
+        raise ApiError("PAYLOAD_TOO_LARGE", f"Request bodies are limited to {limit} bytes.")

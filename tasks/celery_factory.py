@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from celery import Celery
-from kombu import Queue
+from kombu import Exchange, Queue
 
 from config import Settings
 
@@ -11,6 +11,12 @@ SYNC_QUEUE = "sync"
 DETAILS_QUEUE = "details"  # GetPatient lookups: lower priority, never ahead of a day's sync
 
 TASK_MODULES = ["tasks.schedule", "tasks.providers"]
+
+
+def _queue(name: str) -> Queue:
+    # Explicit exchange and routing key: a bare Queue() inherits the default queue's exchange and key,
+    # and the two queues would receive each other's messages.
+    return Queue(name, Exchange(name, type="direct"), routing_key=name)
 
 
 def celery_config(settings: Settings) -> dict[str, object]:
@@ -54,7 +60,7 @@ def celery_config(settings: Settings) -> dict[str, object]:
         "worker_send_task_events": True,
         "task_send_sent_event": True,
         "task_default_queue": SYNC_QUEUE,
-        "task_queues": [Queue(SYNC_QUEUE), Queue(DETAILS_QUEUE)],
+        "task_queues": [_queue(SYNC_QUEUE), _queue(DETAILS_QUEUE)],
         "task_routes": {"patients.fetch_details": {"queue": DETAILS_QUEUE}},
         "worker_hijack_root_logger": False,
         "timezone": "UTC",

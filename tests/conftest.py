@@ -57,19 +57,27 @@ def simulator(redis_service: str) -> Iterator[Any]:
 
 
 @pytest.fixture(scope="session")
-def stack_env(redis_service: str, simulator: Any) -> dict[str, str]:
-    """The environment every process of the stack runs with in tests."""
+def base_env(redis_service: str) -> dict[str, str]:
+    """The environment of a process that needs Redis but not Tebra."""
     return {
         "APP_ENV": "test",
         "REDIS_URL": TEST_REDIS_URL,
         "CELERY_BROKER_URL": TEST_BROKER_URL,
         "CELERY_RESULT_BACKEND": TEST_BROKER_URL,
+        "LOG_LEVEL": "INFO",
+    }
+
+
+@pytest.fixture(scope="session")
+def stack_env(base_env: dict[str, str], simulator: Any) -> dict[str, str]:
+    """The environment every process of the stack runs with in tests."""
+    return {
+        **base_env,
         "TEBRA_WSDL_URL": simulator.wsdl_url,
         "TEBRA_THROTTLE_ENABLED": "false",
         "TEBRA_OPERATION_TIMEOUT_S": "10",
         "TASK_MAX_RETRIES": "3",
         "RETRY_BACKOFF_MAX_S": "4",
-        "LOG_LEVEL": "INFO",
     }
 
 
@@ -132,11 +140,11 @@ def api_server(stack_env: dict[str, str], logs_dir: Path) -> Iterator[str]:
 
 
 @pytest.fixture
-def app(settings: Settings, redis_client: redis.Redis) -> Any:
-    """The Flask app on the test settings (in-process, for REST tests that need no socket)."""
+def app(base_env: dict[str, str], redis_client: redis.Redis) -> Any:
+    """The Flask app on the test Redis, in-process (REST tests that need no socket and no Tebra)."""
     from app import create_app
 
-    flask_app = create_app(settings)
+    flask_app = create_app(load_settings(base_env))
     flask_app.testing = True
     return flask_app
 

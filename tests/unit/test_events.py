@@ -30,7 +30,9 @@ def test_publish_appends_and_publishes_the_same_envelope(redis_client: redis.Red
 
 def test_read_since_returns_what_came_after_in_order(redis_client: redis.Redis) -> None:
     publisher = EventPublisher(redis_client, sender="test", maxlen=100)
-    sent = [publisher.publish(events.PATIENT_STATUS_CHANGED, {"date": "2026-11-25", "n": n}) for n in range(5)]
+    sent = [
+        publisher.publish(events.PATIENT_STATUS_CHANGED, {"date": "2026-11-25", "n": n}) for n in range(5)
+    ]
     replay = events.read_since(redis_client, sent[1]["id"])
     assert [e["data"]["n"] for e in replay] == [2, 3, 4]
     assert events.read_since(redis_client, sent[-1]["id"]) == []

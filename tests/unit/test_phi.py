@@ -54,4 +54,6 @@ def test_tampered_ciphertext_is_refused() -> None:
 
 def test_bad_key_settings_are_refused() -> None:
     with pytest.raises(ValueError, match="32 bytes"):
-        PhiCipher.from_settings(load_settings({"PHI_ENCRYPTION_KEYS": "k:" + base64.b64encode(b"short").decode()}))
+        PhiCipher.from_settings(
+            load_settings({"PHI_ENCRYPTION_KEYS": "k:" + base64.b64encode(b"short").decode()})
+        )

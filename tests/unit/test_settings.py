@@ -21,7 +21,9 @@ def test_defaults_run_locally() -> None:
 
 
 def test_environment_values_are_converted() -> None:
-    settings = load_settings({"API_PORT": "9000", "TEBRA_THROTTLE_ENABLED": "off", "TEBRA_THROTTLE_MARGIN": "0.2"})
+    settings = load_settings(
+        {"API_PORT": "9000", "TEBRA_THROTTLE_ENABLED": "off", "TEBRA_THROTTLE_MARGIN": "0.2"}
+    )
     assert settings.api_port == 9000
     assert settings.tebra_throttle_enabled is False
     assert settings.tebra_throttle_margin == pytest.approx(0.2)
@@ -45,7 +47,13 @@ def test_bad_values_are_refused_by_name(env: dict[str, str], message: str) -> No
 def test_production_refuses_development_secrets() -> None:
     with pytest.raises(SettingsError) as info:
         load_settings({"APP_ENV": "production"})
-    for name in ("PHI_HMAC_KEY", "PHI_ENCRYPTION_KEYS", "AUDIT_SIGNING_KEY", "AUTH0_DOMAIN", "TEBRA_PASSWORD"):
+    for name in (
+        "PHI_HMAC_KEY",
+        "PHI_ENCRYPTION_KEYS",
+        "AUDIT_SIGNING_KEY",
+        "AUTH0_DOMAIN",
+        "TEBRA_PASSWORD",
+    ):
         assert name in str(info.value)
 
 

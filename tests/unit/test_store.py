@@ -40,8 +40,9 @@ def make_appointment(n: int = 1, **overrides: Any) -> dict[str, Any]:
 def store(redis_client: redis.Redis) -> ScheduleStore:
     """A store on the flushed test database."""
     settings = load_settings({})
-    return ScheduleStore(redis_client, PhiCipher.from_settings(settings), hmac_key=settings.phi_hmac_key,
-                         retention_days=1)
+    return ScheduleStore(
+        redis_client, PhiCipher.from_settings(settings), hmac_key=settings.phi_hmac_key, retention_days=1
+    )
 
 
 def snapshot(client: redis.Redis) -> dict[str, Any]:
@@ -105,13 +106,17 @@ def test_sync_never_moves_a_local_status_backwards(store: ScheduleStore, redis_c
     assert redis_client.hget(key, "completed_time")
 
 
-def test_tebra_cancellation_applies_before_arrival_only(store: ScheduleStore, redis_client: redis.Redis) -> None:
+def test_tebra_cancellation_applies_before_arrival_only(
+    store: ScheduleStore, redis_client: redis.Redis
+) -> None:
     store.write_day(DATE, [make_appointment(1), make_appointment(2)])
     confirmed = keys.patient(store.hpid("501"), DATE)
     arrived = keys.patient(store.hpid("502"), DATE)
     redis_client.hset(confirmed, mapping={"status": "confirmed", "status_source": "local"})
     redis_client.hset(arrived, mapping={"status": "arrived", "status_source": "local"})
-    counts = store.write_day(DATE, [make_appointment(n, status="cancelled", tebra_status="Cancelled") for n in (1, 2)])
+    counts = store.write_day(
+        DATE, [make_appointment(n, status="cancelled", tebra_status="Cancelled") for n in (1, 2)]
+    )
     assert redis_client.hget(confirmed, "status") == "cancelled"
     assert redis_client.hget(arrived, "status") == "arrived"
     assert counts.status_changed == 1
