@@ -57,6 +57,7 @@ class TebraClient:
     types: Any  # client.type_factory(SCHEMA_NS)
     address: str
     pid: int
+    key: tuple[object, ...] = ()
 
 
 _lock = threading.Lock()
@@ -80,17 +81,30 @@ def build_client(settings: Settings) -> TebraClient:
         types=client.type_factory(SCHEMA_NS),
         address=address,
         pid=os.getpid(),
+        key=_client_key(settings),
+    )
+
+
+def _client_key(settings: Settings) -> tuple[object, ...]:
+    """The settings a built client depends on (credentials are not among them: they travel per call)."""
+    return (
+        settings.tebra_wsdl_url,
+        settings.tebra_endpoint_url,
+        settings.tebra_connect_timeout_s,
+        settings.tebra_operation_timeout_s,
+        settings.tebra_wsdl_cache_s,
     )
 
 
 def get_client(settings: Settings) -> TebraClient:
-    """This process's client, built on first use (and rebuilt if the process was forked since)."""
+    """This process's client, built on first use (rebuilt after a fork or when its settings change)."""
     global _client
+    key = _client_key(settings)
     current = _client
-    if current is not None and current.pid == os.getpid():
+    if current is not None and current.pid == os.getpid() and current.key == key:
         return current
     with _lock:
-        if _client is None or _client.pid != os.getpid():
+        if _client is None or _client.pid != os.getpid() or _client.key != key:
             _client = build_client(settings)
         return _client
 

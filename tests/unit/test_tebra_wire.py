@@ -111,7 +111,10 @@ def test_one_client_per_process_until_reset(settings: Settings) -> None:
         first = tebra_client.get_client(settings)
         assert tebra_client.get_client(settings) is first
         tebra_client.reset()
-        assert tebra_client.get_client(settings) is not first
+        second = tebra_client.get_client(settings)
+        assert second is not first
+        other = load_settings(environ={}, tebra_wsdl_url=str(REAL_WSDL), tebra_endpoint_url="http://h/x")
+        assert tebra_client.get_client(other) is not second
     finally:
         tebra_client.reset()
 
