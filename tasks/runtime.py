@@ -21,6 +21,7 @@ from tasks.events import EventPublisher
 from tasks.phi import PhiCipher
 from tasks.store import ScheduleStore
 from tasks.sync import SyncContext
+from tasks.tebra import client as tebra_client
 from tasks.tebra.gateway import TebraGateway
 
 
@@ -88,3 +89,4 @@ def reset_runtime() -> None:
     with _lock:
         _runtime, _runtime_pid = None, None
     reset_redis()
+    tebra_client.reset()

@@ -1,4 +1,4 @@
-"""Events go to the capped stream and the channel in one step, in order, with the stream id in the envelope."""
+"""Events go to the capped stream and the channel in one step, in order, with their stream id."""
 
 from __future__ import annotations
 
