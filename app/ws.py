@@ -1,9 +1,231 @@
-"""Placeholder until the relay lands: /ws is registered by app/relay.py."""
+"""``/ws``: the browser's live feed. The handler only registers the socket and reads client messages.
+
+Events are written by the relay's subscriber thread (app/relay.py), never by this handler's thread, except
+for the replay a ``subscribe`` with ``since`` asks for (while the socket is held, see app/socket_conn.py).
+The protocol, close codes and error codes are in app/socket_protocol.py and docs/realtime.md.
+
+Two changes to flask-sock/simple-websocket's defaults, both made here:
+* permessage-deflate is declined: simple-websocket accepts any extension the client offers, so the offer is
+  removed from the request before the handshake (compressing per socket nearly doubled p95, NOTES.md).
+* every write goes through one lock: simple-websocket's reader thread writes pings, pongs and close replies
+  on the same socket the subscriber writes events to. Its ``thread_class`` option is the one hook that runs
+  after the handshake and before the reader thread starts; :class:`_ReaderThread` swaps ``ws.sock`` for a
+  :class:`LockedSocket` there, so from the reader's first write on there is a single door to the socket.
+"""
 
 from __future__ import annotations
 
-from flask import Flask
+import logging
+import signal
+import threading
+import time
+from types import FrameType
+from typing import Any
+
+import redis
+from flask import Flask, Response, current_app, g, request
+from flask_sock import Sock
+from simple_websocket import ConnectionClosed
+
+from app import socket_auth
+from app import socket_protocol as proto
+from app.errors import error_response
+from app.relay import Relay, relay_of
+from app.relay import init_app as init_relay
+from app.socket_auth import SocketAuthError
+from app.socket_conn import ClientSocket, LockedSocket
+from app.socket_frame import text_frame
+
+log = logging.getLogger(__name__)
+
+PATH = "/ws"
+AUTH_TIMEOUT_S = 5.0  # a socket without a header token must send its first message within this
+
+sock = Sock()
+
+
+class _ReaderThread(threading.Thread):
+    """simple-websocket's reader thread; puts a :class:`LockedSocket` in front of the raw socket first."""
+
+    def __init__(self, target: Any) -> None:
+        server = target.__self__  # target is the bound Server._thread: this is the simple_websocket.Server
+        server.sock = LockedSocket(server.sock)
+        super().__init__(target=target, daemon=True)
+
+
+@sock.route(PATH)
+def relay_socket(ws: Any) -> None:
+    """One client: authenticate, then answer its messages until it goes away."""
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    Session(app, ws, g.get("ws_claims")).run()
+
+
+class Session:
+    """The conversation with one socket, on its flask-sock handler thread."""
+
+    def __init__(self, app: Flask, ws: Any, claims: dict[str, Any] | None) -> None:
+        self.ws = ws
+        self.relay: Relay = relay_of(app)
+        self.authenticate = socket_auth.authenticator(app)
+        self.auth_timeout_s = float(app.config.get("WS_AUTH_TIMEOUT_S", AUTH_TIMEOUT_S))
+        self.claims = claims
+
+    def run(self) -> None:
+        client = self.relay.attach(self.ws)
+        if client is None:  # shutting down: go elsewhere
+            self.ws.sock.seal(proto.CLOSE_GOING_AWAY, "server shutting down")
+            return
+        client.claims = self.claims
+        try:
+            if self.claims is None and not self._first_message(client):
+                return
+            while not client.closed:
+                raw = self.ws.receive()
+                if raw is not None:
+                    self._handle_raw(client, raw)
+        except ConnectionClosed:
+            pass
+        finally:
+            self.relay.detach(client)
+
+    def _first_message(self, client: ClientSocket) -> bool:
+        """Without a header token the first message must come within the auth timeout; False: closed."""
+        deadline = time.monotonic() + self.auth_timeout_s
+        while not client.closed:
+            raw = self.ws.receive(timeout=max(0.0, deadline - time.monotonic()))
+            if raw is None:
+                self._reply(client, proto.error_message(proto.UNAUTHORIZED, "No authentication in time."))
+                client.close(proto.CLOSE_AUTH_TIMEOUT, "authentication timeout")
+                return False
+            try:
+                message = proto.parse(raw)
+            except proto.ProtocolError as exc:
+                self._reply(client, proto.error_message(exc.code, exc.message))
+                continue
+            if not self._authorize(client, message.token):
+                return False
+            if message.type == "auth":
+                self._reply(client, proto.dumps({"type": "authenticated"}))
+            else:
+                self._handle(client, message)
+            return True
+        return False
+
+    def _authorize(self, client: ClientSocket, token: str | None) -> bool:
+        try:
+            self.claims = client.claims = self.authenticate(token)
+            return True
+        except SocketAuthError as exc:
+            self._reply(client, proto.error_message(proto.UNAUTHORIZED, str(exc) or "Not authenticated."))
+            client.close(proto.CLOSE_UNAUTHORIZED, "unauthorized")
+            return False
+
+    def _handle_raw(self, client: ClientSocket, raw: str | bytes) -> None:
+        try:
+            message = proto.parse(raw)
+        except proto.ProtocolError as exc:
+            self._reply(client, proto.error_message(exc.code, exc.message))
+            return
+        self._handle(client, message)
+
+    def _handle(self, client: ClientSocket, message: proto.ClientMessage) -> None:
+        if message.type == "auth":  # a fresh token (e.g. before the old one expires)
+            if self._authorize(client, message.token):
+                self._reply(client, proto.dumps({"type": "authenticated"}))
+        elif message.type == "subscribe":
+            self._subscribe(client, frozenset(message.topics), message.since)
+        elif message.type == "unsubscribe":
+            topics = client.topics - frozenset(message.topics)
+            with client.exclusive():
+                self.relay.set_topics(client, topics)
+                client.send(text_frame(proto.dumps({"type": "unsubscribed", "topics": sorted(topics)})))
+        else:
+            self._reply(client, proto.dumps({"type": "pong"}))
+
+    def _subscribe(self, client: ClientSocket, topics: frozenset[str], since: str | None) -> None:
+        wanted = client.topics | topics
+        if len(wanted) > proto.MAX_TOPICS:
+            message = f"At most {proto.MAX_TOPICS} topics per socket."
+            self._reply(client, proto.error_message(proto.TOO_MANY_TOPICS, message))
+            return
+        if since is not None and not self.relay.wait_ready():
+            self._unavailable(client)
+            return
+        fresh = topics - client.topics  # replay only what the socket was not already receiving live
+        try:
+            with client.exclusive():
+                self.relay.set_topics(client, wanted)
+                reply: dict[str, Any] = {"type": "subscribed", "topics": sorted(wanted)}
+                if since is not None and self.relay.replay_has_gap(since):
+                    reply["replay_gap"] = True  # the stream was trimmed past since: refetch over REST
+                if client.send(text_frame(proto.dumps(reply))) and since is not None and fresh:
+                    self.relay.replay(client, fresh, since)
+        except (redis.ConnectionError, redis.TimeoutError):
+            self._unavailable(client)
+
+    def _unavailable(self, client: ClientSocket) -> None:
+        message = "Events are unavailable; reconnect with since."
+        self._reply(client, proto.error_message(proto.SERVICE_UNAVAILABLE, message))
+        client.close(proto.CLOSE_TRY_AGAIN_LATER, "events unavailable")
+
+    @staticmethod
+    def _reply(client: ClientSocket, body: bytes) -> None:
+        with client.exclusive():
+            client.send(text_frame(body))
+
+
+def _before_socket() -> Response | None:
+    """Before the handshake: decline permessage-deflate; check a header token (refused: HTTP 401)."""
+    if request.path != PATH:
+        return None
+    if request.headers.get("Upgrade", "").lower() != "websocket":
+        return error_response("VALIDATION_ERROR", "This endpoint speaks WebSocket only.", status=400)
+    request.environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
+    header = request.headers.get("Authorization")
+    if header is None:
+        return None
+    scheme, _, token = header.partition(" ")
+    try:
+        if scheme.lower() != "bearer" or not token.strip():
+            raise SocketAuthError("Use an Authorization: Bearer <token> header.")
+        g.ws_claims = socket_auth.authenticator(current_app)(token.strip())
+    except SocketAuthError as exc:
+        return error_response("UNAUTHORIZED", str(exc) or "Not authenticated.")
+    return None
 
 
 def init_app(app: Flask) -> None:
-    return None
+    """Register /ws, its relay and the development authenticator (until the security layer replaces it)."""
+    settings = app.config["CLINIC_SETTINGS"]
+    socket_auth.init_app(app)
+    init_relay(app, settings)
+    app.config.setdefault(
+        "SOCK_SERVER_OPTIONS",
+        {
+            "ping_interval": settings.ws_ping_interval_s,
+            "max_message_size": proto.MAX_MESSAGE_BYTES,
+            "thread_class": _ReaderThread,
+        },
+    )
+    app.before_request(_before_socket)
+    sock.init_app(app)
+
+
+def close_sockets_on_sigterm(app: Flask) -> None:
+    """In a gunicorn worker: on SIGTERM close every socket with 1001 before gunicorn cuts them (1005).
+
+    gthread's SIGTERM handler only stops accepting and waits up to ``graceful_timeout`` for open requests,
+    which for a socket means until it is cut. Chained in front of it, this closes them properly first;
+    the closing runs on its own thread (a signal handler must not take the locks the relay uses).
+    """
+    relay = relay_of(app)
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def on_sigterm(signum: int, frame: FrameType | None) -> None:
+        threading.Thread(
+            target=relay.shutdown, args=(proto.CLOSE_GOING_AWAY, "server shutting down"), daemon=True
+        ).start()
+        if callable(previous):
+            previous(signum, frame)
+
+    signal.signal(signal.SIGTERM, on_sigterm)

@@ -1,0 +1,50 @@
+"""gunicorn settings for the API: ``gunicorn -c app/gunicorn_conf.py app.wsgi:app``.
+
+Sized for 1,000+ open WebSockets on one process (NOTES.md, "flask-sock under gunicorn"). Command-line
+flags win over this file; ``GUNICORN_CMD_ARGS`` works as usual.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from config import load_settings
+
+_settings = load_settings()
+
+bind = f"{_settings.api_host}:{_settings.api_port}"
+
+# gthread: a socket holds its thread for as long as it is open (-k sync kills it at the worker timeout).
+worker_class = "gthread"
+# One process: each process runs its own Redis subscriber; scale out with more processes behind the balancer.
+workers = int(os.environ.get("WEB_CONCURRENCY", "1"))
+# Each socket holds one pool thread (the flask-sock handler); simple-websocket's reader is a second,
+# separate thread. 1,500 covers 1,000 sockets with room for REST requests.
+threads = 1500
+# Every open socket is a connection; gthread stops accepting at this many (default 1,000: too few).
+worker_connections = 2000
+# The worker's heartbeat comes from gthread's main loop, not from the (never-ending) socket handlers.
+timeout = 30
+# SIGTERM: the relay closes sockets with 1001 at once (post_worker_init below); this bounds the rest.
+graceful_timeout = 10
+keepalive = 5
+# gunicorn 27 opens a control socket in $HOME/.gunicorn/ by default (--no-control-socket on the CLI).
+control_socket_disable = True
+accesslog = "-"
+loglevel = _settings.log_level.lower()
+
+
+def post_worker_init(worker: Any) -> None:
+    """Chain the relay's 1001 close in front of gthread's SIGTERM handler (installed just before this)."""
+    from app.ws import close_sockets_on_sigterm
+
+    close_sockets_on_sigterm(worker.wsgi)
+
+
+def worker_int(worker: Any) -> None:
+    """SIGINT/SIGQUIT (immediate stop): close the sockets with 1001 anyway, synchronously, before exiting."""
+    from app.relay import relay_of
+    from app.socket_protocol import CLOSE_GOING_AWAY
+
+    relay_of(worker.wsgi).shutdown(CLOSE_GOING_AWAY, "server shutting down")

@@ -1,0 +1,172 @@
+"""The relay: which sockets want which topics, and the fan-out of each event to them.
+
+One :class:`Relay` per API process (per app). Its :class:`EventSubscriber` thread is the only writer of
+events: for each event it finds the topic's sockets, builds the WebSocket frame once and writes the same
+bytes to each with a non-blocking send (see app/socket_conn.py). The registry is copy-on-write: the
+subscriber reads ``topic -> tuple of sockets`` without a lock, handler threads replace the tuples under one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from functools import cached_property
+from typing import Any
+
+import redis
+from flask import Flask
+
+from app.relay_stream import entries_after, trimmed_past
+from app.relay_subscriber import EventSubscriber, StreamKey
+from app.socket_conn import ClientSocket, LockedSocket
+from app.socket_frame import text_frame
+from config import Settings
+from tasks.connections import make_redis
+from tasks.events import stream_id_key, topic_of
+
+log = logging.getLogger(__name__)
+
+EXTENSION_KEY = "ws_relay"
+
+MAX_PENDING = 1000  # live events parked behind one socket's replay before it is dropped as too slow
+HANDLER_SEND_TIMEOUT_S = 10.0  # a reply or a replay that cannot be written in this long drops the socket
+READY_TIMEOUT_S = 5.0  # how long a subscribe waits for the subscriber to be on the channel
+
+
+class Relay:
+    """The sockets of one API process and the subscriber that feeds them."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._lock = threading.Lock()
+        self._clients: set[ClientSocket] = set()
+        self._by_topic: dict[str, tuple[ClientSocket, ...]] = {}
+        self._subscriber: EventSubscriber | None = None
+        self.closing = False
+        self.dropped = 0
+
+    @cached_property
+    def redis(self) -> redis.Redis:
+        """A client for replays (the handler threads'); the subscriber has its own connection."""
+        return make_redis(self.settings)
+
+    # Sockets come and go (handler threads).
+
+    def attach(self, ws: Any) -> ClientSocket | None:
+        """Register a connected socket (no topics yet); None while the process is shutting down."""
+        out = ws.sock
+        assert isinstance(out, LockedSocket), "app/ws.py swaps a LockedSocket in before the reader starts"
+        out.tune(self.settings.ws_send_buffer_bytes)
+        client = ClientSocket(ws, out, max_pending=MAX_PENDING, send_timeout_s=HANDLER_SEND_TIMEOUT_S)
+        with self._lock:
+            if self.closing:
+                return None
+            self._clients.add(client)
+            self._start_subscriber_locked()
+        return client
+
+    def detach(self, client: ClientSocket) -> None:
+        """Forget a socket whose handler is returning."""
+        with self._lock:
+            self._clients.discard(client)
+            self._set_topics_locked(client, frozenset())
+
+    def set_topics(self, client: ClientSocket, topics: frozenset[str]) -> None:
+        """Make the socket receive exactly ``topics`` from now on."""
+        with self._lock:
+            if client in self._clients:
+                self._set_topics_locked(client, topics)
+
+    def _set_topics_locked(self, client: ClientSocket, topics: frozenset[str]) -> None:
+        for topic in client.topics - topics:
+            rest = tuple(other for other in self._by_topic.get(topic, ()) if other is not client)
+            if rest:
+                self._by_topic[topic] = rest
+            else:
+                self._by_topic.pop(topic, None)
+        for topic in topics - client.topics:
+            self._by_topic[topic] = (*self._by_topic.get(topic, ()), client)
+        client.topics = topics
+
+    def wait_ready(self, timeout_s: float = READY_TIMEOUT_S) -> bool:
+        """True once the subscriber is on the channel (a replay read before that could leave a gap)."""
+        subscriber = self._subscriber
+        return subscriber is not None and subscriber.ready.wait(timeout_s)
+
+    def replay(self, client: ClientSocket, topics: frozenset[str], since: str) -> int:
+        """Send the socket the events of ``topics`` after ``since`` from the stream; how many were sent.
+
+        Runs inside ``client.exclusive()``: live events meanwhile wait and follow without duplicates.
+        """
+        sent = 0
+        for entry_id, text in entries_after(self.redis, since, limit=self.settings.stream_maxlen):
+            if _topic_of_text(text) not in topics:
+                continue
+            if not client.send(text_frame(text), stream_id_key(entry_id)):
+                break
+            sent += 1
+        return sent
+
+    def replay_has_gap(self, since: str) -> bool:
+        return trimmed_past(self.redis, since)
+
+    # Events (subscriber thread).
+
+    def fan_out(self, key: StreamKey, event: dict[str, Any], text: bytes) -> None:
+        """Write one event to every socket subscribed to its topic; drop those that cannot keep up."""
+        clients = self._by_topic.get(_topic_of_event(event))
+        if not clients:
+            return
+        frame = text_frame(text)
+        dropped = [client for client in clients if not client.deliver(key, frame)]
+        if dropped:
+            self.dropped += len(dropped)
+            log.info("relay dropped %d slow websocket(s)", len(dropped))
+            with self._lock:
+                for client in dropped:
+                    self._set_topics_locked(client, frozenset())
+
+    # Process lifecycle.
+
+    def _start_subscriber_locked(self) -> None:
+        if self._subscriber is None:
+            self._subscriber = EventSubscriber(self.settings, self.fan_out)
+            self._subscriber.start()
+
+    def shutdown(self, code: int, reason: str) -> int:
+        """Close every socket with ``code`` (1001 on SIGTERM) and stop the subscriber; how many were open."""
+        with self._lock:
+            self.closing = True
+            clients = list(self._clients)
+            subscriber = self._subscriber
+        if subscriber is not None:
+            subscriber.stop(timeout_s=0)
+        for client in clients:
+            client.close(code, reason)
+        log.info("relay closed %d websocket(s) with %d", len(clients), code)
+        return len(clients)
+
+    @property
+    def socket_count(self) -> int:
+        return len(self._clients)
+
+
+def _topic_of_text(text: bytes) -> str:
+    return _topic_of_event(json.loads(text))
+
+
+def _topic_of_event(event: dict[str, Any]) -> str:
+    data = event.get("data")
+    return topic_of(str(event.get("type", "")), data if isinstance(data, dict) else {})
+
+
+def init_app(app: Flask, settings: Settings) -> Relay:
+    relay = Relay(settings)
+    app.extensions[EXTENSION_KEY] = relay
+    return relay
+
+
+def relay_of(app: Flask) -> Relay:
+    found: Relay = app.extensions[EXTENSION_KEY]
+    return found

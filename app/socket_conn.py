@@ -1,0 +1,230 @@
+"""One client socket as the relay sees it: every write under one lock, never a blocking write for events.
+
+Three threads write to a client's TCP socket: the relay's subscriber (events), the flask-sock handler
+(replies, replay) and simple-websocket's reader thread (the handshake answer, pings, pongs, close replies).
+simple-websocket has no lock of its own, so :class:`LockedSocket` stands in for the raw socket inside the
+``simple_websocket.Server`` object (see ``app/ws.py`` for where it is swapped in): the reader thread's
+``sock.send`` and the relay's frames then go through the same lock, and frames never interleave.
+
+A write from the subscriber never waits: it is one ``send(MSG_DONTWAIT)``; if the kernel buffer cannot take
+the whole frame the socket is dropped (a short write leaves half a frame on the wire, and a full buffer
+means the client stopped reading). Its client reconnects and replays with ``since``. Without this rule one
+stalled client froze every other socket (NOTES.md, "Fanning events out").
+"""
+
+from __future__ import annotations
+
+import logging
+import select
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from typing import Any
+
+from app.socket_frame import close_frame
+
+log = logging.getLogger(__name__)
+
+StreamKey = tuple[int, int]
+
+_SEND_FLAGS = socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL
+
+
+class LockedSocket:
+    """The raw TCP socket behind one WebSocket; the one door every write goes through."""
+
+    def __init__(self, raw: socket.socket) -> None:
+        self._raw = raw
+        self._lock = threading.Lock()
+        self._sealed = False  # our close frame is out: later writes are dropped quietly
+        self.broken = False  # dropped: shut down, nothing more is written
+
+    # What simple-websocket's reader thread calls on ``ws.sock``.
+    def recv(self, size: int) -> bytes:
+        return self._raw.recv(size)
+
+    def fileno(self) -> int:
+        return self._raw.fileno()
+
+    def close(self) -> None:
+        self._raw.close()
+
+    def send(self, data: bytes) -> int:
+        """simple-websocket's writes (pings, pongs, close replies): all at once, or the socket is dropped."""
+        if not self.write_nowait(data):
+            raise BrokenPipeError("websocket dropped")
+        return len(data)
+
+    sendall = send
+
+    def tune(self, send_buffer_bytes: int) -> None:
+        """Small frames go out at once (no Nagle delay); the kernel buffer bounds how far a client may lag."""
+        try:
+            self._raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._raw.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer_bytes)
+        except OSError:  # a socket that is already gone; the reader thread notices
+            pass
+
+    def write_nowait(self, data: bytes) -> bool:
+        """Write all of ``data`` without waiting; False (and the socket is shut down) if it did not fit."""
+        with self._lock:
+            if self._sealed:
+                return True
+            if self.broken:
+                return False
+            try:
+                sent = self._raw.send(data, _SEND_FLAGS)
+            except BlockingIOError:
+                sent = 0
+            except OSError:
+                sent = -1
+            if sent == len(data):
+                return True
+            self._break_locked()
+            return False
+
+    def write_wait(self, data: bytes, timeout_s: float) -> bool:
+        """Write all of ``data``, waiting up to ``timeout_s`` for room (handler replies and replays only).
+
+        Holds the lock while it waits: the subscriber does not write to this socket meanwhile (the socket is
+        held, see :meth:`ClientSocket.exclusive`), so only the reader thread's pongs wait behind it.
+        """
+        deadline = time.monotonic() + timeout_s
+        with self._lock:
+            if self._sealed:
+                return True
+            if self.broken:
+                return False
+            view = memoryview(data)
+            poller = select.poll()  # not select(): descriptors run past 1,024 at 1,000 sockets
+            poller.register(self._raw.fileno(), select.POLLOUT)
+            while view:
+                try:
+                    view = view[self._raw.send(view, _SEND_FLAGS) :]
+                    continue
+                except BlockingIOError:
+                    pass
+                except OSError:
+                    break
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                poller.poll(remaining * 1000)
+            if not view:
+                return True
+            self._break_locked()
+            return False
+
+    def seal(self, code: int, reason: str) -> None:
+        """Send our close frame (if it fits) and let nothing more out."""
+        with self._lock:
+            if self._sealed or self.broken:
+                return
+            with suppress(OSError):
+                self._raw.send(close_frame(code, reason), _SEND_FLAGS)
+            self._sealed = True
+
+    def drop(self) -> None:
+        """Shut the connection down now: the reader thread wakes from ``recv`` and the handler returns."""
+        with self._lock:
+            self._break_locked()
+
+    def _break_locked(self) -> None:
+        if self.broken:
+            return
+        self.broken = True
+        with suppress(OSError):
+            self._raw.shutdown(socket.SHUT_RDWR)
+
+
+class ClientSocket:
+    """A client socket registered with the relay: its topics and how events reach it.
+
+    Normally the subscriber writes each event straight to it (:meth:`deliver`). While the handler thread
+    writes (a reply, or a replay from the stream) the socket is *held*: live events wait in a bounded list
+    and follow once the handler is done, minus those the replay already sent (deduplicated by stream id).
+    """
+
+    def __init__(self, ws: Any, out: LockedSocket, *, max_pending: int, send_timeout_s: float) -> None:
+        self.ws = ws  # simple_websocket.Server
+        self.out = out
+        self.topics: frozenset[str] = frozenset()
+        self.claims: dict[str, Any] | None = None
+        self.closed = False
+        self._max_pending = max_pending
+        self._send_timeout_s = send_timeout_s
+        self._state = threading.Lock()  # guards held/pending/closed; taken before LockedSocket's lock
+        self._held = False
+        self._pending: list[tuple[StreamKey, bytes]] = []
+        self._sent_upto: StreamKey | None = None
+
+    def deliver(self, key: StreamKey, frame: bytes) -> bool:
+        """Subscriber thread: write one event frame, or park it while held. False: the socket was dropped."""
+        with self._state:
+            if self.closed:
+                return False
+            if self._held:
+                if len(self._pending) < self._max_pending:
+                    self._pending.append((key, frame))
+                    return True
+                log.info("websocket dropped: %d events waiting behind a replay", len(self._pending))
+            elif self.out.write_nowait(frame):
+                return True
+            self.closed = True
+        self.out.drop()
+        return False
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Handler thread: hold live events while it writes; then send them, skipping what it already sent."""
+        with self._state:
+            self._held = True
+            self._sent_upto = None
+        try:
+            yield
+        finally:
+            self._release()
+
+    def send(self, frame: bytes, key: StreamKey | None = None) -> bool:
+        """Handler thread, inside :meth:`exclusive`: write a reply, or a replayed event (``key``: its id)."""
+        if key is not None and (self._sent_upto is None or key > self._sent_upto):
+            self._sent_upto = key
+        if self.closed:
+            return False
+        if self.out.write_wait(frame, self._send_timeout_s):
+            return True
+        self.drop()
+        return False
+
+    def _release(self) -> None:
+        while True:
+            with self._state:
+                batch, self._pending = self._pending, []
+                if not batch or self.closed:
+                    self._held = False
+                    self._pending = []
+                    return
+            for key, frame in batch:
+                if self._sent_upto is not None and key <= self._sent_upto:
+                    continue  # the replay already sent it: the replay/live seam
+                if not self.send(frame):
+                    return
+
+    def close(self, code: int, reason: str) -> None:
+        """Any thread: send a close frame with ``code`` and end the handler's wait."""
+        with self._state:
+            if self.closed:
+                return
+            self.closed = True
+        self.out.seal(code, reason)
+        # simple-websocket: receive() raises ConnectionClosed once it sees connected False and is woken.
+        self.ws.connected = False
+        self.ws.event.set()
+
+    def drop(self) -> None:
+        """Any thread: cut the connection without a close frame (the client sees 1006 and reconnects)."""
+        with self._state:
+            self.closed = True
+        self.out.drop()
