@@ -108,7 +108,7 @@ def test_a_second_request_while_queued_is_deduplicated(
     api_server: str, simulator: Any, redis_client: redis.Redis
 ) -> None:
     date = clinic_date(2)
-    simulator.set_faults(latency={"fixed_ms": 1500})
+    simulator.set_faults(latency_ms=1500)
     try:
         first = request_sync(api_server, date)
         second = request_sync(api_server, date)
