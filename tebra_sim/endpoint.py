@@ -140,7 +140,11 @@ def handle(sim: Simulation, payload: bytes, soap_action: str | None) -> Answer:
             500, envelope.action_not_supported(action), action.rsplit("/", 1)[-1], "action_not_supported"
         )
     sim.stats.call(operation)
-    return _call(sim, operation, wrapper)
+    try:
+        return _call(sim, operation, wrapper)
+    except envelope.BadEnvelope as exc:  # a required member missing or out of order
+        sim.stats.fault("deserialization_failed")
+        return Answer(500, envelope.deserialization_failed(str(exc)), operation, "bad_envelope")
 
 
 def timed(sim: Simulation, payload: bytes, soap_action: str | None) -> Answer:

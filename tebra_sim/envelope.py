@@ -78,6 +78,7 @@ def read(element: etree._Element, schema: Schema, type_name: str, type_ns: str =
         index = next((i for i in range(position, len(members)) if members[i].name == qname.localname), None)
         if index is None:
             continue  # unknown, or out of order: WCF drops it silently
+        _require_none_skipped(members, position, index, qname.localname, type_ns)
         member = members[index]
         value = (
             None
@@ -94,7 +95,20 @@ def read(element: etree._Element, schema: Schema, type_name: str, type_ns: str =
         else:
             values[member.name] = value
             position = index + 1
+    _require_none_skipped(members, position, len(members), None, type_ns)
     return values
+
+
+def _require_none_skipped(
+    members: tuple[Member, ...], start: int, stop: int, found: str | None, ns: str
+) -> None:
+    """WCF skips optional members freely but refuses to skip a required one (Fields, RequestHeader)."""
+    for member in members[start:stop]:
+        if member.min_occurs >= 1 and not member.repeated:
+            seen = (
+                f"'Element' '{found}' from namespace '{ns}' is not expected. " if found else "End element. "
+            )
+            raise BadEnvelope(f"{seen}Expecting element '{member.name}'.")
 
 
 def _text(value: Any) -> str:
@@ -138,7 +152,10 @@ def response(schema: Schema, operation: str, result: dict[str, Any]) -> bytes:
         f'<{operation}Result xmlns:i="{XSI_NS}">',
     ]
     for member in schema.members(f"{operation}Resp"):
-        _write(schema, member, "", result.get(member.name), out)
+        # A member left out of ``result`` is left off the wire: an error carries no payload at all, which zeep
+        # reads as None (a nil complex member would come back as an empty object instead).
+        if member.name in result:
+            _write(schema, member, "", result[member.name], out)
     out.append(f"</{operation}Result></{operation}Response></s:Body></s:Envelope>")
     return "".join(out).encode("utf-8")
 

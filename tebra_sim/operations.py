@@ -192,7 +192,7 @@ def get_appointments(sim: Simulation, request: Payload) -> Payload:
     placeholder = sim.faults.switches.placeholder_row
     # Contested live observations (SPEC §2), off unless switched on: a placeholder row with an empty ID.
     if placeholder == "toggles" and columns is not None:
-        return {"Appointments": [{}]}
+        return {"Appointments": [{"ID": ""}]}
     if placeholder == "empty_result" and not rows:
         return {"Appointments": [{"ID": ""}]}
     return {"Appointments": [_only(row, columns) for row in rows]}
