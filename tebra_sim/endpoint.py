@@ -16,7 +16,7 @@ from xml.sax.saxutils import escape
 from lxml import etree
 
 from tebra_sim import envelope, security
-from tebra_sim.operations import HANDLERS, BusinessError, ServerFault
+from tebra_sim.operations import HANDLERS, NULL_REFERENCE, BusinessError, ServerFault
 from tebra_sim.schema import ACTION_BASE, KAREO_NS
 from tebra_sim.simulation import Simulation
 from tebra_sim.throttle import violation_message
@@ -102,6 +102,10 @@ def _call(sim: Simulation, operation: str, wrapper: etree._Element) -> Answer:
         )
 
     try:
+        if decision.business_error:
+            # The one IsError text the SPEC quotes verbatim (a null Filter): any other would do as well.
+            sim.stats.fault("business_error")
+            raise BusinessError(NULL_REFERENCE)
         payload = HANDLERS[operation](sim, request)
         result = {"ErrorResponse": _OK, "SecurityResponse": secured, **payload}
         answer = Answer(200, envelope.response(sim.schema, operation, result), operation, "ok")

@@ -48,6 +48,7 @@ class Switches:
     slow_until: float | None = None  # time.time() until which every call is delayed by slow_delay_ms
     slow_delay_ms: int = 0
     internal_fault: CountedFault | None = None
+    business_error: CountedFault | None = None  # IsError=true with the null-Filter .NET message (SPEC §8)
     hang: CountedFault | None = None
     hang_seconds: float = 0.0
 
@@ -57,6 +58,7 @@ class Decision:
     """What the switches say about one SOAP call, drawn once when it arrives."""
 
     internal_fault: bool = False
+    business_error: bool = False
     hang_seconds: float = 0.0
     delay_ms: float = 0.0
 
@@ -100,6 +102,7 @@ class Faults:
         with self._lock:
             s = self._switches
             decision.internal_fault = _consume(s.internal_fault, operation)
+            decision.business_error = _consume(s.business_error, operation)
             if _consume(s.hang, operation):
                 decision.hang_seconds = s.hang_seconds
             delay = float(s.latency_ms)
@@ -180,6 +183,8 @@ def _apply(s: Switches, key: str, value: Any) -> None:
             s.slow_delay_ms = int(value["delay_ms"])
     elif key == "internal_fault":
         s.internal_fault = _counted(value)
+    elif key == "business_error":
+        s.business_error = _counted(value)
     elif key == "hang":
         # {"seconds": N, "count": K, "operations": [...]}: hold the next K calls (default 1) open N seconds.
         if value is None:
