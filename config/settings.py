@@ -69,7 +69,8 @@ class Settings:
     task_max_retries: int = 8
     retry_backoff_max_s: int = 300
     # Must exceed the longest a task is held unacked: time limit + retry backoff (tasks/celery_factory.py).
-    broker_visibility_timeout_s: int = 3600
+    # It is also how long a message waits after its worker died hard (SIGKILL, OOM) before redelivery.
+    broker_visibility_timeout_s: int = 900
     sync_lock_ttl_s: int = 600  # dedup lock for a queued/running sync of one date
     periodic_sync_minutes: int = 0  # 0: no periodic sync of today
     patient_details_enabled: bool = True

@@ -28,8 +28,12 @@ def celery_config(settings: Settings) -> dict[str, object]:
         "health_check_interval": 30,
         # A message reserved but not acked within this is delivered again. It must exceed the longest a task
         # can legitimately hold a message: its hard time limit plus the longest retry countdown (a countdown
-        # is an ETA the worker holds unacked). Settings.validate() refuses a smaller value.
+        # is an ETA the worker holds unacked). Settings.validate() refuses a smaller value. It is also the
+        # delay before a hard-killed worker's messages run again, so it is kept no larger than it must be.
         "visibility_timeout": settings.broker_visibility_timeout_s,
+        # Sweep for such expired messages every 10 s (kombu's default sweeps every 10th tick, ~100 s).
+        "unacked_restore_interval": 10,
+        "unacked_restore_throttle": 1,
     }
     return {
         "broker_url": settings.broker_url,
