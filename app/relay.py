@@ -122,7 +122,7 @@ class Relay:
         dropped = [client for client in clients if not client.deliver(key, frame)]
         if dropped:
             self.dropped += len(dropped)
-            log.info("relay dropped %d slow websocket(s)", len(dropped))
+            log.warning("relay dropped %d slow websocket(s)", len(dropped))
             with self._lock:
                 for client in dropped:
                     self._set_topics_locked(client, frozenset())

@@ -32,6 +32,7 @@ EventSink = Callable[[StreamKey, dict[str, Any], bytes], None]
 BACKOFF_FIRST_S = 0.05
 BACKOFF_MAX_S = 5.0
 POLL_S = 1.0  # how often the loop looks at the stop flag when the channel is quiet
+CLIENT_NAME = "clinic-relay:ws-subscriber"
 
 
 class EventSubscriber:
@@ -63,6 +64,7 @@ class EventSubscriber:
             socket_timeout=self._settings.redis_socket_timeout_s,
             socket_connect_timeout=self._settings.redis_connect_timeout_s,
             health_check_interval=15,  # PING an idle subscription: a silent half-open link is found
+            client_name=CLIENT_NAME,  # how ops (and the reconnect test) find it in CLIENT LIST
             retry=Retry(NoBackoff(), 0),
         )
 
