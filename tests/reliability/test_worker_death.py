@@ -1,0 +1,162 @@
+"""Fault drills: a worker dies in the middle of a sync, and the sync still completes exactly once in effect.
+
+Each drill runs its own prefork worker (the session's shared one must not be killed) on the same broker,
+with the simulator slowed so the kill lands during the Tebra call.
+
+Promise: a sync accepted by the API is never lost to a worker crash. A dead pool child is noticed at once
+(reject_on_worker_lost requeues the message); a dead worker is noticed by the broker only after the
+visibility timeout, because nothing else can tell a dead consumer from a slow one. These drills run with a
+15 s visibility timeout; production uses BROKER_VISIBILITY_TIMEOUT_S (900 s, docs/reliability.md).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from ulid import ULID
+
+from config import load_settings
+from tasks import keys, sync_status
+from tasks.celery_factory import SYNC_QUEUE, create_celery
+from tests.support.processes import BIN, spawn, stop, wait_until
+
+# The drills' own broker database: the session's shared worker must not take their tasks.
+DRILL_BROKER_URL = os.environ.get("TEST_DRILL_BROKER_URL", "redis://127.0.0.1:6379/15")
+
+DRILL_ENV = {
+    "TASK_SOFT_TIME_LIMIT_S": "8",
+    "TASK_TIME_LIMIT_S": "10",
+    "RETRY_BACKOFF_MAX_S": "2",
+    "BROKER_VISIBILITY_TIMEOUT_S": "15",
+    "CELERY_BROKER_URL": DRILL_BROKER_URL,
+    "CELERY_RESULT_BACKEND": DRILL_BROKER_URL,
+}
+SLOW_TEBRA_MS = 4000
+
+
+def start_worker(env: dict[str, str], log: Path, name: str) -> Any:
+    proc = spawn(
+        [
+            str(BIN / "celery"),
+            "-A",
+            "workers.celery_app",
+            "worker",
+            "--pool=prefork",
+            "--concurrency=1",
+            "--queues=sync",
+            "--loglevel=INFO",
+            "--without-gossip",
+            "--without-mingle",
+            f"--hostname={name}-{os.getpid()}@%h",
+        ],
+        env,
+        log,
+    )
+    wait_until(lambda: "ready." in log.read_text(errors="replace"), 60, name, proc, log)
+    return proc
+
+
+def children_of(pid: int) -> list[int]:
+    """The pids whose parent is ``pid`` (the prefork pool)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def synced_events(client: redis.Redis, task_id: str) -> list[dict[str, Any]]:
+    entries = client.xrange(keys.AGENT_UPDATES)
+    return [
+        json.loads(f["payload"])
+        for _, f in entries
+        if f["action"] == "schedule_synced" and json.loads(f["payload"]).get("task_id") == task_id
+    ]
+
+
+def wait_state(client: redis.Redis, date: str, state: str, timeout: float) -> dict[str, str]:
+    deadline = time.monotonic() + timeout
+    status: dict[str, str] = {}
+    while time.monotonic() < deadline:
+        status = client.hgetall(keys.sync_status(date))
+        if status.get("state") == state:
+            return status
+        time.sleep(0.1)
+    raise AssertionError(f"sync of {date} never reached {state}: {status}")
+
+
+@pytest.fixture
+def drill_env(stack_env: dict[str, str], simulator: Any) -> Iterator[dict[str, str]]:
+    """The stack's environment with short time limits and visibility timeout; the simulator slowed."""
+    redis.Redis.from_url(DRILL_BROKER_URL).flushdb()
+    simulator.set_faults(latency_ms=SLOW_TEBRA_MS)
+    yield {**stack_env, **DRILL_ENV}
+    simulator.reset()
+
+
+def enqueue(env: dict[str, str], client: redis.Redis, date: str) -> str:
+    """Queue a sync the way the API does: claim the date's lock, record it queued, send by name."""
+    settings = load_settings(env)
+    task_id, deduplicated = sync_status.claim(client, date, str(ULID()), settings.sync_lock_ttl_s)
+    assert not deduplicated
+    sync_status.record(client, date, task_id, 3600, state=sync_status.QUEUED)
+    create_celery(settings).send_task("schedule.sync", args=[date], task_id=task_id, queue=SYNC_QUEUE)
+    return task_id
+
+
+def test_killed_pool_child_is_requeued_and_syncs_once(
+    drill_env: dict[str, str], simulator: Any, redis_client: redis.Redis, logs_dir: Path
+) -> None:
+    date = "2026-12-01"
+    worker = start_worker(drill_env, logs_dir / "drill-child.log", "drill-child")
+    try:
+        task_id = enqueue(drill_env, redis_client, date)
+        wait_state(redis_client, date, "running", 20)
+        time.sleep(0.5)  # inside the slow GetAppointments call
+        for child in children_of(worker.pid):
+            os.kill(child, signal.SIGKILL)
+        simulator.set_faults(latency_ms=0)
+        started = time.monotonic()
+        wait_state(redis_client, date, "succeeded", 30)
+        recovered_s = time.monotonic() - started
+    finally:
+        stop(worker)
+    assert len(synced_events(redis_client, task_id)) == 1
+    assert redis_client.hlen(keys.appointments(date)) == len(simulator.appointments(date))
+    print(f"pool child killed: sync completed {recovered_s:.1f}s later")
+
+
+def test_killed_worker_is_redelivered_to_a_new_one(
+    drill_env: dict[str, str], simulator: Any, redis_client: redis.Redis, logs_dir: Path
+) -> None:
+    date = "2026-12-02"
+    first = start_worker(drill_env, logs_dir / "drill-first.log", "drill-first")
+    task_id = enqueue(drill_env, redis_client, date)
+    wait_state(redis_client, date, "running", 20)
+    killed_at = time.monotonic()
+    stop(first, sig=signal.SIGKILL)
+    simulator.set_faults(latency_ms=0)
+    second = start_worker(drill_env, logs_dir / "drill-second.log", "drill-second")
+    try:
+        wait_state(redis_client, date, "succeeded", 90)
+        redelivered_s = time.monotonic() - killed_at
+    finally:
+        stop(second)
+    assert len(synced_events(redis_client, task_id)) == 1
+    assert redis_client.hlen(keys.appointments(date)) == len(simulator.appointments(date))
+    # Not before the visibility timeout (the broker cannot tell dead from slow), and soon after it.
+    assert redelivered_s >= int(DRILL_ENV["BROKER_VISIBILITY_TIMEOUT_S"]) - 1
+    print(f"worker killed: redelivered and completed {redelivered_s:.1f}s later")
