@@ -1,0 +1,103 @@
+"""The API's side of the audit trail: every PHI read and every state change leaves a record.
+
+Views are wrapped with :func:`audited` (outermost, so refused calls, 403s included, are recorded too):
+
+    @bp.get("/appointments")
+    @audited("appointments.read")
+    @require_scope(READ_SCHEDULE)
+    def list_appointments(): ...
+
+The record names the caller by ``sub``, the resource by the route's path parameters (dates, hpids, task
+ids) and its date query parameters, never by anything from a body; a view adds ids it learns (a task id)
+with :func:`note`. The outcome is ``ok`` or the envelope's error code. If the record cannot be appended
+(Redis down) the request fails with 503: a PHI read nobody can account for does not happen.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
+
+from flask import current_app, g, request
+from marshmallow import ValidationError
+from ulid import ULID
+
+from app.errors import ApiError
+from app.services import services
+from tasks import audit
+
+View = TypeVar("View", bound=Callable[..., Any])
+
+RESOURCE_QUERY_ARGS = ("date", "start", "end")  # the only query values a record copies (dates)
+MAX_RESOURCE_VALUE = 64
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+def request_id() -> str:
+    """This request's id: the caller's ``X-Request-ID`` if it is a plain token, else a new ULID."""
+    if "request_id" not in g:
+        given = request.headers.get("X-Request-ID", "")
+        g.request_id = given if _REQUEST_ID.fullmatch(given) else str(ULID())
+    return str(g.request_id)
+
+
+def note(**fields: str | int | bool) -> None:
+    """Add ids the view learned (e.g. the queued task id) to this request's audit resource."""
+    g.setdefault("audit_notes", {}).update(fields)
+
+
+def _resource() -> dict[str, Any]:
+    resource: dict[str, Any] = {
+        name: str(value)[:MAX_RESOURCE_VALUE] for name, value in (request.view_args or {}).items()
+    }
+    for name in RESOURCE_QUERY_ARGS:
+        if name in request.args:
+            resource[name] = request.args[name][:MAX_RESOURCE_VALUE]
+    resource.update(g.get("audit_notes", {}))
+    return resource
+
+
+def _outcome(exc: BaseException | None) -> str:
+    if exc is None:
+        return "ok"
+    if isinstance(exc, ApiError):
+        return exc.code
+    if isinstance(exc, ValidationError):
+        return "VALIDATION_ERROR"
+    return "INTERNAL"
+
+
+def record(action: str, exc: BaseException | None = None) -> None:
+    """Append this request's record for ``action`` to the audit stream."""
+    claims = g.get("claims") or {}
+    audit.append(
+        services().redis,
+        sub=str(claims.get("sub", "-")),
+        action=action,
+        resource={"method": request.method, **_resource()},
+        outcome=_outcome(exc),
+        request_id=request_id(),
+        maxlen=current_app.config["CLINIC_SETTINGS"].stream_maxlen,
+    )
+
+
+def audited(action: str) -> Callable[[View], View]:
+    """Record ``action`` with its outcome each time the view is called (after it answers or fails)."""
+
+    def decorate(view: View) -> View:
+        @functools.wraps(view)
+        def wrapped(*args: Any, **kwargs: Any) -> Any:
+            try:
+                result = view(*args, **kwargs)
+            except Exception as exc:
+                record(action, exc)
+                raise
+            record(action)
+            return result
+
+        wrapped.audit_action = action  # type: ignore[attr-defined]
+        return cast(View, wrapped)
+
+    return decorate

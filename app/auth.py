@@ -1,0 +1,311 @@
+"""Who is calling: RS256 bearer tokens verified against the identity provider's keys, scopes per route.
+
+Every request under ``/api/`` must carry ``Authorization: Bearer <token>``; /health, /ready and the
+development JWKS stay public. A token is accepted only if:
+  - its header says ``alg: RS256`` (the allow-list: ``none``, HS256 signed with the public key and every
+    other algorithm are refused before any key is looked at) and names a ``kid`` the key set holds;
+  - its signature verifies under that key;
+  - ``iss`` is ``https://{AUTH0_DOMAIN}/`` (dev: :data:`app.devkey.DEV_ISSUER`), ``aud`` holds AUTH0_AUDIENCE,
+    ``exp`` is present and not past, ``nbf``/``iat`` not in the future, each with LEEWAY_S of clock skew;
+  - it has a ``sub``.
+The verified claims are on ``flask.g.claims`` (:func:`current_claims`). Scopes come from the ``scope``
+claim (space-separated) and the ``permissions`` claim (Auth0 RBAC), united. A missing or bad token is 401
+``UNAUTHORIZED``; a good token without the route's scope is 403 ``FORBIDDEN``; both carry
+``WWW-Authenticate: Bearer …`` as RFC 6750 §3 describes.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
+
+from flask import Flask, Response, current_app, g, jsonify, request
+from joserfc import jws, jwt
+from joserfc.errors import JoseError
+from joserfc.jwk import KeySet, RSAKey
+from joserfc.jwt import JWTClaimsRegistry
+
+from app import devkey
+from app.errors import ApiError
+from app.jwks import JwksCache, JwksUnavailable
+from app.socket_auth import EXTENSION_KEY as WS_AUTHENTICATOR_KEY
+from app.socket_auth import SocketAuthError
+from config import Settings
+
+log = logging.getLogger(__name__)
+
+EXTENSION_KEY = "auth_verifier"
+REALM = "clinic-relay"
+ALGORITHMS = ("RS256",)
+LEEWAY_S = 30  # clock skew between Auth0, the browser and this host
+MAX_TOKEN_BYTES = 8192  # Auth0 access tokens are ~1 kB; a huge one is an attack on the parser, not a token
+
+READ_SCHEDULE = "read:schedule"
+SYNC_SCHEDULE = "sync:schedule"
+WRITE_PATIENTS = "write:patients"
+OPS_BREAKER = "ops:breaker"
+ALL_SCOPES = (READ_SCHEDULE, SYNC_SCHEDULE, WRITE_PATIENTS, OPS_BREAKER)
+
+Claims = dict[str, Any]
+KeyLookup = Callable[[str], KeySet | None]
+View = TypeVar("View", bound=Callable[..., Any])
+
+
+class AuthError(Exception):
+    """A request (or socket) that did not prove who it is. ``error`` is RFC 6750's error code."""
+
+    def __init__(self, description: str, error: str | None = "invalid_token") -> None:
+        super().__init__(description)
+        self.description = description
+        self.error = error
+
+
+class TokenVerifier:
+    """Verifies access tokens of one issuer and audience against the keys ``keys_for(kid)`` returns."""
+
+    def __init__(self, *, issuer: str, audience: str, keys_for: KeyLookup, leeway_s: int = LEEWAY_S) -> None:
+        self.issuer = issuer
+        self.audience = audience
+        self._keys_for = keys_for
+        self._registry = JWTClaimsRegistry(
+            leeway=leeway_s,
+            iss={"essential": True, "value": issuer},
+            aud={"essential": True, "value": audience},
+            exp={"essential": True},
+            sub={"essential": True},
+        )
+
+    def verify(self, token: str) -> Claims:
+        """The token's claims, or :class:`AuthError`; :class:`JwksUnavailable` when no keys can be had."""
+        if len(token) > MAX_TOKEN_BYTES:
+            raise AuthError("The token is too large.")
+        try:
+            header = jws.extract_compact(token.encode("ascii")).headers()
+        except (JoseError, ValueError, UnicodeError):
+            raise AuthError("The token is not a signed JWT.") from None
+        if header.get("alg") not in ALGORITHMS:
+            raise AuthError("The token's algorithm is not allowed.")
+        kid = header.get("kid")
+        if not isinstance(kid, str) or not kid:
+            raise AuthError("The token names no signing key.")
+        keys = self._keys_for(kid)
+        if keys is None:
+            raise AuthError("The token's signing key is not known.")
+        try:
+            decoded = jwt.decode(token, keys, algorithms=list(ALGORITHMS))
+            self._registry.validate(decoded.claims)
+        except JoseError as exc:
+            raise AuthError(_describe(exc)) from None
+        if not isinstance(decoded.claims.get("sub"), str):
+            raise AuthError("The token has no subject.")
+        return dict(decoded.claims)
+
+
+def _describe(exc: JoseError) -> str:
+    # Fixed phrases only: the client learns which check failed, never anything echoed back from the token.
+    return {
+        "expired_token": "The token has expired.",
+        "invalid_claim": "The token's issuer, audience or validity window is not accepted.",
+        "missing_claim": "The token lacks a required claim.",
+        "bad_signature": "The token's signature does not verify.",
+    }.get(exc.error, "The token is not valid.")
+
+
+def verifier_from_settings(settings: Settings) -> TokenVerifier:
+    """Auth0 mode: keys from the tenant's JWKS URL. Dev mode: the local key at DEV_KEY_PATH."""
+    if settings.auth_mode == "auth0":
+        domain = settings.auth0_domain.strip().rstrip("/")
+        cache = JwksCache(f"https://{domain}/.well-known/jwks.json")
+        return TokenVerifier(
+            issuer=f"https://{domain}/", audience=settings.auth0_audience, keys_for=cache.keys_for
+        )
+    if settings.auth_mode == "dev":
+        return dev_verifier(devkey.load_or_create(settings.dev_key_path), settings.auth0_audience)
+    raise ValueError(f"AUTH_MODE must be dev or auth0, not {settings.auth_mode!r}")
+
+
+def dev_verifier(key: RSAKey, audience: str) -> TokenVerifier:
+    """A verifier that trusts only the development key (no HTTP: the API is its own JWKS)."""
+    keys = KeySet.import_key_set(devkey.public_jwks(key))  # type: ignore[arg-type]
+    kid = key.kid
+    return TokenVerifier(
+        issuer=devkey.DEV_ISSUER, audience=audience, keys_for=lambda asked: keys if asked == kid else None
+    )
+
+
+def bearer_token(header: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header; None if absent; AuthError if malformed."""
+    if header is None or not header.strip():
+        return None
+    scheme, _, token = header.strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token or " " in token:
+        raise AuthError("Send the token as: Authorization: Bearer <token>.", error="invalid_request")
+    return token
+
+
+def scopes_of(claims: Claims) -> frozenset[str]:
+    """The scopes granted: the ``scope`` string and Auth0's ``permissions`` list, united."""
+    granted: set[str] = set()
+    scope = claims.get("scope")
+    if isinstance(scope, str):
+        granted.update(scope.split())
+    permissions = claims.get("permissions")
+    if isinstance(permissions, list):
+        granted.update(item for item in permissions if isinstance(item, str))
+    return frozenset(granted)
+
+
+def verifier(app: Flask | None = None) -> TokenVerifier:
+    found: TokenVerifier = (app or current_app).extensions[EXTENSION_KEY]
+    return found
+
+
+# The request's identity: verified once, kept on ``g``.
+
+
+def authenticate_request() -> Claims | None:
+    """The verified claims of this request's token (None, with ``g.auth_error`` set, if it has none valid)."""
+    if "auth_checked" in g:
+        return cast(Claims | None, g.get("claims"))
+    g.auth_checked = True
+    g.claims = None
+    g.auth_error = None
+    try:
+        token = bearer_token(request.headers.get("Authorization"))
+        if token is None:
+            raise AuthError("A bearer token is required.", error=None)
+        g.claims = verifier().verify(token)
+    except AuthError as exc:
+        g.auth_error = exc
+    except JwksUnavailable:
+        log.error("jwks unavailable: cannot verify tokens")
+        raise ApiError(
+            "SERVICE_UNAVAILABLE",
+            "The identity provider's keys are unavailable; try again shortly.",
+            headers={"Retry-After": "5"},
+        ) from None
+    return cast(Claims | None, g.claims)
+
+
+def current_claims() -> Claims:
+    """The verified claims of this request (401 if there are none)."""
+    claims = authenticate_request()
+    if claims is None:
+        raise _unauthorized(g.auth_error)
+    return claims
+
+
+def subject() -> str | None:
+    """The verified ``sub`` of this request, or None."""
+    claims = authenticate_request()
+    return None if claims is None else str(claims["sub"])
+
+
+def _unauthorized(exc: AuthError) -> ApiError:
+    challenge = f'Bearer realm="{REALM}"'
+    if exc.error:
+        challenge += f', error="{exc.error}", error_description="{exc.description}"'
+    return ApiError("UNAUTHORIZED", exc.description, headers={"WWW-Authenticate": challenge})
+
+
+def require_scope(scope: str) -> Callable[[View], View]:
+    """Run the view only for a verified token holding ``scope`` (401 without a token, 403 without scope)."""
+    if scope not in ALL_SCOPES:
+        raise ValueError(f"unknown scope {scope!r}")
+
+    def decorate(view: View) -> View:
+        @functools.wraps(view)
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            claims = current_claims()
+            if scope not in scopes_of(claims):
+                challenge = (
+                    f'Bearer realm="{REALM}", error="insufficient_scope", '
+                    f'error_description="This needs the {scope} scope.", scope="{scope}"'
+                )
+                raise ApiError(
+                    "FORBIDDEN",
+                    f"This needs the {scope} scope.",
+                    details={"required_scope": scope},
+                    headers={"WWW-Authenticate": challenge},
+                )
+            return view(*args, **kwargs)
+
+        guarded.required_scope = scope  # type: ignore[attr-defined]  # a test checks every /api route has one
+        return cast(View, guarded)
+
+    return decorate
+
+
+def _refuse_unauthenticated_api() -> None:
+    # Deny by default: a route under /api/ that forgot its require_scope still needs a valid token.
+    if request.path.startswith("/api/") and request.method != "OPTIONS":
+        current_claims()
+
+
+# /ws: the relay calls the installed authenticator with the token (or None).
+
+
+def socket_authenticator(token_verifier: TokenVerifier) -> Callable[[str | None], Claims]:
+    """The ``ws_authenticator`` hook: token -> claims, or SocketAuthError (missing, invalid, no scope)."""
+
+    def authenticate(token: str | None) -> Claims:
+        if not token:
+            raise SocketAuthError("A bearer token is required.")
+        try:
+            claims = token_verifier.verify(token)
+        except AuthError as exc:
+            raise SocketAuthError(exc.description) from None
+        except JwksUnavailable:
+            raise SocketAuthError("The identity provider's keys are unavailable.") from None
+        if not scopes_of(claims) & {READ_SCHEDULE, OPS_BREAKER}:
+            raise SocketAuthError("The token grants no scope that reads events.")
+        return claims
+
+    return authenticate
+
+
+def topic_scope(topic: str) -> str:
+    """The scope a socket needs for ``topic``: ops needs ops:breaker, schedule:*/patients:* read:schedule."""
+    return OPS_BREAKER if topic == "ops" else READ_SCHEDULE
+
+
+def may_subscribe(claims: Claims, topic: str) -> bool:
+    """Whether a socket with ``claims`` may receive ``topic``'s events."""
+    return topic_scope(topic) in scopes_of(claims)
+
+
+def seconds_left(claims: Claims, now: float | None = None) -> float:
+    """How long until the token expires (the relay closes the socket then, code 4401)."""
+    return float(claims["exp"]) - (time.time() if now is None else now)
+
+
+# Wiring.
+
+
+def init_app(app: Flask, settings: Settings, token_verifier: TokenVerifier | None = None) -> None:
+    """Install the verifier (from settings unless given), the /api guard, the /ws hook and the dev JWKS."""
+    chosen = token_verifier or verifier_from_settings(settings)
+    app.extensions[EXTENSION_KEY] = chosen
+    app.extensions[WS_AUTHENTICATOR_KEY] = socket_authenticator(chosen)
+    app.before_request(_refuse_unauthenticated_api)
+    if settings.auth_mode == "dev":
+        _serve_dev_jwks(app, settings)
+
+
+def install_verifier(app: Flask, token_verifier: TokenVerifier) -> None:
+    """Swap the verifier (and the /ws hook with it) on a built app: tests point it at a local JWKS server."""
+    app.extensions[EXTENSION_KEY] = token_verifier
+    app.extensions[WS_AUTHENTICATOR_KEY] = socket_authenticator(token_verifier)
+
+
+def _serve_dev_jwks(app: Flask, settings: Settings) -> None:
+    document = devkey.public_jwks(devkey.load_or_create(settings.dev_key_path))
+
+    def dev_jwks() -> Response:
+        return jsonify(document)
+
+    app.add_url_rule("/.well-known/jwks.json", "dev_jwks", dev_jwks, methods=["GET"])
