@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from flask import Flask, request
 
-from app import errors, services
+from app import auth, errors, headers, metrics, ratelimit, request_log, services
 from app.errors import ApiError
 from config import Settings, load_settings
+from tasks.logs import configure_logging
 
 
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the Flask app: settings, services, blueprints, the socket relay, error handlers."""
     settings = settings or load_settings()
+    configure_logging(settings, "api")  # JSON lines with request and task ids (tasks/logs.py)
     app = Flask(__name__)
     app.config.update(
         CLINIC_SETTINGS=settings,
@@ -19,7 +21,12 @@ def create_app(settings: Settings | None = None) -> Flask:
         JSON_SORT_KEYS=False,
     )
     services.init_app(app, settings)
+    request_log.init_app(app)  # X-Request-ID in, out and into tasks; one access line per request
+    metrics.init_app(app, settings)  # GET /metrics; request latency by route and status
     app.before_request(_refuse_oversized_bodies)
+    ratelimit.init_app(app)  # charges every /api request, bad tokens included, before anything else runs
+    auth.init_app(app, settings)  # /api needs a valid bearer token; the /ws hook; the dev JWKS in dev mode
+    headers.init_app(app, settings)  # security headers, no-store on /api, the CORS allow-list
     _register_blueprints(app)
     errors.register_error_handlers(app)
     return app

@@ -57,7 +57,13 @@ def simulator(redis_service: str) -> Iterator[Any]:
 
 
 @pytest.fixture(scope="session")
-def base_env(redis_service: str) -> dict[str, str]:
+def dev_key_path(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Where this session's development signing key lives (AUTH_MODE=dev; made on first use)."""
+    return str(tmp_path_factory.mktemp("auth") / "dev-signing-key.pem")
+
+
+@pytest.fixture(scope="session")
+def base_env(redis_service: str, dev_key_path: str) -> dict[str, str]:
     """The environment of a process that needs Redis but not Tebra."""
     return {
         "APP_ENV": "test",
@@ -65,7 +71,33 @@ def base_env(redis_service: str) -> dict[str, str]:
         "CELERY_BROKER_URL": TEST_BROKER_URL,
         "CELERY_RESULT_BACKEND": TEST_BROKER_URL,
         "LOG_LEVEL": "INFO",
+        "AUTH_MODE": "dev",
+        "DEV_KEY_PATH": dev_key_path,
     }
+
+
+@pytest.fixture(scope="session")
+def make_token(dev_key_path: str) -> Any:
+    """A factory of development bearer tokens: ``make_token(scopes=[...], sub=..., ttl_s=...)``.
+
+    Signed with the session's dev key, accepted by every API the suite starts (AUTH_MODE=dev).
+    """
+    from app import devkey, devtoken
+
+    key = devkey.load_or_create(dev_key_path)
+    audience = Settings().auth0_audience
+
+    def make(scopes: Any = None, sub: str = "test|user", ttl_s: int = 3600) -> str:
+        chosen = devtoken.auth.ALL_SCOPES if scopes is None else tuple(scopes)
+        return devtoken.mint(key, audience=audience, scopes=chosen, subject=sub, ttl_s=ttl_s)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def auth_headers(make_token: Any) -> dict[str, str]:
+    """``Authorization: Bearer …`` with every scope, for tests about something other than auth."""
+    return {"Authorization": f"Bearer {make_token()}"}
 
 
 @pytest.fixture(scope="session")
@@ -78,6 +110,8 @@ def stack_env(base_env: dict[str, str], simulator: Any) -> dict[str, str]:
         "TEBRA_OPERATION_TIMEOUT_S": "10",
         "TASK_MAX_RETRIES": "3",
         "RETRY_BACKOFF_MAX_S": "4",
+        # The stack tests poll status many times a second; rate limits have their own tests.
+        "RATE_LIMIT_CAPACITY": "100000",
     }
 
 

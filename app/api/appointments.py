@@ -5,12 +5,16 @@ from __future__ import annotations
 from flask import Response, request
 
 from app.api import bp
+from app.audit import audited
+from app.auth import READ_SCHEDULE, require_scope
 from app.errors import success
 from app.schemas import RangeSchema, days_between
 from app.services import services
 
 
 @bp.get("/appointments")
+@audited("appointments.read")
+@require_scope(READ_SCHEDULE)
 def list_appointments() -> Response:
     svc = services()
     args = RangeSchema(svc.clinic_tz, svc.settings.max_range_days).load(request.args)

@@ -7,6 +7,7 @@ import time
 from flask import Response
 
 from app.api import bp
+from app.auth import READ_SCHEDULE, require_scope
 from app.errors import ApiError, success
 from app.services import services
 from tasks import provider_cache
@@ -17,6 +18,7 @@ FIRST_FILL_WAIT_S = 3.0  # a cold cache waits this long for the first fetch, the
 
 
 @bp.get("/providers")
+@require_scope(READ_SCHEDULE)
 def list_providers() -> Response:
     svc = services()
     cached = provider_cache.read(svc.redis)

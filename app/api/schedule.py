@@ -9,6 +9,8 @@ from kombu.exceptions import OperationalError
 from ulid import ULID
 
 from app.api import bp
+from app.audit import audited, note
+from app.auth import READ_SCHEDULE, SYNC_SCHEDULE, require_scope
 from app.errors import ApiError, success
 from app.schemas import DateSchema, SyncRequestSchema
 from app.services import services
@@ -21,6 +23,8 @@ SYNC_TASK = "schedule.sync"  # by name: the API never imports task bodies (they 
 
 
 @bp.post("/schedule/sync")
+@audited("schedule.sync_requested")
+@require_scope(SYNC_SCHEDULE)
 def request_sync() -> Response:
     """Queue a sync of one clinic day; a sync of that day already queued or running is reused."""
     svc = services()
@@ -60,6 +64,7 @@ def request_sync() -> Response:
                 "The task queue is unavailable; try again shortly.",
                 headers={"Retry-After": "5"},
             ) from None
+    note(date=date, task_id=task_id, deduplicated=deduplicated)
     status = sync_status.read_status(svc.redis, date) or {}
     body = {
         "task_id": task_id,
@@ -73,6 +78,7 @@ def request_sync() -> Response:
 
 
 @bp.get("/schedule/status/<date>")
+@require_scope(READ_SCHEDULE)
 def sync_status_of(date: str) -> Response:
     """The last sync of one clinic day."""
     svc = services()

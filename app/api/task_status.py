@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Response
 
 from app.api import bp
+from app.auth import READ_SCHEDULE, require_scope
 from app.errors import ApiError, success
 from app.schemas import TaskIdSchema
 from app.services import services
@@ -12,6 +13,7 @@ from tasks import sync_status
 
 
 @bp.get("/tasks/<task_id>")
+@require_scope(READ_SCHEDULE)
 def task_of(task_id: str) -> Response:
     TaskIdSchema().load({"task_id": task_id})
     record = sync_status.read_task(services().redis, task_id)

@@ -26,6 +26,14 @@ def assert_error(response: Any, status: int, code: str) -> dict[str, Any]:
     return dict(body)
 
 
+@pytest.fixture
+def client(app: Any, auth_headers: dict[str, str]) -> Any:
+    """Flask's test client sending a token with every scope: these tests are about errors, not auth."""
+    test_client = app.test_client()
+    test_client.environ_base["HTTP_AUTHORIZATION"] = auth_headers["Authorization"]
+    return test_client
+
+
 def broker_queue_length() -> int:
     return int(redis.Redis.from_url(TEST_BROKER_URL).llen("sync"))
 
@@ -93,7 +101,7 @@ def test_oversized_body_is_refused(client: Any) -> None:
     assert_error(response, 413, "PAYLOAD_TOO_LARGE")
 
 
-def test_redis_down_is_a_503_not_a_crash(base_env: dict[str, str]) -> None:
+def test_redis_down_is_a_503_not_a_crash(base_env: dict[str, str], auth_headers: dict[str, str]) -> None:
     from app import create_app
 
     down = create_app(
@@ -102,6 +110,7 @@ def test_redis_down_is_a_503_not_a_crash(base_env: dict[str, str]) -> None:
         )
     )
     client = down.test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = auth_headers["Authorization"]
     response = client.post(f"/api/v1/schedule/sync?date={TODAY.isoformat()}")
     assert_error(response, 503, "SERVICE_UNAVAILABLE")
     assert response.headers["Retry-After"]

@@ -49,17 +49,19 @@ def wait_for_event(ws: Any, event_type: str, timeout: float = 20) -> dict[str, A
     raise AssertionError(f"no {event_type} within {timeout}s")
 
 
-def request_sync(api: str, date: str) -> dict[str, Any]:
-    response = requests.post(f"{api}/api/v1/schedule/sync", params={"date": date}, timeout=5)
+def request_sync(api: str, date: str, headers: dict[str, str]) -> dict[str, Any]:
+    response = requests.post(f"{api}/api/v1/schedule/sync", params={"date": date}, headers=headers, timeout=5)
     assert response.status_code == 202, response.text
     return dict(response.json()["data"])
 
 
-def wait_for_state(api: str, date: str, states: set[str], timeout: float = 20) -> dict[str, Any]:
+def wait_for_state(
+    api: str, date: str, states: set[str], headers: dict[str, str], timeout: float = 20
+) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     status: dict[str, Any] = {}
     while time.monotonic() < deadline:
-        response = requests.get(f"{api}/api/v1/schedule/status/{date}", timeout=5)
+        response = requests.get(f"{api}/api/v1/schedule/status/{date}", headers=headers, timeout=5)
         if response.ok:
             status = response.json()["data"]
             if status["state"] in states:
@@ -69,15 +71,15 @@ def wait_for_state(api: str, date: str, states: set[str], timeout: float = 20) -
 
 
 def test_sync_reaches_the_socket_and_matches_the_simulator(
-    api_server: str, simulator: Any, redis_client: redis.Redis
+    api_server: str, simulator: Any, redis_client: redis.Redis, auth_headers: dict[str, str]
 ) -> None:
     date = clinic_date(1)
     expected = simulator.appointments(date)
     assert expected, "the simulator has appointments every clinic day"
-    with connect(ws_url(api_server), open_timeout=5) as ws:
+    with connect(ws_url(api_server), open_timeout=5, additional_headers=auth_headers) as ws:
         subscribe(ws, [f"schedule:{date}"])
         started = time.monotonic()
-        accepted = request_sync(api_server, date)
+        accepted = request_sync(api_server, date, auth_headers)
         event = wait_for_event(ws, "schedule_synced")
         elapsed = time.monotonic() - started
     assert accepted["status"] == "queued" and accepted["deduplicated"] is False
@@ -86,12 +88,14 @@ def test_sync_reaches_the_socket_and_matches_the_simulator(
     assert event["data"]["counts"]["appointments"] == len(expected)
     assert elapsed < 5, f"schedule_synced took {elapsed:.2f}s"
 
-    status = wait_for_state(api_server, date, {"succeeded"})
+    status = wait_for_state(api_server, date, {"succeeded"}, auth_headers)
     assert status["counts"]["appointments"] == len(expected)
     assert status["task_id"] == accepted["task_id"]
     assert status["duration_ms"] >= 0
 
-    rows = requests.get(f"{api_server}/api/v1/appointments", params={"start": date}, timeout=5).json()["data"]
+    rows = requests.get(
+        f"{api_server}/api/v1/appointments", params={"start": date}, headers=auth_headers, timeout=5
+    ).json()["data"]
     assert sorted(r["id"] for r in rows) == sorted(str(a["id"]) for a in expected)
     by_id = {str(a["id"]): a for a in expected}
     for row in rows:
@@ -100,26 +104,28 @@ def test_sync_reaches_the_socket_and_matches_the_simulator(
         assert row["start"].startswith(source["start"])  # simulator: local wall time; API: ISO with offset
         assert row["provider_name"] == source["provider_full_name"]
 
-    task = requests.get(f"{api_server}/api/v1/tasks/{accepted['task_id']}", timeout=5).json()["data"]
+    task = requests.get(
+        f"{api_server}/api/v1/tasks/{accepted['task_id']}", headers=auth_headers, timeout=5
+    ).json()["data"]
     assert task["state"] == "succeeded" and task["date"] == date
 
 
 def test_a_second_request_while_queued_is_deduplicated(
-    api_server: str, simulator: Any, redis_client: redis.Redis
+    api_server: str, simulator: Any, redis_client: redis.Redis, auth_headers: dict[str, str]
 ) -> None:
     date = clinic_date(2)
     simulator.set_faults(latency_ms=1500)
     try:
-        first = request_sync(api_server, date)
-        second = request_sync(api_server, date)
+        first = request_sync(api_server, date, auth_headers)
+        second = request_sync(api_server, date, auth_headers)
         assert second["task_id"] == first["task_id"]
         assert second["deduplicated"] is True
-        wait_for_state(api_server, date, {"succeeded"})
+        wait_for_state(api_server, date, {"succeeded"}, auth_headers)
     finally:
         simulator.reset()
-    third = request_sync(api_server, date)
+    third = request_sync(api_server, date, auth_headers)
     assert third["task_id"] != first["task_id"] and third["deduplicated"] is False
-    wait_for_state(api_server, date, {"succeeded"})
+    wait_for_state(api_server, date, {"succeeded"}, auth_headers)
     assert simulator.stats()["calls"].get("GetAppointments", 0) >= 1
 
 
@@ -132,12 +138,14 @@ def data_snapshot(client: redis.Redis, date: str) -> dict[str, Any]:
     return out
 
 
-def test_running_the_same_sync_twice_changes_nothing(api_server: str, redis_client: redis.Redis) -> None:
+def test_running_the_same_sync_twice_changes_nothing(
+    api_server: str, redis_client: redis.Redis, auth_headers: dict[str, str]
+) -> None:
     date = clinic_date(3)
-    request_sync(api_server, date)
-    wait_for_state(api_server, date, {"succeeded"})
+    request_sync(api_server, date, auth_headers)
+    wait_for_state(api_server, date, {"succeeded"}, auth_headers)
     before = data_snapshot(redis_client, date)
-    request_sync(api_server, date)
-    after_status = wait_for_state(api_server, date, {"succeeded"})
+    request_sync(api_server, date, auth_headers)
+    after_status = wait_for_state(api_server, date, {"succeeded"}, auth_headers)
     assert data_snapshot(redis_client, date) == before
     assert after_status["counts"]["added"] == 0 and after_status["counts"]["updated"] == 0
