@@ -10,7 +10,7 @@ from config import Settings
 SYNC_QUEUE = "sync"
 DETAILS_QUEUE = "details"  # GetPatient lookups: lower priority, never ahead of a day's sync
 
-TASK_MODULES = ["tasks.schedule", "tasks.providers"]
+TASK_MODULES = ["tasks.schedule", "tasks.providers", "tasks.patients", "tasks.periodic"]
 
 
 def _queue(name: str) -> Queue:
@@ -34,6 +34,9 @@ def celery_config(settings: Settings) -> dict[str, object]:
         # Sweep for such expired messages every 10 s (kombu's default sweeps every 10th tick, ~100 s).
         "unacked_restore_interval": 10,
         "unacked_restore_throttle": 1,
+        # A worker that consumes both queues takes from them in the order listed (sync, then details), not in
+        # turn: a free process always picks a waiting sync before any patient lookup (docs/tebra.md).
+        "queue_order_strategy": "priority",
     }
     return {
         "broker_url": settings.broker_url,

@@ -55,3 +55,13 @@ def throttle_intervals() -> str:
 
 
 WORKERS_ALIVE = "workers:alive"  # sorted set: worker hostname -> last heartbeat (unix seconds)
+
+
+def patient_details(hpid: str) -> str:
+    """String holding one patient's details from GetPatient (sealed JSON), cached across days."""
+    return f"patient:details:{hpid}"
+
+
+def details_lock(date: str, hpid: str) -> str:
+    """SET NX EX marker of a ``patients.fetch_details`` task queued or running for one patient and day."""
+    return f"details:lock:{date}:{hpid}"

@@ -65,6 +65,8 @@ class Runtime:
             clinic_tz=ZoneInfo(self.settings.clinic_tz),
             status_ttl_s=self.settings.retention_days * 86400,
             results_maxlen=self.settings.stream_maxlen,
+            providers=self.gateway,
+            providers_ttl_s=self.settings.providers_cache_ttl_s,
         )
 
 

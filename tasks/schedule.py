@@ -13,6 +13,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 
 from config import Settings, load_settings
 from tasks import events, sync_status
+from tasks.patient_details import queue_lookups
 from tasks.runtime import get_runtime
 from tasks.sync import run_sync
 from tasks.tebra.errors import (
@@ -81,6 +82,8 @@ def sync_schedule(self: Task, date: str) -> dict[str, Any]:
         _fail(ctx, date, task_id, settings, "TEBRA_ERROR", exc)
         raise
     sync_status.release(ctx.redis, date, task_id)
+    # After schedule_synced is out, never before: the board needs nothing from these to show the day.
+    queue_lookups(self.app, settings, runtime.redis, runtime.store, date)
     return summary
 
 

@@ -74,6 +74,19 @@ return result
 """
 
 
+# KEYS[1] patient key. ARGV: dob (sealed or ""), details (complete|incomplete), details_at. Writes only into
+# an entry that exists (a day that expired is not brought back by a late lookup); 1 when written, 0 when gone.
+_WRITE_DETAILS_LUA = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if ARGV[1] ~= '' then redis.call('HSET', KEYS[1], 'dob', ARGV[1]) end
+redis.call('HSET', KEYS[1], 'details', ARGV[2], 'details_at', ARGV[3])
+return 1
+"""
+
+DETAILS_COMPLETE = "complete"
+DETAILS_INCOMPLETE = "incomplete"
+
+
 @dataclass(frozen=True)
 class WriteCounts:
     """What one sync changed in Redis."""
@@ -115,6 +128,7 @@ class ScheduleStore:
         self._hmac_key = hmac_key
         self._ttl = retention_days * 86400
         self._merge = client.register_script(_MERGE_PATIENT_LUA)
+        self._write_details = client.register_script(_WRITE_DETAILS_LUA)
 
     def hpid(self, patient_id: str) -> str:
         return hpid(patient_id, self._hmac_key)
@@ -138,7 +152,10 @@ class ScheduleStore:
             pipe.hdel(day_key, *removed)
         if sealed or current:
             pipe.expire(day_key, self._ttl)
-        entries = self._patient_entries(date, appointments)
+        # An incremental write brings only the changed rows: a touched patient's entry is still computed from
+        # all of their appointments that day (the earliest speaks for them), stored ones included.
+        day_rows = appointments if full else self._touched_patients_day(current, sealed, appointments)
+        entries = self._patient_entries(date, day_rows)
         ranks = json.dumps(flow.RANKS)
         stamps = json.dumps(flow.TIMESTAMP_FIELDS)
         now = utc_now_iso()
@@ -164,6 +181,20 @@ class ScheduleStore:
             status_changed=len(changed_hpids),
             changed_hpids=changed_hpids,
         )
+
+    def _touched_patients_day(
+        self, current: dict[str, str], sealed: dict[str, str], incoming: Sequence[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """The incoming rows plus the stored rows (opened) of the same patients that were not re-sent."""
+        touched = {json.loads(value).get("hpid") for value in sealed.values()} - {""}
+        rows = list(incoming)
+        for appt_id, value in current.items():
+            if appt_id in sealed:
+                continue
+            stored = json.loads(value)
+            if stored.get("hpid") in touched:
+                rows.append(self._cipher.open_fields(stored, APPOINTMENT_PHI_FIELDS))
+        return rows
 
     def _seal_appointment(self, appt: dict[str, Any]) -> dict[str, Any]:
         record = dict(appt)
@@ -195,6 +226,35 @@ class ScheduleStore:
             }
             entries[entry_hpid] = (fields, str(appt.get("status") or flow.SCHEDULED))
         return entries
+
+    # -- patient details (worker) ---------------------------------------------------------------------------
+    # The fields written here (dob, details, details_at) are not among those write_day merges, so a later sync
+    # leaves them as they are and stays idempotent.
+
+    def patient_id(self, date: str, entry_hpid: str) -> str | None:
+        """The raw Tebra patient id behind ``entry_hpid`` on ``date``, or None when there is no such entry."""
+        sealed = self._redis.hget(keys.patient(entry_hpid, date), "patient_id")
+        if not sealed:
+            return None
+        return self._cipher.open(sealed) or None
+
+    def details_states(self, date: str) -> dict[str, tuple[str, str]]:
+        """hpid -> (details, details_at) for every flow entry of the day ("" where none was fetched yet)."""
+        hpids = sorted(self._redis.smembers(keys.patients_index(date)))
+        pipe = self._redis.pipeline(transaction=False)
+        for entry_hpid in hpids:
+            pipe.hmget(keys.patient(entry_hpid, date), ["details", "details_at"])
+        return {
+            entry_hpid: (details or "", details_at or "")
+            for entry_hpid, (details, details_at) in zip(hpids, pipe.execute(), strict=True)
+        }
+
+    def write_details(self, date: str, entry_hpid: str, *, dob: str | None, complete: bool, now: str) -> bool:
+        """Seal ``dob`` into the day's flow entry and mark its details; False when the entry is gone."""
+        sealed = self._cipher.seal(dob) if dob else ""
+        state = DETAILS_COMPLETE if complete else DETAILS_INCOMPLETE
+        written = self._write_details(keys=[keys.patient(entry_hpid, date)], args=[sealed or "", state, now])
+        return bool(written)
 
     # -- reads (API) -----------------------------------------------------------------------------------------
 
