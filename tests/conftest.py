@@ -112,6 +112,8 @@ def stack_env(base_env: dict[str, str], simulator: Any) -> dict[str, str]:
         "RETRY_BACKOFF_MAX_S": "4",
         # The stack tests poll status many times a second; rate limits have their own tests.
         "RATE_LIMIT_CAPACITY": "100000",
+        # Its own port: the default (9808) may be taken by a dev worker or another session's.
+        "WORKER_METRICS_PORT": str(free_port()),
     }
 
 
