@@ -44,8 +44,8 @@ SERVICE_UNAVAILABLE = "SERVICE_UNAVAILABLE"
 
 CLIENT_TYPES = frozenset({"auth", "subscribe", "unsubscribe", "ping"})
 
-_DAY_TOPIC = re.compile(r"(schedule|patients):(\d{4}-\d{2}-\d{2})")
-_STREAM_ID = re.compile(r"\d{1,20}(-\d{1,20})?")
+_DAY_TOPIC = re.compile(r"(schedule|patients):([0-9]{4}-[0-9]{2}-[0-9]{2})")  # ASCII digits only
+_STREAM_ID = re.compile(r"[0-9]{1,20}(-[0-9]{1,20})?")
 
 
 class ProtocolError(Exception):

@@ -1,0 +1,86 @@
+"""Shared pieces of the benchmarks: processes, percentiles, file limits, the app they run."""
+
+from __future__ import annotations
+
+import os
+import resource
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+RESULTS = ROOT / "bench" / "results"
+
+
+def raise_file_limit(wanted: int) -> int:
+    """Raise the open-files soft limit towards ``wanted`` (up to the hard limit); the new soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = target
+    return soft
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    """p50/p95/p99/max of ``values`` (nearest rank), in the values' unit."""
+    if not values:
+        return {"p50": float("nan"), "p95": float("nan"), "p99": float("nan"), "max": float("nan")}
+    ordered = sorted(values)
+
+    def rank(p: float) -> float:
+        return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered)) - 1))]
+
+    return {"p50": rank(50), "p95": rank(95), "p99": rank(99), "max": ordered[-1]}
+
+
+def open_app() -> Any:
+    """The API with every socket let in (the benchmark measures the relay, not token checks)."""
+    from app import create_app
+    from app.socket_auth import EXTENSION_KEY, accept_any
+
+    app = create_app()
+    app.extensions[EXTENSION_KEY] = accept_any
+    return app
+
+
+def start_api(port: int, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """gunicorn with the API's own config on ``port``; returns once /health answers."""
+    import requests
+
+    proc = subprocess.Popen(
+        [
+            str(BIN / "gunicorn"),
+            "-c",
+            "app/gunicorn_conf.py",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "bench.common:open_app()",
+        ],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"api exited: {log.read_text()[-2000:]}")
+        try:
+            if requests.get(f"http://127.0.0.1:{port}/health", timeout=1).ok:
+                return proc
+        except requests.RequestException:
+            pass
+        time.sleep(0.1)
+    raise TimeoutError("api did not start")
