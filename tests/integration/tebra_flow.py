@@ -24,6 +24,14 @@ def clinic_date(offset_days: int) -> str:
     return (datetime.now(CLINIC_TZ).date() + timedelta(days=offset_days)).isoformat()
 
 
+def clinic_weekday(offset_days: int) -> str:
+    """The clinic day ``offset_days`` from today, moved back to a weekday (the simulator books weekdays)."""
+    day = datetime.now(CLINIC_TZ).date() + timedelta(days=offset_days)
+    while day.weekday() >= 5:
+        day -= timedelta(days=1)
+    return day.isoformat()
+
+
 def request_sync(api: str, date: str, headers: dict[str, str]) -> dict[str, Any]:
     response = requests.post(f"{api}/api/v1/schedule/sync", params={"date": date}, headers=headers, timeout=5)
     assert response.status_code == 202, response.text

@@ -24,7 +24,7 @@ from tasks.tebra.gateway import TebraGateway
 from tasks.tebra.mapping import clinic_day_bounds
 from tests.integration.tebra_flow import (
     CLINIC_TZ,
-    clinic_date,
+    clinic_weekday,
     events_of,
     request_sync,
     subscribe,
@@ -72,9 +72,9 @@ def test_throttled_in_each_shape_is_retried_and_succeeds(
     direct_gateway: TebraGateway,
     shape: str,
 ) -> None:
-    date = clinic_date(-5)
+    date = clinic_weekday(-5)
     sim.set_faults(throttle=True, throttle_shape=shape)
-    spend_slot(direct_gateway, clinic_date(-6))  # the worker's call lands inside the 1 s window
+    spend_slot(direct_gateway, clinic_weekday(-6))  # the worker's call lands inside the 1 s window
     accepted = request_sync(api_server, date, auth_headers)
     seen: list[str] = []
     status = wait_for_state(api_server, date, {"succeeded", "failed"}, auth_headers, seen=seen)
@@ -96,7 +96,7 @@ def test_throttled_in_each_shape_is_retried_and_succeeds(
 def test_security_failure_fails_once_without_retry(
     api_server: str, sim: Any, redis_client: redis.Redis, auth_headers: dict[str, str]
 ) -> None:
-    date = clinic_date(-7)
+    date = clinic_weekday(-7)
     sim.set_faults(security="bad_password")
     with connect(ws_url(api_server), open_timeout=5, additional_headers=auth_headers) as ws:
         subscribe(ws, [f"schedule:{date}"])
@@ -125,7 +125,7 @@ def test_security_failure_fails_once_without_retry(
 def test_internal_service_fault_is_retried_with_backoff_and_succeeds(
     api_server: str, sim: Any, redis_client: redis.Redis, auth_headers: dict[str, str]
 ) -> None:
-    date = clinic_date(-8)
+    date = clinic_weekday(-8)
     sim.set_faults(internal_fault={"count": 2, "operations": ["GetAppointments"]})
     started = time.monotonic()
     request_sync(api_server, date, auth_headers)
@@ -148,7 +148,7 @@ def test_internal_service_fault_is_retried_with_backoff_and_succeeds(
 def test_business_error_fails_the_task_without_retry(
     api_server: str, sim: Any, redis_client: redis.Redis, auth_headers: dict[str, str]
 ) -> None:
-    date = clinic_date(-9)
+    date = clinic_weekday(-9)
     sim.set_faults(business_error={"count": 1, "operations": ["GetAppointments"]})
     accepted = request_sync(api_server, date, auth_headers)
     seen: list[str] = []
@@ -170,7 +170,7 @@ def test_business_error_fails_the_task_without_retry(
 def test_a_hang_past_the_operation_timeout_is_retried(
     api_server: str, sim: Any, redis_client: redis.Redis, auth_headers: dict[str, str], settings: Settings
 ) -> None:
-    date = clinic_date(-10)
+    date = clinic_weekday(-10)
     hang_s = settings.tebra_operation_timeout_s + 3
     sim.set_faults(hang={"seconds": hang_s, "count": 1, "operations": ["GetAppointments"]})
     request_sync(api_server, date, auth_headers)
