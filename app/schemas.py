@@ -8,6 +8,8 @@ from zoneinfo import ZoneInfo
 
 from marshmallow import RAISE, Schema, ValidationError, fields, post_load, validate, validates_schema
 
+from tasks import flow
+
 # How far from today a clinic day may be: wide enough for any real schedule, narrow enough that a typo
 # (2206 for 2026) is refused instead of sent to Tebra.
 MAX_DAYS_FROM_TODAY = 366
@@ -97,3 +99,30 @@ class TaskIdSchema(_Strict):
     task_id = fields.String(
         required=True, validate=validate.Regexp(r"^[0-9A-Za-z-]{20,40}$", error="Not a task id.")
     )
+
+
+class DayQuerySchema(SyncRequestSchema):
+    """``?date=`` on the board's reads and writes: a clinic day, default today."""
+
+
+class HpidSchema(_Strict):
+    """A patient as the API names them: the keyed HMAC of the Tebra id (24 lower-case hex characters)."""
+
+    hpid = fields.String(
+        required=True, validate=validate.Regexp(r"^[0-9a-f]{24}$", error="Not a patient id.")
+    )
+
+
+class StatusChangeSchema(_Strict):
+    """``PATCH /patients/{hpid}/status``: the state to move to, optionally a room and the version seen."""
+
+    status = fields.String(required=True, validate=validate.OneOf(flow.STATES))
+    # Absent: the room stays; "" or null: cleared. Printable text only (it is shown on every board).
+    room = fields.String(
+        allow_none=True,
+        validate=[
+            validate.Length(max=32),
+            validate.Regexp(r"^[^\x00-\x1f\x7f]*$", error="Printable text only."),
+        ],
+    )
+    version = fields.Integer(strict=True, allow_none=True, validate=validate.Range(min=1))

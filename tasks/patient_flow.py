@@ -1,0 +1,301 @@
+"""The day's board and the clinic's status changes: read in one round trip, changed in one Lua script.
+
+A status change (``PATCH /patients/{hpid}/status``) is one script run: it reads the entry, checks the
+version and the state machine (tasks/flow.py), writes status, ``status_source=local``, version+1, the
+entry timestamp and the room, then appends ``patient_status_changed`` to ``agent_updates`` and publishes it
+on ``events``, exactly as :class:`tasks.events.EventPublisher` does. Redis runs one script at a time, so two
+nurses clicking at once serialize: the second sees the first's version (or status) and is refused, and
+every accepted change has exactly one event, in stream order. No event names a patient: only the hpid.
+
+A sync changes statuses through the merge script in tasks/store.py; :func:`write_day_announced` wraps that
+write so each status it changed is announced with the same event.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import redis
+
+from tasks import events, flow, keys
+from tasks.events import EventPublisher, utc_now_iso
+from tasks.phi import PhiCipher
+from tasks.store import ScheduleStore, WriteCounts
+
+# The flow-entry fields the board shows, in the order the SORT ... GET below returns them (after the hpid).
+BOARD_FIELDS = (
+    "name",
+    "dob",
+    "appointment_time",
+    "provider",
+    "location",
+    "reason",
+    "room",
+    "status",
+    "status_source",
+    "version",
+    "checkin_time",
+    "with_doctor_time",
+    "completed_time",
+    "updated_at",
+    "details",
+)
+SEALED_BOARD_FIELDS = ("name", "dob")
+MAX_ROOM_CHARS = 32
+
+# KEYS[1] patient key, KEYS[2] agent_updates. ARGV[1] requested status, ARGV[2] room, ARGV[3] '1' when the
+# room is given (else kept), ARGV[4] expected version ('' = any), ARGV[5] JSON {state: [allowed next]},
+# ARGV[6] JSON {state: timestamp field}, ARGV[7] now (ISO UTC, also the event's ts), ARGV[8] stream maxlen,
+# ARGV[9] sender, ARGV[10] channel, ARGV[11] date, ARGV[12] hpid.
+# Returns {outcome, status before, version after (or current), stream id, room}; outcome: ok | not_found |
+# stale | forbidden. The same status with a new room is a room change (version+1, event); the same status
+# and room is refused like any transition the machine does not allow.
+_CHANGE_STATUS_LUA = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return {'not_found', '', '0', '', ''} end
+local entry = redis.call('HMGET', KEYS[1], 'status', 'version', 'room')
+local current = entry[1] or ''
+local version = tonumber(entry[2]) or 0
+local room = entry[3] or ''
+if ARGV[4] ~= '' and tonumber(ARGV[4]) ~= version then
+  return {'stale', current, tostring(version), '', room}
+end
+local requested = ARGV[1]
+local new_room = room
+if ARGV[3] == '1' then new_room = ARGV[2] end
+if requested == current then
+  if new_room == room then return {'forbidden', current, tostring(version), '', room} end
+else
+  local allowed = false
+  for _, state in ipairs(cjson.decode(ARGV[5])[current] or {}) do
+    if state == requested then allowed = true end
+  end
+  if not allowed then return {'forbidden', current, tostring(version), '', room} end
+end
+version = version + 1
+redis.call('HSET', KEYS[1], 'status', requested, 'status_source', 'local', 'version', version,
+           'room', new_room, 'updated_at', ARGV[7])
+if requested ~= current then
+  local stamp = cjson.decode(ARGV[6])[requested]
+  if stamp then redis.call('HSET', KEYS[1], stamp, ARGV[7]) end
+end
+local payload = '{"date":' .. cjson.encode(ARGV[11]) .. ',"hpid":' .. cjson.encode(ARGV[12]) ..
+  ',"previous":' .. cjson.encode(current) .. ',"room":' .. cjson.encode(new_room) ..
+  ',"status":' .. cjson.encode(requested) .. ',"version":' .. version .. '}'
+local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[8], '*', 'sender', ARGV[9],
+                      'action', 'patient_status_changed', 'ts', ARGV[7], 'payload', payload)
+redis.call('PUBLISH', ARGV[10], '{"id":"' .. id .. '","type":"patient_status_changed","ts":"' .. ARGV[7] ..
+           '","data":' .. payload .. '}')
+return {'ok', current, tostring(version), id, new_room}
+"""
+
+
+class PatientNotFound(LookupError):
+    """No flow entry for that patient on that day."""
+
+
+class StatusConflict(Exception):
+    """The change was refused: ``reason`` is ``stale_version`` or ``transition_not_allowed``."""
+
+    def __init__(self, reason: str, *, current: str, version: int, requested: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.current = current
+        self.version = version
+        self.requested = requested
+
+    @property
+    def allowed(self) -> list[str]:
+        """The states the patient may move to from where they are now."""
+        return flow.allowed_next(self.current) if flow.is_state(self.current) else []
+
+
+@dataclass(frozen=True)
+class StatusChanged:
+    """An accepted change, as announced."""
+
+    date: str
+    hpid: str
+    status: str
+    previous: str
+    version: int
+    room: str
+    event_id: str
+
+
+class PatientFlow:
+    """Reads the day's board and applies the clinic's status changes."""
+
+    def __init__(self, client: redis.Redis, cipher: PhiCipher, *, sender: str, maxlen: int) -> None:
+        self._redis = client
+        self._cipher = cipher
+        self._sender = sender
+        self._maxlen = maxlen
+        self._change = client.register_script(_CHANGE_STATUS_LUA)
+        self._next = json.dumps({state: flow.allowed_next(state) for state in flow.STATES})
+        self._stamps = json.dumps(flow.TIMESTAMP_FIELDS)
+
+    def change_status(
+        self,
+        date: str,
+        hpid: str,
+        status: str,
+        *,
+        room: str | None = None,
+        expected_version: int | None = None,
+    ) -> StatusChanged:
+        """Move one patient to ``status`` (and ``room``, if given); raise when refused."""
+        outcome, previous, version, event_id, new_room = self._change(
+            keys=[keys.patient(hpid, date), keys.AGENT_UPDATES],
+            args=[
+                status,
+                room or "",
+                "1" if room is not None else "0",
+                "" if expected_version is None else str(expected_version),
+                self._next,
+                self._stamps,
+                utc_now_iso(),
+                self._maxlen,
+                self._sender,
+                keys.EVENTS_CHANNEL,
+                date,
+                hpid,
+            ],
+        )
+        if outcome == "not_found":
+            raise PatientNotFound(hpid)
+        if outcome != "ok":
+            reason = "stale_version" if outcome == "stale" else "transition_not_allowed"
+            raise StatusConflict(reason, current=previous, version=int(version), requested=status)
+        return StatusChanged(date, hpid, status, previous, int(version), new_room, event_id)
+
+    def board(self, date: str, now: datetime | None = None) -> list[dict[str, Any]]:
+        """The day's flow entries, PHI opened, ordered by appointment time: one command, one round trip.
+
+        ``SORT patients:{date} BY nosort GET # GET patient:*:{date}->field …`` reads the index and every
+        entry's fields together, so the board is one consistent read, never the index of one moment and
+        entries of another.
+        """
+        pattern = keys.patient("*", date)
+        gets = ["#", *(f"{pattern}->{field}" for field in BOARD_FIELDS)]
+        flat = self._redis.sort(keys.patients_index(date), by="nosort", get=gets)
+        width = len(gets)
+        moment = now or datetime.now(UTC)
+        found = (self._row(date, flat[i : i + width], moment) for i in range(0, len(flat), width))
+        rows = [row for row in found if row is not None]
+        rows.sort(key=lambda row: (row["appointment_time"], row["hpid"]))
+        return rows
+
+    def _row(self, date: str, values: Sequence[str | None], now: datetime) -> dict[str, Any] | None:
+        hpid, *rest = values
+        raw = dict(zip(BOARD_FIELDS, rest, strict=True))
+        if not hpid or raw["status"] is None:  # indexed, but the entry has expired
+            return None
+        text = {field: value or "" for field, value in raw.items()}
+        for field in SEALED_BOARD_FIELDS:
+            text[field] = self._cipher.open(text[field]) or ""
+        return {
+            "hpid": hpid,
+            "date": date,
+            "name": text["name"],
+            "dob": text["dob"] or None,
+            "appointment_time": text["appointment_time"],
+            "provider": text["provider"],
+            "location": text["location"],
+            "reason": text["reason"],
+            "room": text["room"],
+            "status": text["status"],
+            "status_source": text["status_source"],
+            "version": int(text["version"] or 0),
+            "allowed_next": flow.allowed_next(text["status"]) if flow.is_state(text["status"]) else [],
+            "checkin_time": text["checkin_time"] or None,
+            "with_doctor_time": text["with_doctor_time"] or None,
+            "completed_time": text["completed_time"] or None,
+            "wait_seconds": wait_seconds(text, now),
+            "updated_at": text["updated_at"] or None,
+            "details": text["details"] or "pending",
+        }
+
+
+def wait_seconds(entry: dict[str, str], now: datetime) -> int | None:
+    """Seconds from check-in to the next stage reached (with the doctor, else completed), else to ``now``.
+
+    None before check-in. A patient who left without a with-doctor time waited until completion.
+    """
+    checkin = _parse(entry.get("checkin_time"))
+    if checkin is None:
+        return None
+    until = _parse(entry.get("with_doctor_time")) or _parse(entry.get("completed_time")) or now
+    return max(0, int((until - checkin).total_seconds()))
+
+
+def _parse(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        return None
+
+
+# -- the sync's side ----------------------------------------------------------------------------------------
+
+
+def statuses(client: redis.Redis, date: str) -> dict[str, str]:
+    """hpid -> status for every flow entry of the day (one round trip)."""
+    pattern = keys.patient("*", date)
+    flat = client.sort(keys.patients_index(date), by="nosort", get=["#", f"{pattern}->status"])
+    return {flat[i]: flat[i + 1] for i in range(0, len(flat), 2) if flat[i + 1] is not None}
+
+
+def publish_synced_changes(
+    client: redis.Redis,
+    publisher: EventPublisher,
+    date: str,
+    hpids: Iterable[str],
+    previous: dict[str, str],
+) -> list[dict[str, Any]]:
+    """Announce the statuses a sync changed: one ``patient_status_changed`` per hpid, as it now stands."""
+    changed = list(hpids)
+    if not changed:
+        return []
+    pipe = client.pipeline(transaction=False)
+    for hpid in changed:
+        pipe.hmget(keys.patient(hpid, date), ["status", "version", "room"])
+    sent = []
+    for hpid, (status, version, room) in zip(changed, pipe.execute(), strict=True):
+        if status is None:
+            continue
+        data = {
+            "date": date,
+            "hpid": hpid,
+            "status": status,
+            "previous": previous.get(hpid, ""),
+            "version": int(version or 0),
+            "room": room or "",
+        }
+        sent.append(publisher.publish(events.PATIENT_STATUS_CHANGED, data))
+    return sent
+
+
+def write_day_announced(
+    client: redis.Redis,
+    store: ScheduleStore,
+    publisher: EventPublisher,
+    date: str,
+    appointments: Sequence[dict[str, Any]],
+    *,
+    full: bool = True,
+) -> WriteCounts:
+    """``store.write_day`` plus one ``patient_status_changed`` per status the sync changed.
+
+    ``previous`` is read just before the write; a clinic change landing in between is announced by its own
+    event, which carries the true order.
+    """
+    before = statuses(client, date)
+    counts = store.write_day(date, appointments, full=full)
+    publish_synced_changes(client, publisher, date, counts.changed_hpids, before)
+    return counts
