@@ -9,6 +9,7 @@ from config import Settings
 
 SYNC_QUEUE = "sync"
 DETAILS_QUEUE = "details"  # GetPatient lookups: lower priority, never ahead of a day's sync
+WORKER_SOFT_SHUTDOWN_TIMEOUT_S = 10.0
 
 TASK_MODULES = ["tasks.schedule", "tasks.providers", "tasks.patients", "tasks.periodic"]
 
@@ -63,6 +64,10 @@ def celery_config(settings: Settings) -> dict[str, object]:
         "task_soft_time_limit": settings.task_soft_time_limit_s,
         "task_time_limit": settings.task_time_limit_s,
         "task_track_started": True,
+        # SIGTERM is a warm shutdown: no new messages; the running task finishes (within its time limit) and
+        # is acked. SIGQUIT (or Ctrl+C twice) is a cold one: running tasks get this long, then are cancelled
+        # and requeued at once instead of waiting out the visibility timeout (docs/operations.md).
+        "worker_soft_shutdown_timeout": WORKER_SOFT_SHUTDOWN_TIMEOUT_S,
         # Flower shows every task, its runtime and its state.
         "worker_send_task_events": True,
         "task_send_sent_event": True,
