@@ -75,6 +75,17 @@ class Settings:
     periodic_sync_minutes: int = 0  # 0: no periodic sync of today
     patient_details_enabled: bool = True
 
+    # Tebra breaker (cb:tebra, docs/breaker.md): one state in Redis shared by every worker process.
+    breaker_failure_threshold: int = 3  # upstream failures within the window that open it
+    breaker_window_s: float = 60.0  # sliding window the failures are counted in
+    breaker_open_s: float = 60.0  # how long it stays open before one trial call is let through
+    breaker_latency_p95_s: float = 3.0  # p95 call latency above this half-opens it (1 call in N goes through)
+    breaker_latency_window_s: float = 120.0  # the latencies the p95 is taken over
+    breaker_sample_every: int = 10  # while half-open for latency, admit 1 call in this many
+    # Fewer calls than this in the latency window are not judged: with 3 calls the "p95" is just the slowest.
+    breaker_latency_min_samples: int = 5
+    breaker_half_retry_s: float = 5.0  # a task refused while half-open (trial taken, not sampled) retries
+
     # Data.
     retention_days: int = 14
     providers_cache_ttl_s: int = 3600
@@ -127,6 +138,10 @@ class Settings:
                 "BROKER_VISIBILITY_TIMEOUT_S must exceed TASK_TIME_LIMIT_S + RETRY_BACKOFF_MAX_S, "
                 "or the broker redelivers tasks that are still running"
             )
+        if self.breaker_failure_threshold < 1 or self.breaker_sample_every < 1:
+            raise SettingsError("BREAKER_FAILURE_THRESHOLD and BREAKER_SAMPLE_EVERY must be at least 1")
+        if min(self.breaker_window_s, self.breaker_open_s, self.breaker_latency_window_s) <= 0:
+            raise SettingsError("BREAKER_WINDOW_S, BREAKER_OPEN_S, BREAKER_LATENCY_WINDOW_S must be positive")
         if self.is_production:
             dev_values = {
                 "PHI_HMAC_KEY": self.phi_hmac_key == DEV_PHI_HMAC_KEY,
