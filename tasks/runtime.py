@@ -16,12 +16,15 @@ from zoneinfo import ZoneInfo
 import redis
 
 from config import Settings
+from tasks import metrics
+from tasks.breaker_state import BreakerStore
 from tasks.connections import get_redis, reset_redis
 from tasks.events import EventPublisher
 from tasks.phi import PhiCipher
 from tasks.store import ScheduleStore
 from tasks.sync import SyncContext
 from tasks.tebra import client as tebra_client
+from tasks.tebra.breaker import BreakerEvents, TebraBreaker
 from tasks.tebra.gateway import TebraGateway
 
 
@@ -53,8 +56,29 @@ class Runtime:
         return EventPublisher(self.redis, sender="worker", maxlen=self.settings.stream_maxlen)
 
     @cached_property
+    def breaker(self) -> TebraBreaker:
+        """The Tebra breaker: this process's view of the one state in Redis (reads it when first built)."""
+        store = BreakerStore.from_settings(self.redis, self.settings)
+        return TebraBreaker(store, listeners=[BreakerEvents(lambda: self.publisher)])
+
+    def _guard_tebra_call(self, operation: str) -> None:
+        # Built on the first call, not with the gateway: no Redis I/O before a task runs.
+        self.breaker.guard(operation)
+
+    def _observe_tebra_call(self, operation: str, seconds: float, outcome: str) -> None:
+        metrics.observe_tebra_call(operation, seconds, outcome)
+        self.breaker.record(operation, seconds, outcome)
+
+    @cached_property
     def gateway(self) -> TebraGateway:
-        return TebraGateway(self.settings, self.redis)
+        # Every call passes the shared breaker first; latency and outcome go to the metrics and the breaker.
+        return TebraGateway(
+            self.settings,
+            self.redis,
+            before_call=self._guard_tebra_call,
+            on_call=self._observe_tebra_call,
+            on_wait=metrics.observe_throttle_wait,
+        )
 
     def sync_context(self) -> SyncContext:
         return SyncContext(
