@@ -8,6 +8,7 @@ import logging
 import random
 from typing import Any
 
+import redis
 from celery import Task, shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 
@@ -16,6 +17,7 @@ from tasks import events, sync_status
 from tasks.patient_details import queue_lookups
 from tasks.runtime import get_runtime
 from tasks.sync import run_sync
+from tasks.tebra.breaker import BreakerOpen
 from tasks.tebra.errors import (
     TebraBusinessError,
     TebraError,
@@ -48,15 +50,24 @@ def backoff_s(attempt: int, cap_s: int) -> float:
     reject_on_worker_lost=True,
     max_retries=None,  # the retry policy below decides, per failure class
 )
-def sync_schedule(self: Task, date: str) -> dict[str, Any]:
-    """Sync one clinic day (YYYY-MM-DD) from Tebra into Redis and announce ``schedule_synced``."""
+def sync_schedule(self: Task, date: str, deferrals: int = 0) -> dict[str, Any]:
+    """Sync one clinic day (YYYY-MM-DD) from Tebra into Redis and announce ``schedule_synced``.
+
+    ``deferrals`` counts the times an open breaker sent it back: those are not attempts (no retry budget).
+    """
     settings = task_settings(self)
     runtime = get_runtime(settings)
     ctx = runtime.sync_context()
     task_id = str(self.request.id)
-    attempt = int(self.request.retries)
+    attempt = max(0, int(self.request.retries) - deferrals)
     try:
         summary = run_sync(ctx, date, task_id, attempt=attempt)
+    except BreakerOpen as exc:
+        # Not a failure: Tebra is being spared. Come back when the breaker next lets a call through.
+        wait = settings.breaker_open_s if exc.retry_after_s is None else exc.retry_after_s
+        countdown = wait + random.uniform(0.05, 0.5)
+        _deferred(ctx, date, task_id, settings, exc, countdown, deferrals)
+        raise self.retry(exc=exc, countdown=countdown, kwargs={"deferrals": deferrals + 1}) from None
     except TebraThrottled as exc:
         if attempt >= THROTTLE_RETRY_LIMIT:
             _fail(ctx, date, task_id, settings, "TEBRA_THROTTLED", exc)
@@ -85,6 +96,38 @@ def sync_schedule(self: Task, date: str) -> dict[str, Any]:
     # After schedule_synced is out, never before: the board needs nothing from these to show the day.
     queue_lookups(self.app, settings, runtime.redis, runtime.store, date)
     return summary
+
+
+def _deferred(
+    ctx: Any, date: str, task_id: str, settings: Settings, exc: BreakerOpen, countdown: float, deferrals: int
+) -> None:
+    """``sync:status:{date}`` says ``deferred`` and ``schedule_sync_deferred`` says when it tries again."""
+    breaker = {"state": exc.state, "reason": exc.reason or None}
+    log.info(
+        "sync deferred by the tebra breaker",
+        extra={"date": date, "task_id": task_id, "retry_in_s": round(countdown, 2), "breaker": breaker},
+    )
+    try:
+        sync_status.record(
+            ctx.redis,
+            date,
+            task_id,
+            settings.retention_days * 86400,
+            state=sync_status.DEFERRED,
+            error="CIRCUIT_OPEN",
+            retry_in_s=round(countdown),
+            deferrals=deferrals + 1,
+        )
+        data = {
+            "date": date,
+            "task_id": task_id,
+            "retry_in_s": round(countdown, 3),
+            "deferrals": deferrals + 1,
+            "breaker": breaker,
+        }
+        ctx.publisher.publish(events.SCHEDULE_SYNC_DEFERRED, data)
+    except redis.RedisError as err:  # Redis down is why the breaker refused: the retry still goes out
+        log.error("deferral not recorded: %s", type(err).__name__)
 
 
 def _retrying(
