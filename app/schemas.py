@@ -126,3 +126,9 @@ class StatusChangeSchema(_Strict):
         ],
     )
     version = fields.Integer(strict=True, allow_none=True, validate=validate.Range(min=1))
+
+
+class BreakerActionSchema(_Strict):
+    """``POST /ops/breaker``: hold the Tebra breaker open until cleared, or clear it."""
+
+    action = fields.String(required=True, validate=validate.OneOf(("force_open", "clear")))

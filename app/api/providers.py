@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 
 from flask import Response
@@ -10,7 +11,7 @@ from app.api import bp
 from app.auth import READ_SCHEDULE, require_scope
 from app.errors import ApiError, success
 from app.services import services
-from tasks import provider_cache
+from tasks import breaker_state, provider_cache
 from tasks.celery_factory import SYNC_QUEUE
 
 REFRESH_TASK = "providers.refresh"
@@ -22,6 +23,9 @@ FIRST_FILL_WAIT_S = 3.0  # a cold cache waits this long for the first fetch, the
 def list_providers() -> Response:
     svc = services()
     cached = provider_cache.read(svc.redis)
+    breaker = breaker_state.glance(svc.redis)
+    if breaker.is_open:
+        return _while_breaker_open(cached, breaker)
     if (cached is None or not cached.fresh) and provider_cache.claim_refresh(svc.redis):
         svc.celery.send_task(REFRESH_TASK, queue=SYNC_QUEUE)
     if cached is None:
@@ -36,3 +40,18 @@ def list_providers() -> Response:
             headers={"Retry-After": "5"},
         )
     return success(cached.providers, stale=not cached.fresh, fetched_at=cached.fetched_at)
+
+
+def _while_breaker_open(
+    cached: provider_cache.CachedProviders | None, breaker: breaker_state.Glance
+) -> Response:
+    """Tebra is not being called: serve the last list flagged stale (no refresh queued), or 503."""
+    retry = "60" if breaker.retry_in_s is None else str(max(1, math.ceil(breaker.retry_in_s)))
+    if cached is None:
+        raise ApiError(
+            "CIRCUIT_OPEN",
+            "Tebra is unavailable (circuit open) and no providers are cached yet.",
+            details={"breaker": breaker.state, "reason": breaker.reason or None},
+            headers={"Retry-After": retry},
+        )
+    return success(cached.providers, stale=True, fetched_at=cached.fetched_at, breaker=breaker.state)
