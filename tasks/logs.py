@@ -120,4 +120,7 @@ def configure_logging(settings: Settings, process_name: str) -> None:
     # gunicorn's error logger has its own handler and does not propagate: same lines, same format.
     for existing in logging.getLogger("gunicorn.error").handlers:
         existing.setFormatter(JsonFormatter())
+    # gunicorn's access line quotes the full request line, query string included (a date of birth, a name
+    # one day): the app's own access line (app/request_log.py) names the route template instead.
+    logging.getLogger("gunicorn.access").disabled = True
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # our access line replaces its (with query)

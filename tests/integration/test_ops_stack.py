@@ -135,6 +135,7 @@ def test_flower_shows_the_finished_sync_without_phi(
         errors="replace"
     )
     assert not [name for name in names if name in every_line], "no patient names in any log line"
+    assert f"date={date}" not in every_line, "no query strings in access lines (gunicorn's is off)"
 
 
 def _json_lines(path: Path) -> list[str]:
