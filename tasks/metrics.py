@@ -21,7 +21,7 @@ import redis
 from tasks import keys
 
 if TYPE_CHECKING:
-    from prometheus_client import Counter, Gauge, Histogram
+    from prometheus_client import Counter, Histogram
     from prometheus_client.core import Metric
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ TASKS = (
 TASK_SECONDS = PREFIX + "task_duration_seconds"  # task, state (succeeded, failed, retried)
 TEBRA_CALL_SECONDS = PREFIX + "tebra_call_duration_seconds"  # operation, outcome
 THROTTLE_WAIT_SECONDS = PREFIX + "tebra_throttle_wait_seconds"  # operation
-BREAKER_STATE = PREFIX + "tebra_breaker_state"  # 0 closed, 1 half-open, 2 open
+BREAKER_STATE = PREFIX + "tebra_breaker_state"  # 0 closed, 1 half-open, 2 open (read from cb:tebra)
 STREAM_LENGTH = PREFIX + "stream_length"  # stream
 STREAM_GROUP_LAG = PREFIX + "stream_group_lag"  # stream, group: entries not yet delivered to the group
 STREAM_GROUP_PENDING = PREFIX + "stream_group_pending"  # stream, group: delivered, not yet acknowledged
@@ -66,13 +66,12 @@ class Instruments:
     task_seconds: Histogram
     tebra_call_seconds: Histogram
     throttle_wait_seconds: Histogram
-    breaker_state: Gauge
 
 
 @functools.cache
 def instruments() -> Instruments:
     """This process's instruments, registered once in the default registry."""
-    from prometheus_client import Counter, Gauge, Histogram
+    from prometheus_client import Counter, Histogram
 
     return Instruments(
         http_request_seconds=Histogram(
@@ -100,11 +99,6 @@ def instruments() -> Instruments:
             ["operation"],
             buckets=WAIT_BUCKETS,
         ),
-        breaker_state=Gauge(
-            BREAKER_STATE,
-            "Tebra circuit breaker: 0 closed, 1 half-open, 2 open (the last state a process saw).",
-            multiprocess_mode="mostrecent",
-        ),
     )
 
 
@@ -118,13 +112,11 @@ def observe_throttle_wait(operation: str, seconds: float) -> None:
     instruments().throttle_wait_seconds.labels(operation).observe(seconds)
 
 
-def set_breaker_state(state: str) -> None:
-    """Record the breaker state (``closed``, ``half``, ``open``); the breaker calls it on each change."""
-    instruments().breaker_state.set(BREAKER_STATES.get(state, 0))
-
-
 class RedisCollector:
-    """Stream lengths, consumer-group lag and Celery queue depths, read from Redis at scrape time.
+    """Stream lengths, group lag, Celery queue depths and the breaker state, read from Redis at scrape time.
+
+    The breaker's state is the one every worker shares (``cb:tebra``, ``cb:force_open``), as stored: an open
+    breaker whose time is up shows ``open`` until the next call moves it to half-open.
 
     Values are global (one Redis): scrape it from one process kind (the API) and aggregate with ``max``.
     """
@@ -151,14 +143,16 @@ class RedisCollector:
             labels=["stream", "group"],
         )
         depth = GaugeMetricFamily(QUEUE_DEPTH, "Messages waiting in a Celery queue.", labels=["queue"])
+        breaker = GaugeMetricFamily(BREAKER_STATE, "Tebra circuit breaker: 0 closed, 1 half-open, 2 open.")
         up = 1.0
         try:
             self._read_streams(self._data(), length, lag, pending)
             self._read_queues(self._broker(), depth)
+            breaker.add_metric([], self._read_breaker(self._data()))
         except (redis.RedisError, OSError) as exc:
             log.warning("metrics: redis read failed: %s", type(exc).__name__)
             up = 0.0
-        yield from (length, lag, pending, depth)
+        yield from (length, lag, pending, depth, breaker)
         yield GaugeMetricFamily(REDIS_UP, "1 when the scrape-time Redis reads answered.", value=up)
 
     @staticmethod
@@ -180,6 +174,14 @@ class RedisCollector:
                 if group.get("lag") is not None:  # None when Redis cannot tell (after deletions)
                     lag.add_metric([stream, name], float(group["lag"]))
                 pending.add_metric([stream, name], float(group.get("pending") or 0))
+
+    @staticmethod
+    def _read_breaker(client: redis.Redis) -> float:
+        pipe = client.pipeline(transaction=False)
+        pipe.hget(keys.BREAKER, "state")
+        pipe.exists(keys.BREAKER_FORCE_OPEN)
+        state, forced = pipe.execute()
+        return float(BREAKER_STATES["open"] if forced else BREAKER_STATES.get(_text(state or "closed"), 0))
 
     def _read_queues(self, client: redis.Redis, depth: Any) -> None:
         pipe = client.pipeline(transaction=False)

@@ -65,7 +65,7 @@ def start_server(sender: Any = None, **_: Any) -> None:
         return
     from prometheus_client import CollectorRegistry, multiprocess, start_http_server
 
-    metrics.instruments()  # the families without labels (breaker state) show from the first scrape
+    metrics.instruments()  # this process writes samples too (task_received)
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry)
     try:

@@ -94,6 +94,9 @@ def test_metrics_time_requests_by_route_and_read_streams_and_queues(
     assert 'clinic_relay_queue_depth{queue="sync"}' in body
     assert 'clinic_relay_queue_depth{queue="details"}' in body
     assert "clinic_relay_redis_up 1.0" in body
+    assert "clinic_relay_tebra_breaker_state 0.0" in body
+    redis_client.set(keys.BREAKER_FORCE_OPEN, "ops")
+    assert "clinic_relay_tebra_breaker_state 2.0" in client.get("/metrics").get_data(as_text=True)
 
 
 def test_metrics_answer_loopback_only_unless_a_token_is_set(
