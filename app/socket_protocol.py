@@ -26,7 +26,7 @@ MAX_MESSAGE_BYTES = 4096  # the largest client message is a subscribe with MAX_T
 CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001  # the server is shutting down: reconnect (to another process) with ``since``
 CLOSE_TRY_AGAIN_LATER = 1013  # events are unavailable (Redis down): reconnect with backoff
-CLOSE_UNAUTHORIZED = 4401  # the token was refused
+CLOSE_UNAUTHORIZED = 4401  # the token was refused, or expired without a fresh ``auth`` message
 CLOSE_AUTH_TIMEOUT = 4408  # no header token and no first message within the auth timeout
 
 # Error codes in ``{"type": "error", "error": {"code": ...}}`` frames; the socket stays open.
@@ -40,6 +40,7 @@ BAD_TOPIC = "BAD_TOPIC"
 TOO_MANY_TOPICS = "TOO_MANY_TOPICS"
 BAD_SINCE = "BAD_SINCE"
 UNAUTHORIZED = "UNAUTHORIZED"
+FORBIDDEN = "FORBIDDEN"  # the token's scopes do not cover a topic (the subscribe changes nothing)
 SERVICE_UNAVAILABLE = "SERVICE_UNAVAILABLE"
 
 CLIENT_TYPES = frozenset({"auth", "subscribe", "unsubscribe", "ping"})

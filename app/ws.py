@@ -69,6 +69,7 @@ class Session:
         self.authenticate = socket_auth.authenticator(app)
         self.auth_timeout_s = float(app.config.get("WS_AUTH_TIMEOUT_S", AUTH_TIMEOUT_S))
         self.claims = claims
+        self.may_subscribe = socket_auth.topic_authorizer(app)
 
     def run(self) -> None:
         client = self.relay.attach(self.ws)
@@ -80,13 +81,23 @@ class Session:
             if self.claims is None and not self._first_message(client):
                 return
             while not client.closed:
-                raw = self.ws.receive()
+                raw = self.ws.receive(timeout=self._until_expiry())
                 if raw is not None:
                     self._handle_raw(client, raw)
+                elif self._until_expiry() == 0:
+                    self._reply(client, proto.error_message(proto.UNAUTHORIZED, "The token expired."))
+                    client.close(proto.CLOSE_UNAUTHORIZED, "token expired")
         except ConnectionClosed:
             pass
         finally:
             self.relay.detach(client)
+
+    def _until_expiry(self) -> float | None:
+        """Seconds until the token's ``exp`` (0 once past; the socket then closes 4401), None without one."""
+        expires = (self.claims or {}).get("exp")
+        if not isinstance(expires, int | float):
+            return None
+        return max(0.0, float(expires) - time.time())
 
     def _first_message(self, client: ClientSocket) -> bool:
         """Without a header token the first message must come within the auth timeout; False: closed."""
@@ -143,6 +154,11 @@ class Session:
             self._reply(client, proto.dumps({"type": "pong"}))
 
     def _subscribe(self, client: ClientSocket, topics: frozenset[str], since: str | None) -> None:
+        refused = sorted(topic for topic in topics if not self.may_subscribe(self.claims or {}, topic))
+        if refused:
+            message = f"The token does not allow topic {refused[0]!r}."
+            self._reply(client, proto.error_message(proto.FORBIDDEN, message))
+            return
         wanted = client.topics | topics
         if len(wanted) > proto.MAX_TOPICS:
             message = f"At most {proto.MAX_TOPICS} topics per socket."

@@ -19,7 +19,15 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
-from tests.integration.ws_support import GOOD_TOKEN, STRICT_APP, Api, RawSocket, redis_db12, running_api
+from tests.integration.ws_support import (
+    GOOD_TOKEN,
+    SHORT_TOKEN,
+    STRICT_APP,
+    Api,
+    RawSocket,
+    redis_db12,
+    running_api,
+)
 
 DAY = "2031-02-03"
 
@@ -142,8 +150,25 @@ def test_a_browser_authenticates_with_its_first_message(strict_api: Api) -> None
     with connect(strict_api.ws_url) as ws:
         ws.send(json.dumps({"type": "auth", "token": GOOD_TOKEN}))
         assert reply(ws) == {"type": "authenticated"}
-        ws.send(json.dumps({"type": "subscribe", "topics": ["ops"]}))
-        assert reply(ws) == {"type": "subscribed", "topics": ["ops"]}
+        ws.send(json.dumps({"type": "subscribe", "topics": [f"schedule:{DAY}"]}))
+        assert reply(ws) == {"type": "subscribed", "topics": [f"schedule:{DAY}"]}
+        ws.send(json.dumps({"type": "subscribe", "topics": [f"patients:{DAY}", "ops"]}))
+        assert error_code(ws) == "FORBIDDEN"  # the topic policy hook: ops needs an ops token
+        ws.send(json.dumps({"type": "ping"}))
+        assert reply(ws) == {"type": "pong"}  # and nothing was subscribed
+
+
+def test_a_socket_is_closed_when_its_token_expires_unless_it_sends_a_fresh_one(strict_api: Api) -> None:
+    with connect(strict_api.ws_url) as expiring, connect(strict_api.ws_url) as refreshed:
+        for ws in (expiring, refreshed):
+            ws.send(json.dumps({"type": "auth", "token": SHORT_TOKEN}))
+            assert reply(ws) == {"type": "authenticated"}
+        refreshed.send(json.dumps({"type": "auth", "token": GOOD_TOKEN}))
+        assert reply(refreshed) == {"type": "authenticated"}
+        assert error_code(expiring) == "UNAUTHORIZED"
+        assert close_code(expiring) == 4401
+        refreshed.send(json.dumps({"type": "ping"}))
+        assert reply(refreshed) == {"type": "pong"}
 
 
 def test_a_refused_token_in_the_first_message_closes_with_4401(strict_api: Api) -> None:
@@ -171,7 +196,7 @@ def test_no_first_message_within_the_deadline_closes_with_4408(strict_api: Api) 
 def test_a_header_token_authenticates_before_the_upgrade(strict_api: Api) -> None:
     with connect(strict_api.ws_url, additional_headers={"Authorization": f"Bearer {GOOD_TOKEN}"}) as ws:
         time.sleep(1.5)  # past the first-message deadline: a header token needs no first message
-        ws.send(json.dumps({"type": "subscribe", "topics": ["ops"]}))
+        ws.send(json.dumps({"type": "subscribe", "topics": [f"schedule:{DAY}"]}))
         assert reply(ws)["type"] == "subscribed"
     with pytest.raises(InvalidStatus) as refused:
         connect(strict_api.ws_url, additional_headers={"Authorization": "Bearer forged"})

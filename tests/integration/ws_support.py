@@ -13,6 +13,7 @@ import os
 import socket
 import struct
 import subprocess
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ REDIS_URL = "redis://127.0.0.1:6379/12"
 OPEN_APP = "tests.integration.ws_support:open_app()"
 STRICT_APP = "tests.integration.ws_support:strict_app()"
 GOOD_TOKEN = "good-token"
+SHORT_TOKEN = "short-token"  # accepted, expires 1 s after it is checked
 
 
 @dataclass
@@ -79,20 +81,27 @@ def open_app() -> Any:
 
 
 def strict_app() -> Any:
-    """The API with an authenticator that accepts only GOOD_TOKEN and a 1 s first-message deadline.
+    """The API with an authenticator that accepts only GOOD_TOKEN (and SHORT_TOKEN, which expires in 1 s),
+    a topic policy that keeps ``ops`` for ops tokens, and a 1 s first-message deadline.
 
     gunicorn target ``tests.integration.ws_support:strict_app()``: the hook the security layer will fill.
     """
     from app import create_app
-    from app.socket_auth import EXTENSION_KEY
+    from app.socket_auth import EXTENSION_KEY, TOPIC_EXTENSION_KEY
 
     def only_good_token(token: str | None) -> dict[str, Any]:
+        if token == SHORT_TOKEN:
+            return {"sub": "tester", "scope": "read:schedule", "exp": time.time() + 1}
         if token != GOOD_TOKEN:
             raise SocketAuthError("Token refused.")
         return {"sub": "tester", "scope": "read:schedule"}
 
+    def ops_for_ops_only(claims: dict[str, Any], topic: str) -> bool:
+        return topic != "ops" or "ops:breaker" in str(claims.get("scope", "")).split()
+
     app = create_app()
     app.extensions[EXTENSION_KEY] = only_good_token
+    app.extensions[TOPIC_EXTENSION_KEY] = ops_for_ops_only
     app.config["WS_AUTH_TIMEOUT_S"] = 1.0
     return app
 
