@@ -85,7 +85,7 @@ class Receiver:
     def on_readable(self) -> None:
         now = self.selector.woke_ns  # when epoll said the data was there
         try:
-            data = self.sock.recv(262144)
+            data = self.sock.recv(16384)  # frames are ~150 bytes; a 256 KB buffer a call is costly
         except BlockingIOError:
             return
         except OSError:
