@@ -31,7 +31,8 @@ graceful_timeout = 10
 keepalive = 5
 # gunicorn 27 opens a control socket in $HOME/.gunicorn/ by default (--no-control-socket on the CLI).
 control_socket_disable = True
-accesslog = "-"
+# No gunicorn access line: it quotes query strings (PHI one day); the app logs its own (tasks/logs.py).
+accesslog = None
 loglevel = _settings.log_level.lower()
 
 
