@@ -27,6 +27,7 @@ import selectors
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -195,7 +196,7 @@ def run(args: argparse.Namespace) -> None:
     raise_file_limit(3 * max(args.sockets) + 1000)  # gunicorn inherits it: a socket, a reader, a pipe or two
     RESULTS.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    log = RESULTS / "relay_latency.api.log"
+    log = Path(tempfile.gettempdir()) / "relay_latency.api.log"  # the API's output, if it fails to start
     log.write_text("")
     api = start_api(port, {"REDIS_URL": REDIS_URL, "APP_ENV": "test", "LOG_LEVEL": "WARNING"}, log)
     warmup = int(args.rate * args.warmup)
