@@ -126,6 +126,14 @@ class StatusChanged:
     event_id: str
 
 
+@dataclass(frozen=True)
+class Board:
+    """One consistent read of a day: its entries and the id of the newest event at that moment."""
+
+    rows: list[dict[str, Any]]
+    last_event_id: str
+
+
 class PatientFlow:
     """Reads the day's board and applies the clinic's status changes."""
 
@@ -172,22 +180,26 @@ class PatientFlow:
             raise StatusConflict(reason, current=previous, version=int(version), requested=status)
         return StatusChanged(date, hpid, status, previous, int(version), new_room, event_id)
 
-    def board(self, date: str, now: datetime | None = None) -> list[dict[str, Any]]:
-        """The day's flow entries, PHI opened, ordered by appointment time: one command, one round trip.
+    def board(self, date: str, now: datetime | None = None) -> Board:
+        """The day's flow entries, PHI opened, ordered by appointment time, and the newest event's id.
 
-        ``SORT patients:{date} BY nosort GET # GET patient:*:{date}->field …`` reads the index and every
-        entry's fields together, so the board is one consistent read, never the index of one moment and
-        entries of another.
+        One MULTI, one round trip: ``SORT patients:{date} BY nosort GET # GET patient:*:{date}->field …``
+        reads the index and every entry's fields together, and ``XREVRANGE agent_updates + - COUNT 1`` the
+        stream's last id at that same instant. A client that subscribes with ``since`` = that id gets every
+        change after this snapshot: none missed, none it already has.
         """
         pattern = keys.patient("*", date)
         gets = ["#", *(f"{pattern}->{field}" for field in BOARD_FIELDS)]
-        flat = self._redis.sort(keys.patients_index(date), by="nosort", get=gets)
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.sort(keys.patients_index(date), by="nosort", get=gets)
+        pipe.xrevrange(keys.AGENT_UPDATES, count=1)
+        flat, newest = pipe.execute()
         width = len(gets)
         moment = now or datetime.now(UTC)
         found = (self._row(date, flat[i : i + width], moment) for i in range(0, len(flat), width))
         rows = [row for row in found if row is not None]
         rows.sort(key=lambda row: (row["appointment_time"], row["hpid"]))
-        return rows
+        return Board(rows, newest[0][0] if newest else "0-0")
 
     def _row(self, date: str, values: Sequence[str | None], now: datetime) -> dict[str, Any] | None:
         hpid, *rest = values

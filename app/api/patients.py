@@ -40,8 +40,9 @@ def list_patients() -> Response:
     """The day's board: every patient with their status, times and wait (names and dates of birth: PHI)."""
     svc = services()
     date = DayQuerySchema(svc.clinic_tz).load(request.args)["date"].isoformat()
-    rows = patient_flow().board(date)
-    response = success(rows, date=date, count=len(rows))
+    board = patient_flow().board(date)
+    # last_event_id: subscribe to /ws with since=<it> to get every change after this read, and none before.
+    response = success(board.rows, date=date, count=len(board.rows), last_event_id=board.last_event_id)
     response.headers["Cache-Control"] = "no-store"
     return response
 

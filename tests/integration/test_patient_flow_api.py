@@ -109,9 +109,21 @@ def test_the_board_lists_the_day_in_one_read(
     assert sealed and "Testa" not in sealed
 
 
-def test_an_empty_day_is_an_empty_board(client: Any, redis_client: redis.Redis, headers: dict[str, str]) -> None:
+def test_an_empty_day_is_an_empty_board(
+    client: Any, redis_client: redis.Redis, headers: dict[str, str]
+) -> None:
     response = client.get(f"/api/v1/patients?date={DATE}", headers=headers)
     assert response.status_code == 200 and response.get_json()["data"] == []
+
+
+def test_the_board_names_the_newest_event_at_its_read(
+    app: Any, client: Any, redis_client: redis.Redis, headers: dict[str, str]
+) -> None:
+    (hpid,) = seed_day(redis_client, app.config["CLINIC_SETTINGS"], DATE, [flow.SCHEDULED])
+    changed = patch(client, hpid, {"status": flow.CONFIRMED}, headers).get_json()["data"]
+    board = client.get(f"/api/v1/patients?date={DATE}", headers=headers).get_json()
+    assert board["last_event_id"] == changed["event_id"]
+    assert board["data"][0]["version"] == changed["version"]
 
 
 def test_the_board_needs_a_token(client: Any, redis_client: redis.Redis) -> None:
@@ -237,8 +249,18 @@ def test_a_sync_that_changes_a_status_announces_it(app: Any, redis_client: redis
     store = store_for(redis_client, settings)
     publisher = EventPublisher(redis_client, sender="worker", maxlen=1000)
     rows = [
-        {"id": "sync-0", "patient_id": "sync-patient-0", "patient_name": "Testa Patient 0", "status": "arrived"},
-        {"id": "sync-1", "patient_id": "sync-patient-1", "patient_name": "Testa Patient 1", "status": "confirmed"},
+        {
+            "id": "sync-0",
+            "patient_id": "sync-patient-0",
+            "patient_name": "Testa Patient 0",
+            "status": "arrived",
+        },
+        {
+            "id": "sync-1",
+            "patient_id": "sync-patient-1",
+            "patient_name": "Testa Patient 1",
+            "status": "confirmed",
+        },
     ]
     for index, row in enumerate(rows):
         row.update(start=f"{DATE}T08:{index * 15:02d}:00-06:00", provider_name="Dr Sim Ulator")
