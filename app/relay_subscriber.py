@@ -88,7 +88,7 @@ class EventSubscriber:
         client = self._client()
         pubsub = client.pubsub()
         try:
-            pubsub.subscribe(keys.EVENTS_CHANNEL)
+            pubsub.subscribe(keys.events_channel(client))
             # Wait for Redis to confirm the subscription before reading the stream: from then on every
             # event is on the channel, and everything before is in the stream.
             while pubsub.get_message(timeout=POLL_S) is None:

@@ -73,6 +73,7 @@ class EventPublisher:
         self._client = client
         self._sender = sender
         self._maxlen = maxlen
+        self._channel = keys.events_channel(client)
         self._script = client.register_script(_PUBLISH_LUA)
 
     def publish(self, event_type: str, data: dict[str, Any]) -> dict[str, Any]:
@@ -84,7 +85,7 @@ class EventPublisher:
         tail = f'"type":{json.dumps(event_type)},"ts":"{ts}","data":{payload}}}'
         stream_id = self._script(
             keys=[keys.AGENT_UPDATES],
-            args=[self._maxlen, self._sender, event_type, ts, payload, tail, keys.EVENTS_CHANNEL],
+            args=[self._maxlen, self._sender, event_type, ts, payload, tail, self._channel],
         )
         return {"id": stream_id, "type": event_type, "ts": ts, "data": data}
 

@@ -5,6 +5,8 @@ No key carries patient data: patients appear only as ``hpid``, a keyed HMAC of t
 
 from __future__ import annotations
 
+from typing import Any
+
 BREAKER = "cb:tebra"
 BREAKER_FORCE_OPEN = "cb:force_open"
 PROVIDERS_CACHE = "cache:providers"
@@ -12,6 +14,17 @@ AGENT_UPDATES = "agent_updates"
 TASK_RESULTS = "task_results"
 AUDIT = "audit"
 EVENTS_CHANNEL = "events"
+
+
+def events_channel(client: Any) -> str:
+    """The pub/sub channel of the events in ``client``'s database.
+
+    Pub/sub channels belong to the whole server, not to a database: two deployments (or test suites) on one
+    Redis in different dbs would receive each other's events, with stream ids that mean nothing in their own
+    stream. So the channel is ``events`` on db 0 (the contract's name) and ``events:<db>`` on any other db.
+    """
+    db = int(client.connection_pool.connection_kwargs.get("db") or 0)
+    return EVENTS_CHANNEL if db == 0 else f"{EVENTS_CHANNEL}:{db}"
 
 
 def appointments(date: str) -> str:

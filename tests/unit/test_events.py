@@ -13,7 +13,7 @@ from tasks.events import EventPublisher
 
 def test_publish_appends_and_publishes_the_same_envelope(redis_client: redis.Redis) -> None:
     pubsub = redis_client.pubsub(ignore_subscribe_messages=True)
-    pubsub.subscribe(keys.EVENTS_CHANNEL)
+    pubsub.subscribe(keys.events_channel(redis_client))
     pubsub.get_message(timeout=1)
     sent = EventPublisher(redis_client, sender="test", maxlen=100).publish(
         events.SCHEDULE_SYNCED, {"date": "2026-11-25", "counts": {"appointments": 3}}

@@ -25,7 +25,7 @@ def db() -> Iterator[redis.Redis]:
 
 def test_entry_text_is_what_the_channel_carried(db: redis.Redis) -> None:
     pubsub = db.pubsub(ignore_subscribe_messages=True)
-    pubsub.subscribe(keys.EVENTS_CHANNEL)
+    pubsub.subscribe(keys.events_channel(db))
     assert pubsub.get_message(timeout=1) is None  # the subscribe confirmation, swallowed
     publisher = EventPublisher(db, sender="test", maxlen=100)
     sent = publisher.publish(
