@@ -32,6 +32,7 @@ from app import devkey
 from app.errors import ApiError
 from app.jwks import JwksCache, JwksUnavailable
 from app.socket_auth import EXTENSION_KEY as WS_AUTHENTICATOR_KEY
+from app.socket_auth import TOPIC_EXTENSION_KEY as WS_TOPIC_AUTHORIZER_KEY
 from app.socket_auth import SocketAuthError
 from config import Settings
 
@@ -291,6 +292,7 @@ def init_app(app: Flask, settings: Settings, token_verifier: TokenVerifier | Non
     chosen = token_verifier or verifier_from_settings(settings)
     app.extensions[EXTENSION_KEY] = chosen
     app.extensions[WS_AUTHENTICATOR_KEY] = socket_authenticator(chosen)
+    app.extensions[WS_TOPIC_AUTHORIZER_KEY] = may_subscribe  # the relay asks it for each subscribed topic
     app.before_request(_refuse_unauthenticated_api)
     if settings.auth_mode == "dev":
         _serve_dev_jwks(app, settings)

@@ -384,3 +384,19 @@ def test_production_refuses_dev_auth_mode_and_a_missing_domain() -> None:
     with pytest.raises(SettingsError, match="AUTH0_DOMAIN"):
         load_settings({**PRODUCTION_SECRETS, "AUTH_MODE": "auth0"})
     assert load_settings({**PRODUCTION_SECRETS, "AUTH_MODE": "auth0", "AUTH0_DOMAIN": "tenant.example"})
+
+
+def test_a_socket_subscribes_only_to_the_topics_its_scopes_allow(api_server: str, make_token: Any) -> None:
+    from websockets.sync.client import connect
+
+    url = api_server.replace("http://", "ws://") + "/ws"
+    reader = {"Authorization": f"Bearer {make_token(scopes=['read:schedule'])}"}
+    with connect(url, open_timeout=5, additional_headers=reader) as ws:
+        ws.send(json.dumps({"type": "subscribe", "topics": ["ops"]}))
+        refused = json.loads(ws.recv(timeout=5))
+        assert refused["type"] == "error" and refused["error"]["code"] == "FORBIDDEN", refused
+        ws.send(json.dumps({"type": "subscribe", "topics": [f"schedule:{TODAY}"]}))
+        assert json.loads(ws.recv(timeout=5))["type"] == "subscribed"
+    forged = {"Authorization": f"Bearer {sign(new_key())}"}
+    with pytest.raises(Exception, match="401"):
+        connect(url, open_timeout=5, additional_headers=forged)
