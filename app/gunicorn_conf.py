@@ -10,6 +10,7 @@ import os
 from typing import Any
 
 from config import load_settings
+from tasks.logs import gunicorn_logconfig_dict
 
 _settings = load_settings()
 
@@ -34,6 +35,8 @@ control_socket_disable = True
 # No gunicorn access line: it quotes query strings (PHI one day); the app logs its own (tasks/logs.py).
 accesslog = None
 loglevel = _settings.log_level.lower()
+# The arbiter's own lines in the same JSON as the app's (one formatter for every process).
+logconfig_dict = gunicorn_logconfig_dict(_settings)
 
 
 def post_worker_init(worker: Any) -> None:
@@ -49,3 +52,11 @@ def worker_int(worker: Any) -> None:
     from app.socket_protocol import CLOSE_GOING_AWAY
 
     relay_of(worker.wsgi).shutdown(CLOSE_GOING_AWAY, "server shutting down")
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """A dead worker's prometheus files must stop counting toward live gauges (multiprocess mode)."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)
