@@ -109,6 +109,7 @@ class Settings:
     flower_user: str = "ops"
     flower_password: str = "ops-dev-password"  # noqa: S105 - development only; refused in production
     metrics_token: str = ""  # empty: /metrics answers loopback clients only
+    worker_metrics_address: str = "127.0.0.1"  # the worker's /metrics has no auth: keep it on loopback
     worker_metrics_port: int = 9808
 
     # Simulator (development and tests only).
@@ -149,6 +150,8 @@ class Settings:
                 "AUDIT_SIGNING_KEY": self.audit_signing_key == DEV_AUDIT_SIGNING_KEY,
                 "AUTH_MODE": self.auth_mode != "auth0",
                 "AUTH0_DOMAIN": not self.auth0_domain,
+                "AUTH0_AUDIENCE": self.auth0_audience in ("", Settings.auth0_audience),
+                "METRICS_TOKEN": not self.metrics_token,
                 "TEBRA_PASSWORD": self.tebra_password == Settings.tebra_password,
                 "FLOWER_PASSWORD": self.flower_password == Settings.flower_password,
             }

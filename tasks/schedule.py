@@ -118,6 +118,7 @@ def _deferred(
             retry_in_s=round(countdown),
             deferrals=deferrals + 1,
         )
+        sync_status.extend(ctx.redis, date, task_id, settings.sync_lock_ttl_s + round(countdown))
         data = {
             "date": date,
             "task_id": task_id,
@@ -152,6 +153,7 @@ def _retrying(
         error=code,
         retry_in_s=round(countdown),
     )
+    sync_status.extend(ctx.redis, date, task_id, settings.sync_lock_ttl_s + round(countdown))
 
 
 def _fail(ctx: Any, date: str, task_id: str, settings: Settings, code: str, exc: BaseException) -> None:

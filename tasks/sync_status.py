@@ -38,6 +38,18 @@ def claim(client: redis.Redis, date: str, task_id: str, ttl_s: int) -> tuple[str
     raise RuntimeError("sync lock contended")
 
 
+# Extend the lock only for its holder: a retry or deferral keeps the date deduplicated while it waits.
+_EXTEND_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('EXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+
+
+def extend(client: redis.Redis, date: str, task_id: str, ttl_s: int) -> bool:
+    """Keep ``task_id``'s lock of ``date`` for ``ttl_s`` more (a retry can outwait the lock)."""
+    return bool(client.eval(_EXTEND_LUA, 1, keys.sync_lock(date), task_id, ttl_s))
+
+
 def release(client: redis.Redis, date: str, task_id: str) -> bool:
     """Release the lock of ``date`` if ``task_id`` holds it."""
     return bool(client.eval(_RELEASE_LUA, 1, keys.sync_lock(date), task_id))
@@ -82,7 +94,7 @@ def read_task(client: redis.Redis, task_id: str) -> dict[str, Any] | None:
     return _parse(client.hgetall(keys.task_meta(task_id)))
 
 
-_INT_FIELDS = frozenset({"duration_ms", "attempt", "retry_in_s"})
+_INT_FIELDS = frozenset({"duration_ms", "attempt", "retry_in_s", "deferrals"})
 
 
 def _flat(value: Any) -> str:

@@ -69,11 +69,13 @@ def start_server(sender: Any = None, **_: Any) -> None:
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry)
     try:
-        start_http_server(settings.worker_metrics_port, addr=settings.flower_address, registry=registry)
+        start_http_server(
+            settings.worker_metrics_port, addr=settings.worker_metrics_address, registry=registry
+        )
     except OSError as exc:  # a second worker on the same machine: the first one serves the directory
         log.warning("worker metrics port %s busy: %s", settings.worker_metrics_port, type(exc).__name__)
         return
-    log.info("worker metrics on %s:%s", settings.flower_address, settings.worker_metrics_port)
+    log.info("worker metrics on %s:%s", settings.worker_metrics_address, settings.worker_metrics_port)
 
 
 def remove_directory(path: str) -> None:
