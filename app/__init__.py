@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Flask, request
 
-from app import auth, errors, headers, metrics, ratelimit, request_log, services
+from app import auth, board, errors, headers, metrics, ratelimit, request_log, services
 from app.errors import ApiError
 from config import Settings, load_settings
 from tasks.logs import configure_logging
@@ -28,6 +28,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     auth.init_app(app, settings)  # /api needs a valid bearer token; the /ws hook; the dev JWKS in dev mode
     headers.init_app(app, settings)  # security headers, no-store on /api, the CORS allow-list
     _register_blueprints(app)
+    board.init_app(app, settings)  # GET /: the live board page; /dev/token only in dev signing mode
     errors.register_error_handlers(app)
     return app
 
