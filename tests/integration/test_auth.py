@@ -375,6 +375,8 @@ PRODUCTION_SECRETS = {
     "AUDIT_SIGNING_KEY": "prod-audit",
     "TEBRA_PASSWORD": "prod-tebra",
     "FLOWER_PASSWORD": "prod-flower",
+    "AUTH0_AUDIENCE": "https://api.clinic.example/",
+    "METRICS_TOKEN": "prod-metrics",
 }
 
 
