@@ -5,6 +5,7 @@ what is stored, and a daylight-saving day — API → prefork worker → simulat
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from datetime import date as date_type
 from typing import Any
@@ -39,6 +40,23 @@ def sim(simulator: Any) -> Iterator[Any]:
     simulator.set_faults(throttle=False)
 
 
+def settle_lookups(sim: Any, client: redis.Redis, timeout: float = 30) -> None:
+    """Wait until no lookup left by an earlier test is queued or calling the simulator, then start clean:
+    data database flushed again (such a lookup may have cached a patient), simulator counters at zero."""
+    broker = redis.Redis.from_url(TEST_BROKER_URL, decode_responses=True)
+    deadline = time.monotonic() + timeout
+    last = -1
+    while time.monotonic() < deadline:
+        calls = sim.stats()["calls"].get("GetPatient", 0)
+        if broker.llen("details") == 0 and calls == last:
+            break
+        last = calls
+        time.sleep(1.0)
+    client.flushdb()
+    sim.reset()
+    sim.set_faults(throttle=False)
+
+
 def sync(api: str, date: str, headers: dict[str, str]) -> dict[str, Any]:
     request_sync(api, date, headers)
     return wait_for_state(api, date, {"succeeded", "failed"}, headers)
@@ -50,6 +68,7 @@ def test_details_follow_the_sync_sealed_cached_and_announced(
     date = clinic_weekday(-12)
     rows = sim.appointments(date)
     patients = {str(r["patient_id"]) for r in rows}
+    settle_lookups(sim, redis_client)  # lookups left by earlier tests must not take the fault below
     # One patient Tebra will not give us: the first GetPatient answers a business error.
     sim.set_faults(business_error={"count": 1, "operations": ["GetPatient"]})
     status = sync(api_server, date, auth_headers)
