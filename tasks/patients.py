@@ -18,11 +18,13 @@ from tasks import patient_details
 from tasks.patient_details import DETAILS_TASK, DetailsContext
 from tasks.runtime import Runtime, get_runtime
 from tasks.schedule import THROTTLE_RETRY_LIMIT, backoff_s, task_settings
+from tasks.tebra.breaker import BreakerOpen
 from tasks.tebra.errors import TebraError, TebraThrottled, TebraUpstreamError
 
 log = logging.getLogger(__name__)
 
 DETAILS_MAX_RETRIES = 3  # details are a nicety: after this many outage retries the patient shows incomplete
+DETAILS_MAX_DEFERRALS = 60  # an open breaker: wait with it (about an hour at 60 s), then show incomplete
 
 
 def details_context(runtime: Runtime) -> DetailsContext:
@@ -44,13 +46,22 @@ def details_context(runtime: Runtime) -> DetailsContext:
     reject_on_worker_lost=True,
     max_retries=None,  # the policy below decides, per failure class
 )
-def fetch_patient_details(self: Task, date: str, hpid: str) -> dict[str, str]:
-    """Fetch one patient's date of birth for ``date`` and announce ``patient_details_updated``."""
+def fetch_patient_details(self: Task, date: str, hpid: str, deferrals: int = 0) -> dict[str, str]:
+    """Fetch one patient's date of birth for ``date`` and announce ``patient_details_updated``.
+
+    ``deferrals`` counts the times an open breaker sent it back; like the sync's, they use no retry budget.
+    """
     settings = task_settings(self)
     ctx = details_context(get_runtime(settings))
-    attempt = int(self.request.retries)
+    attempt = max(0, int(self.request.retries) - deferrals)
     try:
         outcome = patient_details.fetch_details(ctx, date, hpid)
+    except BreakerOpen as exc:
+        if deferrals < DETAILS_MAX_DEFERRALS:
+            wait = settings.breaker_open_s if exc.retry_after_s is None else exc.retry_after_s
+            countdown = wait + random.uniform(0.5, 5.0)  # spread the day's lookups, not one stampede
+            raise self.retry(exc=exc, countdown=countdown, kwargs={"deferrals": deferrals + 1}) from None
+        outcome = _give_up(ctx, date, hpid, "CIRCUIT_OPEN")
     except TebraThrottled as exc:
         if attempt < THROTTLE_RETRY_LIMIT:
             raise self.retry(exc=exc, countdown=exc.retry_after_s + random.uniform(0.05, 0.5)) from None
