@@ -3,9 +3,10 @@
 A status change (``PATCH /patients/{hpid}/status``) is one script run: it reads the entry, checks the
 version and the state machine (tasks/flow.py), writes status, ``status_source=local``, version+1, the
 entry timestamp and the room, then appends ``patient_status_changed`` to ``agent_updates`` and publishes it
-on ``events``, exactly as :class:`tasks.events.EventPublisher` does. Redis runs one script at a time, so two
-nurses clicking at once serialize: the second sees the first's version (or status) and is refused, and
-every accepted change has exactly one event, in stream order. No event names a patient: only the hpid.
+on its database's events channel (``keys.events_channel``), exactly as :class:`tasks.events.EventPublisher`
+does. Redis runs one script at a time, so two nurses clicking at once serialize: the second sees the first's
+version (or status) and is refused, and every accepted change has exactly one event, in stream order. No
+event names a patient: only the hpid.
 
 A sync changes statuses through the merge script in tasks/store.py; :func:`write_day_announced` wraps that
 write so each status it changed is announced with the same event.
@@ -168,7 +169,7 @@ class PatientFlow:
                 utc_now_iso(),
                 self._maxlen,
                 self._sender,
-                keys.EVENTS_CHANNEL,
+                keys.events_channel(self._redis),
                 date,
                 hpid,
             ],
