@@ -47,10 +47,11 @@ def percentiles(values: list[float]) -> dict[str, float]:
 def open_app() -> Any:
     """The API with every socket let in (the benchmark measures the relay, not token checks)."""
     from app import create_app
-    from app.socket_auth import EXTENSION_KEY, accept_any
+    from app.socket_auth import EXTENSION_KEY, TOPIC_EXTENSION_KEY, accept_any, allow_every_topic
 
     app = create_app()
     app.extensions[EXTENSION_KEY] = accept_any
+    app.extensions[TOPIC_EXTENSION_KEY] = allow_every_topic  # accept_any's claims carry no scope
     return app
 
 

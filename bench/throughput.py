@@ -1,0 +1,199 @@
+"""Sync throughput: syncs per second for N queued dates beside bare ``diagnostics.noop`` throughput on the
+same worker (the floor), and, with Tebra's throttle on, the GetAppointments rate achieved against the
+allowed one.
+
+    .venv/bin/python -m bench.throughput --dates 1000 --throttled-dates 20
+
+Throttle off: the stack is the benchmark's own (bench/stack.py): a Redis server, the simulator at zero
+latency (40 appointments a day), one prefork worker with ``--concurrency`` processes. N distinct weekdays
+are queued the way the API queues them (claim the date's lock, record it queued, send ``schedule.sync`` by
+name; every one a full sync) as fast as this process can; the rate is N over the time from the first send
+to the last result stored (result keys read with one MGET every 50 ms). The floor is N noops sent and
+awaited the same way on the same worker, in the same run.
+
+Throttle on: the simulator enforces Tebra's intervals (GetAppointments once a second per customer key) and
+the worker paces itself through the shared throttle (TEBRA_THROTTLE_ENABLED=true). The simulator's own
+record (``/_sim/stats``: accepted_at timestamps, throttle_violations) gives the achieved rate:
+(calls - 1) / (last accepted - first accepted).
+
+Goals (issue 8): syncs/s ≥ 40 % of noop/s; GetAppointments ≥ 90 % of the allowed rate with zero violations.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.stack import Stack, bench_stack, machine, verdict, weekdays, write_result
+
+GOAL_RATIO = 0.40
+GOAL_THROTTLE = 0.90
+FIRST_DAY = (
+    "2020-01-06"  # N distinct weekdays from here (the task takes any date; the API a year around today)
+)
+RESULT_PREFIX = "celery-task-meta-"
+
+
+def wait_results(stack: Stack, ids: list[str], timeout: float) -> float:
+    """Poll the result backend until every id has a result; when the last one appeared (perf_counter)."""
+    import redis
+
+    client = redis.Redis.from_url(stack.broker_url)
+    names = [RESULT_PREFIX + task_id for task_id in ids]
+    deadline = time.monotonic() + timeout
+    pending = names
+    while pending:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{len(pending)} of {len(ids)} tasks without a result after {timeout}s")
+        found = client.mget(pending)
+        now = time.perf_counter()
+        pending = [name for name, value in zip(pending, found, strict=True) if value is None]
+        if pending:
+            time.sleep(0.05)
+    client.close()
+    return now
+
+
+def noop_rate(stack: Stack, n: int) -> dict[str, Any]:
+    app = stack.celery()
+    app.send_task("diagnostics.noop", args=[0], queue="sync").get(timeout=30)  # connections warm
+    started = time.perf_counter()
+    ids = [app.send_task("diagnostics.noop", args=[i], queue="sync").id for i in range(n)]
+    sent = time.perf_counter()
+    finished = wait_results(stack, ids, timeout=max(120, n / 5))
+    return {"tasks": n, "per_s": round(n / (finished - started), 1), "enqueue_s": round(sent - started, 2)}
+
+
+def enqueue_syncs(stack: Stack, dates: list[str]) -> list[str]:
+    """Queue syncs as the API does (tasks/sync_status.claim + record, send by name); their task ids."""
+    from ulid import ULID
+
+    from tasks import sync_status
+
+    client = stack.redis()
+    settings = stack.settings()
+    app = stack.celery()
+    ids = []
+    for date in dates:
+        task_id, deduplicated = sync_status.claim(client, date, str(ULID()), settings.sync_lock_ttl_s)
+        assert not deduplicated, date
+        sync_status.record(client, date, task_id, 3600, state=sync_status.QUEUED)
+        app.send_task("schedule.sync", args=[date], task_id=task_id, queue="sync")
+        ids.append(task_id)
+    client.close()
+    return ids
+
+
+def sync_rate(stack: Stack, n: int, first_day: str) -> dict[str, Any]:
+    dates = weekdays(first_day, n)
+    started = time.perf_counter()
+    ids = enqueue_syncs(stack, dates)
+    sent = time.perf_counter()
+    finished = wait_results(stack, ids, timeout=max(300, n))
+    client = stack.redis()
+    states = [client.hget(f"sync:status:{d}", "state") for d in dates]
+    client.close()
+    return {
+        "syncs": n,
+        "per_s": round(n / (finished - started), 1),
+        "enqueue_s": round(sent - started, 2),
+        "succeeded": states.count("succeeded"),
+    }
+
+
+def throttled_rate(stack: Stack, n: int, concurrency: int) -> dict[str, Any]:
+    """Syncs with the throttle on at both ends; the rate of GetAppointments the simulator accepted."""
+    stack.sim.reset()
+    stack.sim.set_faults(throttle=True)
+    stack.start_worker(concurrency, extra={"TEBRA_THROTTLE_ENABLED": "true"})
+    ids = enqueue_syncs(stack, weekdays("2030-01-07", n))
+    wait_results(stack, ids, timeout=n * 3 + 60)
+    stats = stack.sim.stats()
+    stack.sim.set_faults(throttle=False)
+    accepted = sorted(stats["accepted_at"].get("GetAppointments", []))
+    interval_s = 1.0  # Tebra's published GetAppointments interval (docs/tebra.md); the simulator enforces it
+    span = accepted[-1] - accepted[0] if len(accepted) > 1 else 0.0
+    rate = (len(accepted) - 1) / span if span else 0.0
+    return {
+        "syncs": n,
+        "get_appointments_accepted": len(accepted),
+        "throttled_answers": stats["throttled"].get("GetAppointments", 0),
+        "violations": stats["throttle_violations"],
+        "allowed_per_s": 1 / interval_s,
+        "achieved_per_s": round(rate, 3),
+        "ratio": round(rate * interval_s, 3),
+    }
+
+
+def measure(dates: int, throttled_dates: int, concurrency: int) -> dict[str, Any]:
+    with bench_stack("throughput") as stack:
+        stack.start_worker(concurrency)
+        load_before = machine()["loadavg"]
+        sync_rate(stack, 2 * concurrency, "2019-01-07")  # warm: every pool child has loaded the WSDL
+        floor = noop_rate(stack, dates)
+        syncs = sync_rate(stack, dates, FIRST_DAY)
+        floor_after = noop_rate(stack, dates // 2)
+        throttle = throttled_rate(stack, throttled_dates, concurrency) if throttled_dates else None
+        return {
+            "config": {
+                "dates": dates,
+                "worker_concurrency": concurrency,
+                "appointments_per_day": 40,
+                "simulator_latency_ms": 0,
+                "patient_details": False,
+            },
+            "machine": {**machine(), "loadavg_before": load_before},
+            "floor": floor,
+            "floor_after": floor_after,
+            "syncs": syncs,
+            "throttled": throttle,
+        }
+
+
+def report(result: dict[str, Any]) -> dict[str, Any]:
+    floor = max(result["floor"]["per_s"], result["floor_after"]["per_s"])
+    syncs = result["syncs"]
+    ratio = syncs["per_s"] / floor
+    result["ratio"] = round(ratio, 3)
+    result["goal"] = {"ratio_to_floor": GOAL_RATIO, "throttled_ratio": GOAL_THROTTLE, "violations": 0}
+    met = ratio >= GOAL_RATIO and syncs["succeeded"] == syncs["syncs"]
+    print(f"{'':34} {'per s':>8}")
+    print(f"{'syncs (' + str(syncs['syncs']) + ' queued dates)':34} {syncs['per_s']:>8}")
+    before, after = result["floor"]["per_s"], result["floor_after"]["per_s"]
+    print(f"{'floor: noop (before / after)':34} {before:>8} / {after}")
+    print(
+        f"syncs/s = {ratio:.0%} of the noop floor (the higher floor); goal ≥ {GOAL_RATIO:.0%}"
+        f" ({verdict(ratio, GOAL_RATIO, True)}); {syncs['succeeded']}/{syncs['syncs']} succeeded"
+    )
+    throttle = result["throttled"]
+    if throttle:
+        ok = throttle["ratio"] >= GOAL_THROTTLE and throttle["violations"] == 0
+        met = met and ok
+        print(
+            f"throttle on, {throttle['syncs']} syncs: GetAppointments {throttle['achieved_per_s']}/s of"
+            f" {throttle['allowed_per_s']}/s allowed = {throttle['ratio']:.0%} (goal ≥ {GOAL_THROTTLE:.0%}),"
+            f" violations {throttle['violations']} (goal 0): {'met' if ok else 'MISSED'}"
+        )
+    print(f"load {result['machine']['loadavg']}", flush=True)
+    result["met"] = met
+    write_result("throughput", result)
+    return result
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dates", type=int, default=1000, help="queued syncs (distinct weekdays)")
+    parser.add_argument(
+        "--throttled-dates", type=int, default=20, help="syncs with the throttle on (0: skip)"
+    )
+    parser.add_argument("--concurrency", type=int, default=2, help="worker processes (floor and syncs)")
+    args = parser.parse_args(argv)
+    return report(measure(args.dates, args.throttled_dates, args.concurrency))
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    main()
