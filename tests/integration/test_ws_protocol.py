@@ -103,7 +103,8 @@ def test_topics_are_capped_per_socket_across_messages(api: Api) -> None:
     with connect(api.ws_url) as ws:
         for day in range(1, 17):
             ws.send(json.dumps({"type": "subscribe", "topics": [f"schedule:2031-04-{day:02d}"]}))
-            assert reply(ws)["type"] == "subscribed"
+            answer = reply(ws)
+            assert answer["type"] == "subscribed", answer
         ws.send(json.dumps({"type": "subscribe", "topics": ["ops"]}))
         assert error_code(ws) == "TOO_MANY_TOPICS"
 
@@ -219,7 +220,8 @@ def test_server_pings_keep_an_idle_socket_and_sigterm_closes_sockets_with_1001(t
             clients = [stack.enter_context(connect(api.ws_url)) for _ in range(3)]
             for ws in clients:
                 ws.send(json.dumps({"type": "subscribe", "topics": ["ops"]}))
-                assert reply(ws)["type"] == "subscribed"
+                answer = reply(ws)
+            assert answer["type"] == "subscribed", answer
             started = time.monotonic()
             api.proc.send_signal(signal.SIGTERM)
             codes = [close_code(ws) for ws in clients]

@@ -73,10 +73,11 @@ def open_app() -> Any:
     The relay's tests are about delivery, not about tokens: they pin the hook to ``accept_any``.
     """
     from app import create_app
-    from app.socket_auth import EXTENSION_KEY, accept_any
+    from app.socket_auth import EXTENSION_KEY, TOPIC_EXTENSION_KEY, accept_any, allow_every_topic
 
     app = create_app()
     app.extensions[EXTENSION_KEY] = accept_any
+    app.extensions[TOPIC_EXTENSION_KEY] = allow_every_topic  # the scope policy is tested in test_auth.py
     return app
 
 
