@@ -11,7 +11,7 @@ SYNC_QUEUE = "sync"
 DETAILS_QUEUE = "details"  # GetPatient lookups: lower priority, never ahead of a day's sync
 WORKER_SOFT_SHUTDOWN_TIMEOUT_S = 10.0
 
-TASK_MODULES = ["tasks.schedule", "tasks.providers", "tasks.patients", "tasks.periodic"]
+TASK_MODULES = ["tasks.schedule", "tasks.providers", "tasks.patients", "tasks.periodic", "tasks.diagnostics"]
 
 
 def _queue(name: str) -> Queue:
