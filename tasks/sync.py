@@ -24,7 +24,7 @@ from zoneinfo import ZoneInfo
 
 import redis
 
-from tasks import events, provider_cache, sync_status
+from tasks import events, patient_flow, provider_cache, sync_status
 from tasks.events import EventPublisher
 from tasks.store import ScheduleStore
 from tasks.sync_metrics import note_unknown_statuses
@@ -174,7 +174,10 @@ def run_sync(ctx: SyncContext, date: str, task_id: str, *, attempt: int = 0) -> 
     appointments = ctx.source.get_appointments(start_local, end_local, modified_since=plan.modified_since)
     providers_stale = fill_providers(ctx, appointments)
     note_unknown_statuses(appointments, date=date)
-    counts = ctx.store.write_day(date, appointments, full=plan.mode == FULL)
+    # The board hears of every status Tebra moved, not only of the clinic's own changes.
+    counts = patient_flow.write_day_announced(
+        ctx.redis, ctx.store, ctx.publisher, date, appointments, full=plan.mode == FULL
+    )
     duration_ms = round((time.perf_counter() - started) * 1000)
     summary: dict[str, Any] = {
         "date": date,
