@@ -164,7 +164,9 @@ class Session:
             message = f"At most {proto.MAX_TOPICS} topics per socket."
             self._reply(client, proto.error_message(proto.TOO_MANY_TOPICS, message))
             return
-        if since is not None and not self.relay.wait_ready():
+        # "subscribed" promises live events from now on: not before the subscriber is on the channel (a
+        # fresh process's first sockets would otherwise miss what is published in between).
+        if not self.relay.wait_ready():
             self._unavailable(client)
             return
         fresh = topics - client.topics  # replay only what the socket was not already receiving live
