@@ -313,8 +313,9 @@ def _mapped(operation: str, mapper: Callable[..., Any], *args: Any) -> Any:
     try:
         return mapper(*args)
     except ValueError as exc:
-        raise TebraBusinessError(f"{operation}: unreadable value in Tebra's reply ({type(exc).__name__})",
-                                 operation) from None
+        raise TebraBusinessError(
+            f"{operation}: unreadable value in Tebra's reply ({type(exc).__name__})", operation
+        ) from None
 
 
 def _plain(value: Any) -> Any:

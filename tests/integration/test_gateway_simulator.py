@@ -77,10 +77,16 @@ def make_gateway(sim: Simulator, *, throttle: TebraThrottle | None = None, **kwa
 # the next midnight, which belongs to the next day.
 EXTRA = {
     date(2026, 3, 8): [
-        "2026-03-08T00:30:00", "2026-03-08T03:30:00", "2026-03-08T23:30:00", "2026-03-09T00:00:00",
+        "2026-03-08T00:30:00",
+        "2026-03-08T03:30:00",
+        "2026-03-08T23:30:00",
+        "2026-03-09T00:00:00",
     ],
     date(2026, 11, 1): [
-        "2026-11-01T00:30:00", "2026-11-01T01:30:00", "2026-11-01T23:30:00", "2026-11-02T00:00:00",
+        "2026-11-01T00:30:00",
+        "2026-11-01T01:30:00",
+        "2026-11-01T23:30:00",
+        "2026-11-02T00:00:00",
     ],
 }
 
@@ -183,8 +189,9 @@ def test_the_shared_throttle_keeps_tebra_from_throttling(fresh_sim: Simulator, r
     waits: list[float] = []
     settings = make_settings(fresh_sim, tebra_throttle_margin=0.08)
     throttle = TebraThrottle.from_settings(r, settings)
-    gateway = make_gateway(fresh_sim, settings=settings, throttle=throttle,
-                           on_wait=lambda op, seconds: waits.append(seconds))
+    gateway = make_gateway(
+        fresh_sim, settings=settings, throttle=throttle, on_wait=lambda op, seconds: waits.append(seconds)
+    )
     fresh_sim.set_faults(throttle=True)
     appointment = fresh_sim.appointments(date(2026, 6, 16))[0]
     started = time.monotonic()
@@ -240,7 +247,9 @@ def test_a_hung_call_times_out_as_upstream(fresh_sim: Simulator) -> None:
 
 
 def test_nothing_listening_is_upstream(fresh_sim: Simulator) -> None:
-    settings = make_settings(fresh_sim, tebra_endpoint_url=f"http://127.0.0.1:{free_port()}/KareoServices.svc")
+    settings = make_settings(
+        fresh_sim, tebra_endpoint_url=f"http://127.0.0.1:{free_port()}/KareoServices.svc"
+    )
     gateway = make_gateway(fresh_sim, settings=settings)
     with pytest.raises(TebraUpstreamError, match="connection failed"):
         gateway.get_providers()

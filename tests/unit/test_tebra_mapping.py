@@ -25,8 +25,20 @@ from tasks.tebra.mapping import (
 
 CHICAGO = ZoneInfo("America/Chicago")
 APPOINTMENT_KEYS = {
-    "id", "patient_id", "patient_name", "start", "end", "tebra_status", "status", "status_known",
-    "provider_id", "provider_name", "location", "reason", "type", "last_modified",
+    "id",
+    "patient_id",
+    "patient_name",
+    "start",
+    "end",
+    "tebra_status",
+    "status",
+    "status_known",
+    "provider_id",
+    "provider_name",
+    "location",
+    "reason",
+    "type",
+    "last_modified",
 }
 
 
@@ -144,8 +156,12 @@ def test_appointment_spanning_the_fall_back_hour() -> None:
 
 def test_provider_is_the_first_doctor_resource() -> None:
     row = make_row(
-        ResourceID1="9", ResourceName1="Exam Room 2", ResourceTypeID1="2",
-        ResourceID2="78", ResourceName2="Alan Turing DO", ResourceTypeID2="1",
+        ResourceID1="9",
+        ResourceName1="Exam Room 2",
+        ResourceTypeID1="2",
+        ResourceID2="78",
+        ResourceName2="Alan Turing DO",
+        ResourceTypeID2="1",
     )
     appointment = map_appointment(row, CHICAGO)
     assert appointment is not None

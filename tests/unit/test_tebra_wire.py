@@ -155,7 +155,11 @@ def test_modified_since_sends_the_last_modified_pair(
     req = request_body(tc, "GetAppointments", gateway.appointments_request(start, end, modified_since=since))
     filter_ = req.find(q("Filter"))
     assert child_names(filter_) == [
-        "EndDate", "FromLastModifiedDate", "PracticeName", "StartDate", "ToLastModifiedDate",
+        "EndDate",
+        "FromLastModifiedDate",
+        "PracticeName",
+        "StartDate",
+        "ToLastModifiedDate",
     ]
     assert filter_.findtext(q("FromLastModifiedDate")) == "11/1/2026 7:05:09 AM"  # 13:05 UTC is 7:05 CST
 
@@ -163,7 +167,8 @@ def test_modified_since_sends_the_last_modified_pair(
 def test_get_patient_and_get_throttles_requests(tc: tebra_client.TebraClient, gateway: TebraGateway) -> None:
     t = tc.types
     req = request_body(
-        tc, "GetPatient",
+        tc,
+        "GetPatient",
         t.GetPatientReq(RequestHeader=gateway._header(), Filter=t.SinglePatientFilter(PatientID=42)),
     )
     assert child_names(req) == ["RequestHeader", "Filter"]
@@ -181,8 +186,12 @@ OK_ERROR = (
 
 
 def security(
-    authenticated: str = "true", authorized: str = "true", key_valid: str = "true", success: str = "true",
-    result: str = "Success", permissions: str = '<PermissionsMissing i:nil="true"/>',
+    authenticated: str = "true",
+    authorized: str = "true",
+    key_valid: str = "true",
+    success: str = "true",
+    result: str = "Success",
+    permissions: str = '<PermissionsMissing i:nil="true"/>',
 ) -> str:
     return (
         f"<SecurityResponse><Authenticated>{authenticated}</Authenticated><Authorized>{authorized}</Authorized>"
