@@ -34,10 +34,11 @@ def create_app(settings: Settings | None = None) -> Flask:
 
 
 def _register_blueprints(app: Flask) -> None:
-    from app import health, ws
+    from app import health, openapi, ws
     from app.api import bp as api_bp
 
     app.register_blueprint(api_bp)
+    app.register_blueprint(openapi.bp)  # GET /api/v1/openapi.json
     app.register_blueprint(health.bp)
     ws.init_app(app)
 
