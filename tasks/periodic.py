@@ -11,12 +11,10 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from celery import Task, shared_task
-from ulid import ULID
 
-from tasks import events, sync_status
-from tasks.celery_factory import SYNC_QUEUE
 from tasks.runtime import get_runtime
-from tasks.schedule import SYNC_TASK, task_settings
+from tasks.schedule import task_settings
+from tasks.sync_request import request_sync
 
 PERIODIC_TASK = "schedule.periodic_sync"
 
@@ -27,27 +25,5 @@ def periodic_sync(self: Task) -> dict[str, object]:
     settings = task_settings(self)
     client = get_runtime(settings).redis
     date = datetime.now(ZoneInfo(settings.clinic_tz)).date().isoformat()
-    task_id, deduplicated = sync_status.claim(client, date, str(ULID()), settings.sync_lock_ttl_s)
-    if deduplicated:
-        return {"date": date, "task_id": task_id, "deduplicated": True}
-    sync_status.record(
-        client,
-        date,
-        task_id,
-        settings.retention_days * 86400,
-        state=sync_status.QUEUED,
-        requested_at=events.utc_now_iso(),
-        requested_by="beat",
-        started_at="",
-        finished_at="",
-        duration_ms="",
-        counts="",
-        error="",
-        attempt=0,
-    )
-    try:
-        self.app.send_task(SYNC_TASK, args=[date], task_id=task_id, queue=SYNC_QUEUE)
-    except Exception:
-        sync_status.release(client, date, task_id)
-        raise
-    return {"date": date, "task_id": task_id, "deduplicated": False}
+    sent = request_sync(client, self.app, settings, date, requested_by="beat")
+    return {"date": date, "task_id": sent.task_id, "deduplicated": sent.deduplicated}

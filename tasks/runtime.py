@@ -11,17 +11,15 @@ import os
 import threading
 from dataclasses import dataclass
 from functools import cached_property
-from zoneinfo import ZoneInfo
+from typing import ClassVar
 
 import redis
 
 from config import Settings
 from tasks import metrics
 from tasks.breaker_state import BreakerStore
+from tasks.clients import Clients
 from tasks.connections import get_redis, reset_redis
-from tasks.events import EventPublisher
-from tasks.phi import PhiCipher
-from tasks.store import ScheduleStore
 from tasks.sync import SyncContext
 from tasks.tebra import client as tebra_client
 from tasks.tebra.breaker import BreakerEvents, TebraBreaker
@@ -29,31 +27,13 @@ from tasks.tebra.gateway import TebraGateway
 
 
 @dataclass
-class Runtime:
+class Runtime(Clients):
     """Everything a task needs, for one process."""
 
-    settings: Settings
+    sender: ClassVar[str] = "worker"
 
-    @cached_property
-    def redis(self) -> redis.Redis:
-        return get_redis(self.settings)
-
-    @cached_property
-    def cipher(self) -> PhiCipher:
-        return PhiCipher.from_settings(self.settings)
-
-    @cached_property
-    def store(self) -> ScheduleStore:
-        return ScheduleStore(
-            self.redis,
-            self.cipher,
-            hmac_key=self.settings.phi_hmac_key,
-            retention_days=self.settings.retention_days,
-        )
-
-    @cached_property
-    def publisher(self) -> EventPublisher:
-        return EventPublisher(self.redis, sender="worker", maxlen=self.settings.stream_maxlen)
+    def make_redis(self) -> redis.Redis:
+        return get_redis(self.settings)  # one pool per process, dropped after a fork
 
     @cached_property
     def breaker(self) -> TebraBreaker:
@@ -86,7 +66,7 @@ class Runtime:
             store=self.store,
             publisher=self.publisher,
             source=self.gateway,
-            clinic_tz=ZoneInfo(self.settings.clinic_tz),
+            clinic_tz=self.clinic_tz,
             status_ttl_s=self.settings.retention_days * 86400,
             results_maxlen=self.settings.stream_maxlen,
             providers=self.gateway,

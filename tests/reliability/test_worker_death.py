@@ -21,11 +21,11 @@ from typing import Any
 
 import pytest
 import redis
-from ulid import ULID
 
 from config import load_settings
-from tasks import keys, sync_status
-from tasks.celery_factory import SYNC_QUEUE, create_celery
+from tasks import keys
+from tasks.celery_factory import create_celery
+from tasks.sync_request import request_sync
 from tests.support.processes import BIN, spawn, stop, wait_until
 
 # The drills' own broker database: the session's shared worker must not take their tasks.
@@ -108,13 +108,11 @@ def drill_env(stack_env: dict[str, str], simulator: Any) -> Iterator[dict[str, s
 
 
 def enqueue(env: dict[str, str], client: redis.Redis, date: str) -> str:
-    """Queue a sync the way the API does: claim the date's lock, record it queued, send by name."""
+    """Queue a sync the way the API does (tasks/sync_request.py), on the drills' broker."""
     settings = load_settings(env)
-    task_id, deduplicated = sync_status.claim(client, date, str(ULID()), settings.sync_lock_ttl_s)
-    assert not deduplicated
-    sync_status.record(client, date, task_id, 3600, state=sync_status.QUEUED)
-    create_celery(settings).send_task("schedule.sync", args=[date], task_id=task_id, queue=SYNC_QUEUE)
-    return task_id
+    sent = request_sync(client, create_celery(settings), settings, date, requested_by="drill")
+    assert not sent.deduplicated
+    return sent.task_id
 
 
 def test_killed_pool_child_is_requeued_and_syncs_once(
