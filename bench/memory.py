@@ -120,6 +120,7 @@ def worker_memory(stack: Stack, syncs: int, every: int) -> dict[str, Any]:
         "samples": samples,
         "growth_after_warmup_kb": last["pool_kb"] - first["pool_kb"],
         "growth_after_warmup": round(growth, 4),
+        "main_growth_after_warmup_kb": last["main_kb"] - first["main_kb"],
         "syncs_per_s": round(syncs / (time.perf_counter() - started), 1),
     }
 
@@ -167,6 +168,7 @@ def report(result: dict[str, Any]) -> dict[str, Any]:
             f" ({worker['growth_after_warmup']:+.1%}) over {worker['syncs']} syncs; goal < {GROWTH_GOAL:.0%}"
             f" ({'met' if ok else 'MISSED'}); {worker['syncs_per_s']} syncs/s"
         )
+        print(f"worker main process after warm-up: {worker['main_growth_after_warmup_kb']:+} kB")
     print(f"load {result['machine']['loadavg']}", flush=True)
     result["goal"] = {"worker_growth_after_warmup": GROWTH_GOAL}
     result["met"] = met

@@ -35,6 +35,7 @@ from typing import Any
 from bench.common import BIN, RESULTS, ROOT, free_port, percentiles, raise_file_limit, start_api
 
 REDIS_URL = "redis://127.0.0.1:6379/12"  # the relay's database (tests/integration/ws_support.py)
+FLOOR_CHANNEL = "events:" + REDIS_URL.rsplit("/", 1)[1]
 DAY = "2099-12-31"  # the benchmark's topic: nobody else publishes for it
 MARK = b'"sent_ns":'
 SEQ = b',"seq":'
@@ -71,7 +72,8 @@ class Receiver:
             self.sock.sendall(_masked_text(json.dumps({"type": "subscribe", "topics": [f"schedule:{DAY}"]})))
             self.buffer = self._read_until(buffer, b'"subscribed"')
         else:
-            self.sock.sendall(b"SUBSCRIBE events\r\n")
+            # The channel of db 12's events (tasks/keys.events_channel: "events" only on db 0).
+            self.sock.sendall(f"SUBSCRIBE {FLOOR_CHANNEL}\r\n".encode())
             self.buffer = self._read_until(b"", b"subscribe\r\n")
         self.sock.setblocking(False)
 
