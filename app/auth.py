@@ -17,7 +17,9 @@ claim (space-separated) and the ``permissions`` claim (Auth0 RBAC), united. A mi
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
@@ -71,6 +73,7 @@ class TokenVerifier:
         self.issuer = issuer
         self.audience = audience
         self._keys_for = keys_for
+        self._verified = VerifiedTokens()
         self._registry = JWTClaimsRegistry(
             leeway=leeway_s,
             iss={"essential": True, "value": issuer},
@@ -83,6 +86,14 @@ class TokenVerifier:
         """The token's claims, or :class:`AuthError`; :class:`JwksUnavailable` when no keys can be had."""
         if len(token) > MAX_TOKEN_BYTES:
             raise AuthError("The token is too large.")
+        cached = self._verified.get(token)
+        if cached is not None:
+            return cached
+        claims = self._verify(token)
+        self._verified.put(token, claims)
+        return claims
+
+    def _verify(self, token: str) -> Claims:
         try:
             header = jws.extract_compact(token.encode("ascii")).headers()
         except (JoseError, ValueError, UnicodeError):
@@ -103,6 +114,41 @@ class TokenVerifier:
         if not isinstance(decoded.claims.get("sub"), str):
             raise AuthError("The token has no subject.")
         return dict(decoded.claims)
+
+
+class VerifiedTokens:
+    """Tokens that verified, for a short while: a dashboard sends the same token with every request, and an
+    RS256 check costs more than the rest of a cached read.
+
+    Entries live until the token's ``exp`` and never longer than ``ttl_s`` (60 s, the JWKS cache's age: a key
+    removed from the JWKS stops being honoured as soon as it would without this cache). Keyed by a digest of
+    the token; only successes are kept; bounded in size.
+    """
+
+    def __init__(self, ttl_s: float = 60.0, max_entries: int = 4096) -> None:
+        self._ttl_s = ttl_s
+        self._max = max_entries
+        self._entries: dict[bytes, tuple[float, Claims]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, token: str) -> Claims | None:
+        key = hashlib.sha256(token.encode()).digest()
+        with self._lock:
+            found = self._entries.get(key)
+            if found is None:
+                return None
+            if found[0] <= time.time():
+                del self._entries[key]
+                return None
+            return dict(found[1])
+
+    def put(self, token: str, claims: Claims) -> None:
+        until = min(time.time() + self._ttl_s, float(claims.get("exp", 0)))
+        key = hashlib.sha256(token.encode()).digest()
+        with self._lock:
+            if len(self._entries) >= self._max:
+                self._entries.pop(next(iter(self._entries)))  # the oldest insertion
+            self._entries[key] = (until, dict(claims))
 
 
 def _describe(exc: JoseError) -> str:
