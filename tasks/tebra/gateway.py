@@ -20,7 +20,7 @@ from zeep.helpers import serialize_object
 
 from config.settings import Settings, load_settings
 from tasks.tebra import client as tebra_client
-from tasks.tebra import mapping
+from tasks.tebra import mapping, reply
 from tasks.tebra.errors import (
     TebraBusinessError,
     TebraError,
@@ -39,6 +39,8 @@ BeforeCall = Callable[[str], None]  # raises to refuse the call (an open breaker
 
 OUTCOME_OK = "ok"
 MAX_DAYS_PER_CALL = 31  # SPEC.md §9: clients keep to ≤31 days; Tebra faults on long ranges
+# Operations whose plain successes are read by tasks/tebra/reply.py instead of zeep: (array, item) element.
+FAST_REPLIES = {"GetAppointments": ("Appointments", "AppointmentData")}
 
 # Only the AppointmentData columns the mapping reads (explicit toggles; see SPEC.md §2 on placeholders).
 APPOINTMENT_FIELDS = (
@@ -133,11 +135,10 @@ class TebraGateway:
             waited = self.throttle.acquire(operation)
             if self.on_wait is not None:
                 self.on_wait(operation, waited)
-        service = self.client.service
         started = time.perf_counter()
         error: TebraError | None = None
         try:
-            response = getattr(service, operation)(request=request)
+            response = self._send(operation, request)
             check_response(operation, response, self.settings)
         except TebraError as exc:
             error = exc
@@ -151,6 +152,23 @@ class TebraGateway:
             # Raised outside the except block: zeep's exception (which may quote the reply) is not chained.
             raise error
         return response
+
+    def _send(self, operation: str, request: Any) -> Any:
+        """Send ``request``; a plain success of a list operation is read by tasks/tebra/reply.py, the rest
+        (faults, errors, anything unexpected) by zeep, exactly as it always was."""
+        tebra = self.client
+        shape = FAST_REPLIES.get(operation)
+        if shape is None:
+            return getattr(tebra.service, operation)(request=request)
+        with tebra.zeep.settings(raw_response=True):
+            http = getattr(tebra.service, operation)(request=request)
+        if http.status_code == 200:
+            try:
+                return reply.read(http.content, operation, array=shape[0], item=shape[1])
+            except reply.UnreadableReply:
+                pass
+        binding = tebra.service._binding
+        return binding.process_reply(tebra.zeep, binding.get(operation), http)
 
     def _report(self, operation: str, seconds: float, outcome: str) -> None:
         if self.on_call is not None:

@@ -1,0 +1,118 @@
+"""A fast reader for the replies of Tebra's list operations (GetAppointments).
+
+zeep builds a typed object for every element of a reply against the schema: for a clinic day of 40
+appointments (75 string columns each) that is about 11 ms of the ~19 ms a GetAppointments costs us, for
+values that are all strings anyway (SPEC.md §2: every AppointmentData value is ``xs:string``). This module
+reads the same reply with lxml in one pass (~0.4 ms) into the shapes the gateway already consumes:
+``ErrorResponse`` and ``SecurityResponse`` as attribute objects, rows as plain dicts.
+
+zeep still builds every request and reads every reply this module declines: a non-200 status, a SOAP fault,
+anything not shaped like ``<Op>Response/<Op>Result`` (``read`` raises ``UnreadableReply`` and the gateway
+hands the same bytes to zeep, so faults are classified exactly as before). Like WCF, the reader is lenient
+about member order: an ErrorResponse whose members come out of order (one of the throttle shapes seen in the
+wild, which zeep refuses) still reads as the error it is.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+from lxml import etree
+
+SOAP_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
+XSI_NIL = "{http://www.w3.org/2001/XMLSchema-instance}nil"
+
+# No entities, no network, no huge trees: the reply is untrusted input.
+_PARSER = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=False, remove_comments=True)
+
+_SECURITY_FLAGS = ("Authenticated", "Authorized", "CustomerKeyValid", "SecurityResultSuccess")
+
+
+class UnreadableReply(ValueError):
+    """The reply is not the plain success shape this reader handles; let zeep read it."""
+
+
+def _local(tag: Any) -> str:
+    return tag.rpartition("}")[2] if isinstance(tag, str) else ""
+
+
+def _value(element: Any) -> str | None:
+    if element.get(XSI_NIL) == "true":
+        return None
+    return element.text
+
+
+def _flag(value: str | None) -> bool | None:
+    if value is None:
+        return None
+    return value.strip().lower() == "true"
+
+
+def _children(element: Any) -> dict[str, Any]:
+    return {_local(child.tag): child for child in element if _local(child.tag)}
+
+
+def _error_response(element: Any | None) -> SimpleNamespace | None:
+    if element is None or element.get(XSI_NIL) == "true":
+        return None
+    members = _children(element)
+    return SimpleNamespace(
+        IsError=bool(_flag(_value(members["IsError"]))) if "IsError" in members else False,
+        ErrorMessage=_value(members["ErrorMessage"]) if "ErrorMessage" in members else None,
+        StackTrace=_value(members["StackTrace"]) if "StackTrace" in members else None,
+    )
+
+
+def _security_response(element: Any | None) -> SimpleNamespace | None:
+    if element is None or element.get(XSI_NIL) == "true":
+        return None
+    members = _children(element)
+    values: dict[str, Any] = {
+        name: _flag(_value(members[name])) if name in members else None for name in _SECURITY_FLAGS
+    }
+    values["SecurityResult"] = _value(members["SecurityResult"]) if "SecurityResult" in members else None
+    missing = members.get("PermissionsMissing")
+    permissions: list[str] = []
+    if missing is not None and missing.get(XSI_NIL) != "true":
+        for holder in missing:
+            permissions.extend(item.text or "" for item in holder if _local(item.tag) == "string")
+    values["PermissionsMissing"] = {"Permission": {"string": permissions}} if permissions else None
+    return SimpleNamespace(**values)
+
+
+def _rows(container: Any | None, item: str) -> dict[str, list[dict[str, str | None]]] | None:
+    if container is None or container.get(XSI_NIL) == "true":
+        return None
+    rows = [
+        {_local(column.tag): _value(column) for column in row if _local(column.tag)}
+        for row in container
+        if _local(row.tag) == item
+    ]
+    return {item: rows}
+
+
+def read(body: bytes, operation: str, *, array: str, item: str) -> SimpleNamespace:
+    """The ``<operation>Result`` of a 200 reply: ErrorResponse, SecurityResponse, ``array`` of ``item`` rows.
+
+    Raises :class:`UnreadableReply` for anything else (a fault, another operation's reply, broken XML).
+    """
+    try:
+        root = etree.fromstring(body, _PARSER)
+    except etree.XMLSyntaxError as exc:
+        raise UnreadableReply("not XML") from exc
+    if root.tag != f"{{{SOAP_ENV}}}Envelope":
+        raise UnreadableReply("not a SOAP 1.1 envelope")
+    body_element = root.find(f"{{{SOAP_ENV}}}Body")
+    wrapper = next(iter(body_element), None) if body_element is not None else None
+    if wrapper is None or _local(wrapper.tag) != f"{operation}Response":
+        raise UnreadableReply("not a reply to this operation")
+    result = next(iter(wrapper), None)
+    if result is None or _local(result.tag) != f"{operation}Result":
+        raise UnreadableReply("no result element")
+    members = _children(result)
+    return SimpleNamespace(
+        ErrorResponse=_error_response(members.get("ErrorResponse")),
+        SecurityResponse=_security_response(members.get("SecurityResponse")),
+        **{array: _rows(members.get(array), item)},
+    )
