@@ -19,13 +19,16 @@ from zoneinfo import ZoneInfo
 import pytest
 import requests
 
+from config import load_settings
+from tasks.celery_factory import create_celery
+from tasks.diagnostics import NOOP_TASK
 from tests.support.processes import BIN, free_port, spawn, stop, wait_until
 
 FLOWER_AUTH = ("ops-test", "ops-test-password")
 
 
 @pytest.fixture(scope="module")
-def flower(stack_env: dict[str, str], logs_dir: Path) -> Iterator[str]:
+def flower(stack_env: dict[str, str], logs_dir: Path, worker: Any) -> Iterator[str]:
     """Flower on a free loopback port with basic auth; yields its base URL."""
     port = free_port()
     log = logs_dir / "flower.log"
@@ -42,8 +45,24 @@ def flower(stack_env: dict[str, str], logs_dir: Path) -> Iterator[str]:
     )
     base = f"http://127.0.0.1:{port}"
     wait_until(lambda: requests.get(f"{base}/healthcheck", timeout=1).ok, 30, "flower", proc, log)
+    _wait_for_flower_events(base, load_settings(stack_env))
     yield base
     stop(proc)
+
+
+def _wait_for_flower_events(base: str, settings: Any) -> None:
+    """/healthcheck answers before Flower's event receiver is on the broker: a task sent in between shows
+    up without its name. Send no-op tasks until one is seen whole."""
+    celery = create_celery(settings)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        task_id = celery.send_task(NOOP_TASK, args=[1]).id
+        for _ in range(20):
+            response = requests.get(f"{base}/api/task/info/{task_id}", auth=FLOWER_AUTH, timeout=5)
+            if response.ok and response.json().get("name") == NOOP_TASK:
+                return
+            time.sleep(0.1)
+    raise AssertionError("Flower never saw a task's events")
 
 
 def clinic_date(offset_days: int) -> str:
