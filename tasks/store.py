@@ -23,54 +23,59 @@ from tasks.phi import PhiCipher, hpid
 APPOINTMENT_PHI_FIELDS = ("patient_id", "patient_name")
 PATIENT_PHI_FIELDS = ("name", "dob", "patient_id")
 
-# KEYS[1] patient key, KEYS[2] day index. ARGV[1] JSON of the fields a sync owns, ARGV[2] Tebra's flow status,
-# ARGV[3] JSON {state: rank}, ARGV[4] TTL s, ARGV[5] now ISO, ARGV[6] JSON of {state: timestamp field}.
-# Returns 0 (unchanged), 1 (created), 2 (fields changed), 3 (status changed).
-_MERGE_PATIENT_LUA = """
-local incoming = cjson.decode(ARGV[1])
-local new_status = ARGV[2]
-local ranks = cjson.decode(ARGV[3])
-local stamp_fields = cjson.decode(ARGV[6])
-local result = 0
-local exists = redis.call('EXISTS', KEYS[1]) == 1
-if not exists then
-  for field, value in pairs(incoming) do redis.call('HSET', KEYS[1], field, value) end
-  redis.call('HSET', KEYS[1], 'status', new_status, 'status_source', 'tebra', 'version', 1,
-             'updated_at', ARGV[5], 'room', '')
-  local stamp = stamp_fields[new_status]
-  if stamp then redis.call('HSET', KEYS[1], stamp, ARGV[5]) end
-  result = 1
-else
-  for field, value in pairs(incoming) do
-    if redis.call('HGET', KEYS[1], field) ~= value then
-      redis.call('HSET', KEYS[1], field, value)
-      result = 2
-    end
-  end
-  local current = redis.call('HGET', KEYS[1], 'status')
-  if current ~= new_status then
-    local source = redis.call('HGET', KEYS[1], 'status_source')
-    local cur_rank = ranks[current] or 0
-    local new_rank = ranks[new_status] or 0
-    -- Tebra speaks for a status it set; over a status the clinic set locally it may only move forward
-    -- (flow.RANKS puts cancelled/no-show/rescheduled below "arrived": they never undo a check-in).
-    local apply = (source ~= 'local') or (new_rank > cur_rank)
-    if apply then
-      redis.call('HSET', KEYS[1], 'status', new_status, 'status_source', 'tebra', 'updated_at', ARGV[5])
-      redis.call('HINCRBY', KEYS[1], 'version', 1)
-      local stamp = stamp_fields[new_status]
-      if stamp then
-        local have = redis.call('HGET', KEYS[1], stamp)
-        if not have or have == '' then redis.call('HSET', KEYS[1], stamp, ARGV[5]) end
+# One call merges a whole day (one round trip, the day's ranks and stamps sent once). KEYS[1] the day index,
+# KEYS[2..] the patients' keys; ARGV[1] JSON list, per patient key in order, of [fields a sync owns, Tebra's
+# flow status]; ARGV[2] JSON {state: rank}; ARGV[3] TTL s; ARGV[4] now ISO; ARGV[5] JSON {state: timestamp
+# field}. Returns one code per patient: 0 unchanged, 1 created, 2 fields changed, 3 status changed.
+_MERGE_PATIENTS_LUA = """
+local entries = cjson.decode(ARGV[1])
+local ranks = cjson.decode(ARGV[2])
+local stamp_fields = cjson.decode(ARGV[5])
+local now = ARGV[4]
+local codes = {}
+for i, entry in ipairs(entries) do
+  local key = KEYS[i + 1]
+  local incoming, new_status = entry[1], entry[2]
+  local result = 0
+  if redis.call('EXISTS', key) == 0 then
+    for field, value in pairs(incoming) do redis.call('HSET', key, field, value) end
+    redis.call('HSET', key, 'status', new_status, 'status_source', 'tebra', 'version', 1,
+               'updated_at', now, 'room', '')
+    local stamp = stamp_fields[new_status]
+    if stamp then redis.call('HSET', key, stamp, now) end
+    result = 1
+  else
+    for field, value in pairs(incoming) do
+      if redis.call('HGET', key, field) ~= value then
+        redis.call('HSET', key, field, value)
+        result = 2
       end
-      result = 3
+    end
+    local current = redis.call('HGET', key, 'status')
+    if current ~= new_status then
+      local source = redis.call('HGET', key, 'status_source')
+      local cur_rank = ranks[current] or 0
+      local new_rank = ranks[new_status] or 0
+      -- Tebra speaks for a status it set; over a status the clinic set locally it may only move forward
+      -- (flow.RANKS puts cancelled/no-show/rescheduled below "arrived": they never undo a check-in).
+      if (source ~= 'local') or (new_rank > cur_rank) then
+        redis.call('HSET', key, 'status', new_status, 'status_source', 'tebra', 'updated_at', now)
+        redis.call('HINCRBY', key, 'version', 1)
+        local stamp = stamp_fields[new_status]
+        if stamp then
+          local have = redis.call('HGET', key, stamp)
+          if not have or have == '' then redis.call('HSET', key, stamp, now) end
+        end
+        result = 3
+      end
     end
   end
+  redis.call('SADD', KEYS[1], string.match(key, '^patient:([^:]+):'))
+  redis.call('EXPIRE', key, ARGV[3])
+  codes[i] = result
 end
-redis.call('SADD', KEYS[2], string.match(KEYS[1], '^patient:([^:]+):'))
-redis.call('EXPIRE', KEYS[1], ARGV[4])
-redis.call('EXPIRE', KEYS[2], ARGV[4])
-return result
+if #entries > 0 then redis.call('EXPIRE', KEYS[1], ARGV[3]) end
+return codes
 """
 
 
@@ -82,6 +87,9 @@ if ARGV[1] ~= '' then redis.call('HSET', KEYS[1], 'dob', ARGV[1]) end
 redis.call('HSET', KEYS[1], 'details', ARGV[2], 'details_at', ARGV[3])
 return 1
 """
+
+_RANKS = json.dumps(flow.RANKS)
+_STAMPS = json.dumps(flow.TIMESTAMP_FIELDS)
 
 DETAILS_COMPLETE = "complete"
 DETAILS_INCOMPLETE = "incomplete"
@@ -127,7 +135,7 @@ class ScheduleStore:
         self._cipher = cipher
         self._hmac_key = hmac_key
         self._ttl = retention_days * 86400
-        self._merge = client.register_script(_MERGE_PATIENT_LUA)
+        self._merge = client.register_script(_MERGE_PATIENTS_LUA)
         self._write_details = client.register_script(_WRITE_DETAILS_LUA)
 
     def hpid(self, patient_id: str) -> str:
@@ -156,17 +164,14 @@ class ScheduleStore:
         # all of their appointments that day (the earliest speaks for them), stored ones included.
         day_rows = appointments if full else self._touched_patients_day(current, sealed, appointments)
         entries = self._patient_entries(date, day_rows)
-        ranks = json.dumps(flow.RANKS)
-        stamps = json.dumps(flow.TIMESTAMP_FIELDS)
-        now = utc_now_iso()
-        for entry_hpid, (fields, status) in entries.items():
+        if entries:
             self._merge(
-                keys=[keys.patient(entry_hpid, date), keys.patients_index(date)],
-                args=[json.dumps(fields), status, ranks, self._ttl, now, stamps],
+                keys=[keys.patients_index(date), *(keys.patient(entry_hpid, date) for entry_hpid in entries)],
+                args=[json.dumps(list(entries.values())), _RANKS, self._ttl, utc_now_iso(), _STAMPS],
                 client=pipe,
             )
         results = pipe.execute()
-        merge_results = results[len(results) - len(entries) :] if entries else []
+        merge_results: list[int] = list(results[-1]) if entries else []
         changed_hpids = tuple(
             entry_hpid for entry_hpid, code in zip(entries, merge_results, strict=True) if code == 3
         )
