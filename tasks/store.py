@@ -271,9 +271,9 @@ class ScheduleStore:
         rows: list[dict[str, Any]] = []
         for values in pipe.execute():
             for value in values:
-                record = self._cipher.open_fields(json.loads(value), APPOINTMENT_PHI_FIELDS)
-                record.pop("patient_id", None)  # the raw Tebra id stays inside the system
-                rows.append(record)
+                record = json.loads(value)
+                record.pop("patient_id", None)  # the raw Tebra id stays inside the system: not even opened
+                rows.append(self._cipher.open_fields(record, ("patient_name",)))
         rows.sort(key=lambda r: (str(r.get("start") or ""), str(r.get("id"))))
         return rows
 
