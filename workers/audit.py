@@ -41,8 +41,9 @@ from typing import Any, BinaryIO
 import redis
 
 from config import Settings, load_settings
-from tasks import keys
+from tasks import keys, liveness
 from tasks.connections import make_redis
+from tasks.logs import configure_logging
 
 log = logging.getLogger(__name__)
 
@@ -216,13 +217,23 @@ class AuditWriter:
         return len(lines)
 
     def run(self) -> None:
-        """Until SIGTERM/SIGINT: read, write, fsync, acknowledge. Redis outages are waited out."""
+        """Until SIGTERM/SIGINT: read, write, fsync, acknowledge. Redis outages are waited out.
+
+        Between batches it beats ``audit:writer:alive`` (tasks/liveness.py), which the API's /ready reads: a
+        writer that hangs or dies drops out of readiness by itself.
+        """
+        last_beat = 0.0
         while not self.stopping:
             try:
+                if time.monotonic() - last_beat >= liveness.AUDIT_WRITER_INTERVAL_S:
+                    liveness.beat_audit_writer(self.client)
+                    last_beat = time.monotonic()
                 self.step()
             except (redis.ConnectionError, redis.TimeoutError) as exc:
                 log.warning("audit writer: redis unavailable (%s); retrying", type(exc).__name__)
                 time.sleep(1.0)
+        with contextlib.suppress(redis.RedisError):  # a clean stop leaves readiness at once
+            liveness.stop_audit_writer(self.client)
 
 
 def _record(fields: dict[str, str]) -> dict[str, Any]:
@@ -256,10 +267,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     check = commands.add_parser("verify", help="check a log file's signatures and chain")
     check.add_argument("file")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = load_settings()
     if args.command == "run":
+        configure_logging(settings, "audit")  # JSON lines, like every other process
         return _run(settings)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     verdict = verify_file(args.file, settings.audit_signing_key.encode())
     if verdict.ok:
         print(f"ok: {verdict.lines} lines, signatures and chain intact")
