@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 from flask import Blueprint, Flask, Response, current_app, jsonify, request, send_from_directory
 from joserfc.jwk import RSAKey
 
-from app import devkey, devtoken
+from app import devkey
 from app.auth import ALL_SCOPES
 from config import Settings
 from tasks import flow
@@ -88,6 +88,10 @@ class _DevSigner:
         return devkey.load_or_create(self.settings.dev_key_path)
 
     def token(self) -> str:
+        # Imported here: app.devtoken is also `python -m app.devtoken` (make token), which must not find
+        # itself already imported by the package.
+        from app import devtoken
+
         return devtoken.mint(
             self.key, audience=self.settings.auth0_audience, scopes=ALL_SCOPES, ttl_s=DEV_TOKEN_TTL_S
         )
