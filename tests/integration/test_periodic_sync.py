@@ -1,0 +1,54 @@
+"""Beat's periodic sync of today takes the same per-date lock as the API: it never doubles a sync that is
+queued or running, and queues one when none is."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import redis
+
+from config import Settings
+from tasks import keys
+from tasks.celery_factory import SYNC_QUEUE, create_celery
+from tasks.periodic import PERIODIC_TASK
+
+
+def wait_state(client: redis.Redis, date: str, state: str, timeout: float = 30) -> dict[str, str]:
+    deadline = time.monotonic() + timeout
+    status: dict[str, str] = {}
+    while time.monotonic() < deadline:
+        status = client.hgetall(keys.sync_status(date))
+        if status.get("state") == state:
+            return status
+        time.sleep(0.05)
+    raise AssertionError(f"sync of {date} never reached {state}: {status}")
+
+
+def test_a_beat_tick_while_today_is_syncing_adds_nothing(
+    worker: Any, simulator: Any, settings: Settings, redis_client: redis.Redis
+) -> None:
+    today = datetime.now(ZoneInfo(settings.clinic_tz)).date().isoformat()
+    celery = create_celery(settings)
+    simulator.set_faults(latency_ms=1500)  # hold the first sync in its Tebra call
+    try:
+        celery.send_task(PERIODIC_TASK, queue=SYNC_QUEUE)
+        first = wait_state(redis_client, today, "running")
+        celery.send_task(PERIODIC_TASK, queue=SYNC_QUEUE)  # a second tick while the first sync runs
+        time.sleep(0.5)
+        assert redis_client.hget(keys.sync_status(today), "task_id") == first["task_id"]
+        done = wait_state(redis_client, today, "succeeded")
+    finally:
+        simulator.reset()
+    assert done["task_id"] == first["task_id"] and done["requested_by"] == "beat"
+    synced = [f for _, f in redis_client.xrange(keys.AGENT_UPDATES) if f["action"] == "schedule_synced"]
+    assert len(synced) == 1
+
+    celery.send_task(PERIODIC_TASK, queue=SYNC_QUEUE)  # the next tick, with nothing running: a new sync
+    deadline = time.monotonic() + 30
+    while redis_client.hget(keys.sync_status(today), "task_id") == first["task_id"]:
+        assert time.monotonic() < deadline, "the next tick queued nothing"
+        time.sleep(0.05)
+    wait_state(redis_client, today, "succeeded")
