@@ -32,7 +32,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import BIN, RESULTS, ROOT, free_port, percentiles, raise_file_limit, start_api
+from bench.common import BIN, RESULTS, ROOT, percentiles, raise_file_limit, start_api
+from tests.support.processes import free_port
 
 REDIS_URL = "redis://127.0.0.1:6379/12"  # the relay's database (tests/integration/ws_support.py)
 FLOOR_CHANNEL = "events:" + REDIS_URL.rsplit("/", 1)[1]

@@ -12,11 +12,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,55 +23,13 @@ from typing import Any
 
 import requests
 
-from bench.common import BIN, RESULTS, ROOT, free_port, raise_file_limit
+from bench.common import BIN, RESULTS, ROOT, raise_file_limit
+from tests.support.processes import free_port, spawn, stop
+from tests.support.processes import wait_until as wait_for
 
 # The API process serves this app factory (real JWT auth in development mode, one extra bare route).
 BENCH_APP = "bench.apps:bench_app()"
 OPEN_BENCH_APP = "bench.apps:open_bench_app()"  # every socket let in (raw socket clients send no token)
-
-
-def spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    """Start a process in its own session (a stop reaches its children), output appended to ``log``."""
-    return subprocess.Popen(
-        args,
-        cwd=ROOT,
-        env={**os.environ, **env, "PYTHONUNBUFFERED": "1"},
-        stdout=log.open("ab"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-
-
-def stop(proc: subprocess.Popen[Any], sig: int = signal.SIGTERM, timeout: float = 20) -> None:
-    """Signal the process's group, wait, then kill what is left."""
-    if proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, sig)
-    except ProcessLookupError:
-        return
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(5)
-
-
-def wait_for(
-    check: Callable[[], bool], timeout: float, what: str, proc: Any = None, log: Path | None = None
-) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            tail = log.read_text(errors="replace")[-3000:] if log else ""
-            raise RuntimeError(f"{what} exited with {proc.returncode}:\n{tail}")
-        try:
-            if check():
-                return
-        except Exception:  # noqa: S110 - not up yet
-            pass
-        time.sleep(0.05)
-    raise TimeoutError(f"{what} not ready after {timeout}s")
 
 
 def rss_kb(pid: int) -> int:

@@ -22,7 +22,7 @@ import requests
 
 from config import Settings, load_settings
 from scripts import redis_server
-from tests.support.processes import BIN, free_port, spawn, stop, wait_until
+from tests.support.processes import BIN, free_port, spawn, start_worker, stop, wait_until
 
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/11")
 TEST_BROKER_URL = os.environ.get("TEST_BROKER_URL", "redis://127.0.0.1:6379/10")
@@ -136,25 +136,7 @@ def redis_client(redis_service: str) -> Iterator[redis.Redis]:
 def worker(stack_env: dict[str, str], logs_dir: Path) -> Iterator[subprocess.Popen[bytes]]:
     """A real prefork Celery worker (2 processes) on the test broker, talking to the simulator."""
     log = logs_dir / "worker.log"
-    proc = spawn(
-        [
-            str(BIN / "celery"),
-            "-A",
-            "workers.celery_app",
-            "worker",
-            "--pool=prefork",
-            "--concurrency=2",
-            "--queues=sync,details",
-            "--loglevel=INFO",
-            "--events",
-            "--without-gossip",
-            "--without-mingle",
-            f"--hostname=test-worker-{os.getpid()}@%h",
-        ],
-        stack_env,
-        log,
-    )
-    wait_until(lambda: "ready." in log.read_text(errors="replace"), 60, "celery worker", proc, log)
+    proc = start_worker(stack_env, log, name="test-worker", concurrency=2)
     yield proc
     stop(proc)
 

@@ -23,7 +23,7 @@ from tasks.celery_factory import create_celery
 from tasks.runtime import Runtime
 from tasks.tebra.breaker import BreakerOpen
 from tests.integration.test_breaker import BREAKER_ENV
-from tests.support.processes import BIN, spawn, stop, wait_until
+from tests.support.processes import start_worker, stop
 
 BREAKER_URL = "/api/v1/ops/breaker"
 
@@ -120,24 +120,7 @@ def breaker_worker(stack_env: dict[str, str], logs_dir: Path) -> Iterator[str]:
     """A prefork worker (3 processes) with the scaled breaker, on a queue of its own; yields the queue."""
     queue = f"breaker-test-{os.getpid()}"
     log = logs_dir / "breaker-worker.log"
-    proc = spawn(
-        [
-            str(BIN / "celery"),
-            "-A",
-            "workers.celery_app",
-            "worker",
-            "--pool=prefork",
-            "--concurrency=3",
-            f"--queues={queue}",
-            "--loglevel=INFO",
-            "--without-gossip",
-            "--without-mingle",
-            f"--hostname=breaker-worker-{os.getpid()}@%h",
-        ],
-        {**stack_env, **BREAKER_ENV},
-        log,
-    )
-    wait_until(lambda: "ready." in log.read_text(errors="replace"), 60, "celery worker", proc, log)
+    proc = start_worker({**stack_env, **BREAKER_ENV}, log, name="breaker-worker", concurrency=3, queues=queue)
     yield queue
     stop(proc)
 

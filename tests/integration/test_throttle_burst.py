@@ -14,7 +14,6 @@ worker, on ``TEST_BROKER_URL``, never takes its tasks.
 from __future__ import annotations
 
 import itertools
-import os
 import statistics
 import time
 from collections.abc import Iterator
@@ -31,7 +30,7 @@ from tasks import events, sync_status
 from tasks.celery_factory import SYNC_QUEUE, create_celery
 from tests.conftest import TEST_REDIS_URL
 from tests.integration.tebra_flow import CLINIC_TZ, events_of
-from tests.support.processes import BIN, free_port, spawn, stop, wait_until
+from tests.support.processes import free_port, start_worker, stop
 from tests.support.simulator import Simulator, start_simulator
 
 SYNCS = 50
@@ -74,24 +73,7 @@ def burst_env(base_env: dict[str, str], throttling_sim: Simulator) -> dict[str, 
 def burst_worker(burst_env: dict[str, str], redis_client: redis.Redis, tmp_path: Path) -> Iterator[Any]:
     """A prefork worker subprocess, 4 processes, consuming sync and details from its own broker."""
     log = tmp_path / "burst-worker.log"
-    proc = spawn(
-        [
-            str(BIN / "celery"),
-            "-A",
-            "workers.celery_app",
-            "worker",
-            "--pool=prefork",
-            f"--concurrency={CONCURRENCY}",
-            "--queues=sync,details",
-            "--loglevel=INFO",
-            "--without-gossip",
-            "--without-mingle",
-            f"--hostname=burst-worker-{os.getpid()}@%h",
-        ],
-        burst_env,
-        log,
-    )
-    wait_until(lambda: "ready." in log.read_text(errors="replace"), 60, "burst worker", proc, log)
+    proc = start_worker(burst_env, log, name="burst-worker", concurrency=CONCURRENCY)
     yield proc
     stop(proc)
 

@@ -9,7 +9,6 @@ a 15 s visibility timeout (production: BROKER_VISIBILITY_TIMEOUT_S, 900 s; docs/
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 from collections.abc import Iterator
@@ -25,6 +24,7 @@ from config import load_settings
 from scripts import redis_server
 from tasks import breaker_state, keys
 from tests.support.processes import BIN, free_port, spawn, stop, wait_until
+from tests.support.processes import start_worker as start_celery_worker
 
 DRILL_ENV = {
     "TASK_SOFT_TIME_LIMIT_S": "8",
@@ -83,28 +83,6 @@ def own_env(stack_env: dict[str, str], own_redis: OwnRedis) -> dict[str, str]:
         "CELERY_RESULT_BACKEND": own_redis.broker_url,
         "WORKER_METRICS_PORT": str(free_port()),
     }
-
-
-def start_worker(env: dict[str, str], log: Path, concurrency: int) -> Any:
-    proc = spawn(
-        [
-            str(BIN / "celery"),
-            "-A",
-            "workers.celery_app",
-            "worker",
-            "--pool=prefork",
-            f"--concurrency={concurrency}",
-            "--queues=sync,details",
-            "--loglevel=INFO",
-            "--without-gossip",
-            "--without-mingle",
-            f"--hostname=drill-{os.getpid()}-{free_port()}@%h",
-        ],
-        env,
-        log,
-    )
-    wait_until(lambda: "ready." in log.read_text(errors="replace"), 60, "drill worker", proc, log)
-    return proc
 
 
 def start_api(env: dict[str, str], log: Path) -> tuple[Any, str]:
@@ -270,3 +248,7 @@ def test_a_hanging_tebra_times_out_frees_the_worker_and_is_retried(
         f" {other_done_s:.1f}s on the same single process; hung sync retried and done at {hung_done_s:.1f}s;"
         f" breaker failures in window: {breaker['failures']['in_window']}"
     )
+
+
+def start_worker(env: dict[str, str], log: Path, concurrency: int) -> Any:
+    return start_celery_worker(env, log, name=log.stem, concurrency=concurrency)

@@ -26,7 +26,8 @@ from config import load_settings
 from tasks import keys
 from tasks.celery_factory import create_celery
 from tasks.sync_request import request_sync
-from tests.support.processes import BIN, spawn, stop, wait_until
+from tests.support.processes import start_worker as start_celery_worker
+from tests.support.processes import stop
 
 # The drills' own broker database: the session's shared worker must not take their tasks.
 DRILL_BROKER_URL = os.environ.get("TEST_DRILL_BROKER_URL", "redis://127.0.0.1:6379/15")
@@ -43,25 +44,8 @@ SLOW_TEBRA_MS = 4000
 
 
 def start_worker(env: dict[str, str], log: Path, name: str) -> Any:
-    proc = spawn(
-        [
-            str(BIN / "celery"),
-            "-A",
-            "workers.celery_app",
-            "worker",
-            "--pool=prefork",
-            "--concurrency=1",
-            "--queues=sync",
-            "--loglevel=INFO",
-            "--without-gossip",
-            "--without-mingle",
-            f"--hostname={name}-{os.getpid()}@%h",
-        ],
-        env,
-        log,
-    )
-    wait_until(lambda: "ready." in log.read_text(errors="replace"), 60, name, proc, log)
-    return proc
+    """One pool process on the sync queue: the drills kill it and know which sync it holds."""
+    return start_celery_worker(env, log, name=name, concurrency=1, queues="sync")
 
 
 def children_of(pid: int) -> list[int]:

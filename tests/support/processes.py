@@ -71,3 +71,39 @@ def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: floa
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(5)
+
+
+def start_worker(
+    env: Mapping[str, str],
+    log: Path,
+    *,
+    name: str,
+    concurrency: int = 2,
+    queues: str = "sync,details",
+    loglevel: str = "INFO",
+    timeout: float = 60,
+) -> subprocess.Popen[bytes]:
+    """A real prefork Celery worker (``celery -A workers.celery_app worker``), returned once it says ready.
+
+    Gossip and mingle are off: a test's worker should not wait to meet the others. ``name`` makes its
+    hostname unique per test process.
+    """
+    proc = spawn(
+        [
+            str(BIN / "celery"),
+            "-A",
+            "workers.celery_app",
+            "worker",
+            "--pool=prefork",
+            f"--concurrency={concurrency}",
+            f"--queues={queues}",
+            f"--loglevel={loglevel}",
+            "--without-gossip",
+            "--without-mingle",
+            f"--hostname={name}-{os.getpid()}@%h",
+        ],
+        env,
+        log,
+    )
+    wait_until(lambda: "ready." in log.read_text(errors="replace"), timeout, name, proc, log)
+    return proc
