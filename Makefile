@@ -21,7 +21,7 @@ $(STAMP): setup.cfg pyproject.toml
 
 install: $(STAMP) ## create .venv and install the project with its dev tools
 
-run: $(STAMP) ## start Redis (if none answers), the Tebra simulator, API, worker and Flower until Ctrl-C
+run: $(STAMP) ## start Redis (if none answers), the Tebra simulator, API, worker, beat, Flower and the audit writer until Ctrl-C
 	@mkdir -p var
 	$(BIN)/honcho -f Procfile start
 

@@ -41,6 +41,8 @@ def celery_config(settings: Settings) -> dict[str, object]:
     }
     return {
         "broker_url": settings.broker_url,
+        # kombu's Redis transport with the fix for a worker killed by a lost connection (the module says why).
+        "broker_transport": "tasks.broker_transport:Transport",
         "result_backend": settings.result_backend,
         "broker_transport_options": redis_options,
         "result_backend_transport_options": {"retry_policy": {"timeout": settings.redis_socket_timeout_s}},
@@ -61,6 +63,8 @@ def celery_config(settings: Settings) -> dict[str, object]:
         "worker_cancel_long_running_tasks_on_connection_loss": True,
         # One message per process at a time: a long sync never sits behind another in a local buffer.
         "worker_prefetch_multiplier": 1,
+        # WORKER_CONCURRENCY pool processes however the worker is started (make run, make worker, compose).
+        "worker_concurrency": settings.worker_concurrency,
         "task_soft_time_limit": settings.task_soft_time_limit_s,
         "task_time_limit": settings.task_time_limit_s,
         "task_track_started": True,

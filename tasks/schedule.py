@@ -10,7 +10,8 @@ from typing import Any
 
 import redis
 from celery import Task, shared_task
-from celery.exceptions import SoftTimeLimitExceeded
+from celery.exceptions import Reject, SoftTimeLimitExceeded
+from kombu.exceptions import OperationalError
 
 from config import Settings, load_settings
 from tasks import events, sync_status
@@ -55,11 +56,25 @@ def sync_schedule(self: Task, date: str, deferrals: int = 0) -> dict[str, Any]:
 
     ``deferrals`` counts the times an open breaker sent it back: those are not attempts (no retry budget).
     """
+    try:
+        return _sync(self, date, deferrals)
+    except (redis.ConnectionError, redis.TimeoutError, OperationalError) as exc:
+        # Redis (the data and the broker) went away mid-sync. Failing would acknowledge the message and
+        # lose an accepted sync; rejecting it with requeue puts it back (or, with the broker down too, leaves
+        # it unacknowledged for the restore sweep after the visibility timeout). Syncs are idempotent.
+        log.warning("sync interrupted by a redis outage; requeued", extra={"date": date, "code": "REDIS"})
+        raise Reject(type(exc).__name__, requeue=True) from None
+
+
+def _sync(self: Task, date: str, deferrals: int) -> dict[str, Any]:
     settings = task_settings(self)
     runtime = get_runtime(settings)
     ctx = runtime.sync_context()
     task_id = str(self.request.id)
     attempt = max(0, int(self.request.retries) - deferrals)
+    done = _already_done(ctx, date, task_id)
+    if done is not None:
+        return done
     try:
         summary = run_sync(ctx, date, task_id, attempt=attempt)
     except BreakerOpen as exc:
@@ -96,6 +111,22 @@ def sync_schedule(self: Task, date: str, deferrals: int = 0) -> dict[str, Any]:
     # After schedule_synced is out, never before: the board needs nothing from these to show the day.
     queue_lookups(self.app, settings, runtime.redis, runtime.store, date)
     return summary
+
+
+def _already_done(ctx: Any, date: str, task_id: str) -> dict[str, Any] | None:
+    """The summary of this very task if it already succeeded, else None.
+
+    At-least-once delivery can hand a finished sync back: its worker died after the work but before the
+    acknowledgement, or the broker connection dropped in between (tasks/broker_transport.py). Running it
+    again would change no data, but would announce ``schedule_synced`` twice; this makes it once in effect.
+    """
+    status = sync_status.read_status(ctx.redis, date) or {}
+    if status.get("task_id") != task_id or status.get("state") != sync_status.SUCCEEDED:
+        return None
+    log.info("sync already done; redelivery acknowledged", extra={"date": date, "task_id": task_id})
+    sync_status.release(ctx.redis, date, task_id)
+    return {"date": date, "task_id": task_id, "counts": status.get("counts") or {},
+            "duration_ms": status.get("duration_ms"), "redelivered": True}  # fmt: skip
 
 
 def _deferred(

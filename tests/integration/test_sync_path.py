@@ -149,3 +149,27 @@ def test_running_the_same_sync_twice_changes_nothing(
     after_status = wait_for_state(api_server, date, {"succeeded"}, auth_headers)
     assert data_snapshot(redis_client, date) == before
     assert after_status["counts"]["added"] == 0 and after_status["counts"]["updated"] == 0
+
+
+def test_a_finished_sync_delivered_again_is_acknowledged_not_rerun(
+    api_server: str, settings: Any, simulator: Any, redis_client: redis.Redis, auth_headers: dict[str, str]
+) -> None:
+    """At-least-once delivery can hand back a sync that already succeeded (its worker died before the ack):
+    it must not run or announce again."""
+    from tasks.celery_factory import SYNC_QUEUE, create_celery
+
+    date = clinic_date(4)
+    accepted = request_sync(api_server, date, auth_headers)
+    wait_for_state(api_server, date, {"succeeded"}, auth_headers)
+    calls = simulator.stats()["calls"].get("GetAppointments", 0)
+    celery = create_celery(settings)
+    celery.backend.forget(accepted["task_id"])  # so .get() waits for the second delivery's own result
+    again = celery.send_task("schedule.sync", args=[date], task_id=accepted["task_id"], queue=SYNC_QUEUE)
+    result = again.get(timeout=20)
+    assert result.get("redelivered") is True, result
+    synced = [
+        f for _, f in redis_client.xrange(keys.AGENT_UPDATES)
+        if f["action"] == "schedule_synced" and accepted["task_id"] in f["payload"]
+    ]  # fmt: skip
+    assert len(synced) == 1
+    assert simulator.stats()["calls"].get("GetAppointments", 0) == calls
