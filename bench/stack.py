@@ -24,7 +24,7 @@ from typing import Any
 import requests
 
 from bench.common import BIN, RESULTS, ROOT, raise_file_limit
-from tests.support.processes import free_port, spawn, stop
+from tests.support.processes import children_of, free_port, spawn, stop
 from tests.support.processes import wait_until as wait_for
 
 # The API process serves this app factory (real JWT auth in development mode, one extra bare route).
@@ -38,20 +38,6 @@ def rss_kb(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     return 0
-
-
-def children_of(pid: int) -> list[int]:
-    """The pids whose parent is ``pid`` (gunicorn's worker, Celery's pool)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(entry.name))
-    return sorted(found)
 
 
 def machine() -> dict[str, Any]:

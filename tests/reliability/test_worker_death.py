@@ -26,8 +26,8 @@ from config import load_settings
 from tasks import keys
 from tasks.celery_factory import create_celery
 from tasks.sync_request import request_sync
+from tests.support.processes import children_of, stop
 from tests.support.processes import start_worker as start_celery_worker
-from tests.support.processes import stop
 
 # The drills' own broker database: the session's shared worker must not take their tasks.
 DRILL_BROKER_URL = os.environ.get("TEST_DRILL_BROKER_URL", "redis://127.0.0.1:6379/15")
@@ -46,20 +46,6 @@ SLOW_TEBRA_MS = 4000
 def start_worker(env: dict[str, str], log: Path, name: str) -> Any:
     """One pool process on the sync queue: the drills kill it and know which sync it holds."""
     return start_celery_worker(env, log, name=name, concurrency=1, queues="sync")
-
-
-def children_of(pid: int) -> list[int]:
-    """The pids whose parent is ``pid`` (the prefork pool)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(entry.name))
-    return found
 
 
 def synced_events(client: redis.Redis, task_id: str) -> list[dict[str, Any]]:

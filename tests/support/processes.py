@@ -107,3 +107,17 @@ def start_worker(
     )
     wait_until(lambda: "ready." in log.read_text(errors="replace"), timeout, name, proc, log)
     return proc
+
+
+def children_of(pid: int) -> list[int]:
+    """The pids whose parent is ``pid`` (gunicorn's worker, Celery's pool), from /proc."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return sorted(found)
