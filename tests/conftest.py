@@ -62,6 +62,16 @@ def dev_key_path(tmp_path_factory: pytest.TempPathFactory) -> str:
     return str(tmp_path_factory.mktemp("auth") / "dev-signing-key.pem")
 
 
+@pytest.fixture
+def sim(simulator: Any) -> Iterator[Any]:
+    """The session simulator reset to its seed (throttle off, no faults, counters at zero), reset after."""
+    simulator.reset()
+    simulator.set_faults(throttle=False)
+    yield simulator
+    simulator.reset()
+    simulator.set_faults(throttle=False)
+
+
 @pytest.fixture(scope="session")
 def base_env(redis_service: str, dev_key_path: str) -> dict[str, str]:
     """The environment of a process that needs Redis but not Tebra."""

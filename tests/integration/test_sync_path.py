@@ -7,11 +7,8 @@ serves, compared with what the simulator holds for that day.
 
 from __future__ import annotations
 
-import json
 import time
-from datetime import datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import pytest
 import redis
@@ -19,55 +16,17 @@ import requests
 from websockets.sync.client import connect
 
 from tasks import keys
+from tests.integration.tebra_flow import (
+    clinic_date,
+    day_snapshot,
+    request_sync,
+    subscribe,
+    wait_for_state,
+    wait_for_ws_event,
+    ws_url,
+)
 
 pytestmark = pytest.mark.usefixtures("worker")
-
-
-def clinic_date(offset_days: int) -> str:
-    """A clinic day relative to today in the clinic's zone (the API refuses dates far from today)."""
-    return (datetime.now(ZoneInfo("America/Chicago")).date() + timedelta(days=offset_days)).isoformat()
-
-
-def ws_url(api: str) -> str:
-    return api.replace("http://", "ws://") + "/ws"
-
-
-def subscribe(ws: Any, topics: list[str]) -> None:
-    ws.send(json.dumps({"type": "subscribe", "topics": topics}))
-    while True:
-        reply = json.loads(ws.recv(timeout=5))
-        if reply.get("type") == "subscribed":
-            return
-
-
-def wait_for_event(ws: Any, event_type: str, timeout: float = 20) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        message = json.loads(ws.recv(timeout=max(0.1, deadline - time.monotonic())))
-        if message.get("type") == event_type:
-            return dict(message)
-    raise AssertionError(f"no {event_type} within {timeout}s")
-
-
-def request_sync(api: str, date: str, headers: dict[str, str]) -> dict[str, Any]:
-    response = requests.post(f"{api}/api/v1/schedule/sync", params={"date": date}, headers=headers, timeout=5)
-    assert response.status_code == 202, response.text
-    return dict(response.json()["data"])
-
-
-def wait_for_state(
-    api: str, date: str, states: set[str], headers: dict[str, str], timeout: float = 20
-) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    status: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        response = requests.get(f"{api}/api/v1/schedule/status/{date}", headers=headers, timeout=5)
-        if response.ok:
-            status = response.json()["data"]
-            if status["state"] in states:
-                return status
-        time.sleep(0.05)
-    raise AssertionError(f"sync of {date} never reached {states}: {status}")
 
 
 def test_sync_reaches_the_socket_and_matches_the_simulator(
@@ -80,7 +39,7 @@ def test_sync_reaches_the_socket_and_matches_the_simulator(
         subscribe(ws, [f"schedule:{date}"])
         started = time.monotonic()
         accepted = request_sync(api_server, date, auth_headers)
-        event = wait_for_event(ws, "schedule_synced")
+        event = wait_for_ws_event(ws, "schedule_synced")
         elapsed = time.monotonic() - started
     assert accepted["status"] == "queued" and accepted["deduplicated"] is False
     assert event["data"]["task_id"] == accepted["task_id"]
@@ -129,25 +88,16 @@ def test_a_second_request_while_queued_is_deduplicated(
     assert simulator.stats()["calls"].get("GetAppointments", 0) >= 1
 
 
-def data_snapshot(client: redis.Redis, date: str) -> dict[str, Any]:
-    out: dict[str, Any] = {"appointments": client.hgetall(keys.appointments(date))}
-    for hpid in sorted(client.smembers(keys.patients_index(date))):
-        entry = client.hgetall(keys.patient(hpid, date))
-        entry.pop("updated_at", None)
-        out[hpid] = entry
-    return out
-
-
 def test_running_the_same_sync_twice_changes_nothing(
     api_server: str, redis_client: redis.Redis, auth_headers: dict[str, str]
 ) -> None:
     date = clinic_date(3)
     request_sync(api_server, date, auth_headers)
     wait_for_state(api_server, date, {"succeeded"}, auth_headers)
-    before = data_snapshot(redis_client, date)
+    before = day_snapshot(redis_client, date)
     request_sync(api_server, date, auth_headers)
     after_status = wait_for_state(api_server, date, {"succeeded"}, auth_headers)
-    assert data_snapshot(redis_client, date) == before
+    assert day_snapshot(redis_client, date) == before
     assert after_status["counts"]["added"] == 0 and after_status["counts"]["updated"] == 0
 
 

@@ -9,7 +9,6 @@ tests switch the simulator's on and provoke it.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
@@ -34,16 +33,6 @@ from tests.integration.tebra_flow import (
 )
 
 pytestmark = pytest.mark.usefixtures("worker")
-
-
-@pytest.fixture
-def sim(simulator: Any) -> Iterator[Any]:
-    """The session simulator reset to its seed (throttle off, no faults, counters at zero), reset after."""
-    simulator.reset()
-    simulator.set_faults(throttle=False)
-    yield simulator
-    simulator.reset()
-    simulator.set_faults(throttle=False)
 
 
 @pytest.fixture(scope="module")

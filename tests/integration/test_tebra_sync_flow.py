@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from datetime import date as date_type
 from typing import Any
 
@@ -28,16 +27,6 @@ from tests.integration.tebra_flow import (
 )
 
 pytestmark = pytest.mark.usefixtures("worker")
-
-
-@pytest.fixture
-def sim(simulator: Any) -> Iterator[Any]:
-    """The session simulator reset to its seed (throttle off, no faults), reset after."""
-    simulator.reset()
-    simulator.set_faults(throttle=False)
-    yield simulator
-    simulator.reset()
-    simulator.set_faults(throttle=False)
 
 
 def settle_lookups(sim: Any, client: redis.Redis, timeout: float = 30) -> None:
