@@ -10,11 +10,13 @@ sync twice changes no byte: values are canonical JSON and sealing is determinist
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 import redis
+from redis.client import Pipeline
 
 from tasks import flow, keys
 from tasks.events import utc_now_iso
@@ -263,17 +265,27 @@ class ScheduleStore:
 
     # -- reads (API) -----------------------------------------------------------------------------------------
 
-    def appointments_for(self, dates: Sequence[str]) -> list[dict[str, Any]]:
-        """The appointments of several days, PHI opened, ordered by start time (one round trip)."""
+    def appointments_for(
+        self, dates: Sequence[str], also: Callable[[Pipeline], None] | None = None
+    ) -> list[dict[str, Any]]:
+        """The appointments of several days, PHI opened, ordered by start time (one round trip).
+
+        ``also`` may queue commands of its own on the read's pipeline first (the API's audit record).
+        """
         pipe = self._redis.pipeline(transaction=False)
+        if also is not None:
+            also(pipe)
         for date in dates:
             pipe.hvals(keys.appointments(date))
         rows: list[dict[str, Any]] = []
-        for values in pipe.execute():
+        open_phi = self._cipher.open
+        for values in pipe.execute()[-len(dates) :] if dates else ():
             for value in values:
-                record = json.loads(value)
+                record = orjson.loads(value)
                 record.pop("patient_id", None)  # the raw Tebra id stays inside the system: not even opened
-                rows.append(self._cipher.open_fields(record, ("patient_name",)))
+                if record.get("patient_name"):
+                    record["patient_name"] = open_phi(record["patient_name"])
+                rows.append(record)
         rows.sort(key=lambda r: (str(r.get("start") or ""), str(r.get("id"))))
         return rows
 
