@@ -15,6 +15,7 @@ from flask import Flask, current_app
 from config import Settings
 from tasks.celery_factory import create_celery
 from tasks.clients import Clients
+from tasks.phi import PhiCipher, RememberingCipher, keyring
 
 EXTENSION_KEY = "clinic_relay"
 
@@ -24,6 +25,13 @@ class Services(Clients):
     """The web process's clients, made on first use (its own Redis pool: threads share it)."""
 
     sender: ClassVar[str] = "api"
+
+    @cached_property
+    def cipher(self) -> PhiCipher:
+        # Reads open the same names again and again: remember them briefly (PHI_OPEN_MEMORY_S, 0 = off).
+        if self.settings.phi_open_memory_s <= 0:
+            return PhiCipher.from_settings(self.settings)
+        return RememberingCipher(*keyring(self.settings), forget_after_s=self.settings.phi_open_memory_s)
 
     @cached_property
     def celery(self) -> Celery:

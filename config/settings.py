@@ -94,6 +94,8 @@ class Settings:
     # Security.
     phi_hmac_key: str = DEV_PHI_HMAC_KEY
     phi_encryption_keys: str = f"k1:{DEV_PHI_ENCRYPTION_KEY}"  # "id:base64key,…"; the first encrypts
+    # The API remembers values it opened for at most this long (0: never), docs/security.md.
+    phi_open_memory_s: float = 60.0
     audit_signing_key: str = DEV_AUDIT_SIGNING_KEY
     audit_log_path: str = "var/audit/audit.jsonl"
     auth_mode: str = "dev"  # dev: local signing key; auth0: Auth0 JWKS
@@ -143,6 +145,8 @@ class Settings:
             raise SettingsError("BREAKER_FAILURE_THRESHOLD and BREAKER_SAMPLE_EVERY must be at least 1")
         if min(self.breaker_window_s, self.breaker_open_s, self.breaker_latency_window_s) <= 0:
             raise SettingsError("BREAKER_WINDOW_S, BREAKER_OPEN_S, BREAKER_LATENCY_WINDOW_S must be positive")
+        if not 0 <= self.phi_open_memory_s <= 3600:
+            raise SettingsError("PHI_OPEN_MEMORY_S must be between 0 (off) and 3600")
         if self.is_production:
             dev_values = {
                 "PHI_HMAC_KEY": self.phi_hmac_key == DEV_PHI_HMAC_KEY,

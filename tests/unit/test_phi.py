@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import base64
+import time
 
 import pytest
 from cryptography.exceptions import InvalidTag
 
 from config import load_settings
-from tasks.phi import PhiCipher, hpid
+from tasks.phi import PhiCipher, RememberingCipher, hpid, keyring
 
 
 def test_hpid_is_keyed_stable_and_not_the_id() -> None:
@@ -57,3 +58,30 @@ def test_bad_key_settings_are_refused() -> None:
         PhiCipher.from_settings(
             load_settings({"PHI_ENCRYPTION_KEYS": "k:" + base64.b64encode(b"short").decode()})
         )
+
+
+def test_the_remembering_cipher_opens_the_same_and_forgets_on_time() -> None:
+    settings = load_settings({})
+    plain = PhiCipher.from_settings(settings)
+    remembering = RememberingCipher(*keyring(settings), forget_after_s=0.2)
+    sealed = [plain.seal(name) for name in ("Zorvak Melquine", "Ilsa Troon")]
+    assert [remembering.open(value) for value in sealed] == ["Zorvak Melquine", "Ilsa Troon"]
+    assert remembering.remembered == 2
+    assert remembering.open(sealed[0]) == "Zorvak Melquine" and remembering.remembered == 2
+    time.sleep(0.25)
+    assert remembering.open(sealed[1]) == "Ilsa Troon"
+    assert remembering.remembered == 1  # everything older than forget_after_s was dropped first
+
+
+def test_the_remembering_cipher_still_refuses_what_it_cannot_open() -> None:
+    remembering = RememberingCipher(*keyring(load_settings({})), forget_after_s=60)
+    sealed = remembering.seal("value") or ""
+    head, _, body = sealed.rpartition(".")
+    raw = bytearray(base64.urlsafe_b64decode(body))
+    raw[-1] ^= 1
+    for _ in range(2):  # a failure is not remembered: refused every time
+        with pytest.raises(InvalidTag):
+            remembering.open(f"{head}.{base64.urlsafe_b64encode(bytes(raw)).decode()}")
+    assert remembering.remembered == 0
+    with pytest.raises(ValueError, match="not sealed"):
+        remembering.open("plain text")

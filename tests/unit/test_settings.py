@@ -37,6 +37,8 @@ def test_environment_values_are_converted() -> None:
         ({"APP_ENV": "staging"}, "APP_ENV"),
         ({"TASK_SOFT_TIME_LIMIT_S": "200"}, "TASK_SOFT_TIME_LIMIT_S"),
         ({"BROKER_VISIBILITY_TIMEOUT_S": "100"}, "BROKER_VISIBILITY_TIMEOUT_S"),
+        ({"PHI_OPEN_MEMORY_S": "-1"}, "PHI_OPEN_MEMORY_S"),
+        ({"PHI_OPEN_MEMORY_S": "86400"}, "PHI_OPEN_MEMORY_S"),
     ],
 )
 def test_bad_values_are_refused_by_name(env: dict[str, str], message: str) -> None:
