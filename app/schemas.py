@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -86,6 +87,19 @@ class RangeSchema(_ClinicSchema):
                 raise ValidationError("end must not be before start.", "end")
             if (end - start).days + 1 > self.max_days:
                 raise ValidationError(f"The range may span at most {self.max_days} days.", "end")
+
+
+@functools.cache
+def range_schema(tz: ZoneInfo, max_days: int) -> RangeSchema:
+    """One shared RangeSchema per setting (loading keeps no state on the instance; building one costs more
+    than the load itself on the hottest read)."""
+    return RangeSchema(tz, max_days)
+
+
+@functools.cache
+def day_query_schema(tz: ZoneInfo) -> DayQuerySchema:
+    """One shared DayQuerySchema per clinic time zone (see :func:`range_schema`)."""
+    return DayQuerySchema(tz)
 
 
 def days_between(start: date, end: date) -> list[str]:

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import redis
+from redis.client import Pipeline
 
 from tasks import keys
 from tasks.events import utc_now_iso
@@ -43,7 +44,7 @@ def make_record(
 
 
 def append(
-    client: redis.Redis,
+    client: redis.Redis | Pipeline,
     *,
     sub: str,
     action: str,
@@ -51,7 +52,7 @@ def append(
     outcome: str,
     request_id: str,
     maxlen: int,
-) -> str:
-    """Append one record to ``audit``; its stream id."""
+) -> Any:
+    """Append one record to ``audit``: its stream id, or, given a pipeline, the pipeline (sent with it)."""
     fields = make_record(sub=sub, action=action, resource=resource, outcome=outcome, request_id=request_id)
-    return str(client.xadd(keys.AUDIT, fields, maxlen=maxlen, approximate=True))
+    return client.xadd(keys.AUDIT, fields, maxlen=maxlen, approximate=True)

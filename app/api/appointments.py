@@ -5,10 +5,10 @@ from __future__ import annotations
 from flask import Response, request
 
 from app.api import bp
-from app.audit import audited
+from app.audit import audited, record_on
 from app.auth import READ_SCHEDULE, require_scope
 from app.errors import success
-from app.schemas import RangeSchema, days_between
+from app.schemas import days_between, range_schema
 from app.services import services
 
 
@@ -17,9 +17,9 @@ from app.services import services
 @require_scope(READ_SCHEDULE)
 def list_appointments() -> Response:
     svc = services()
-    args = RangeSchema(svc.clinic_tz, svc.settings.max_range_days).load(request.args)
+    args = range_schema(svc.clinic_tz, svc.settings.max_range_days).load(request.args)
     days = days_between(args["start"], args["end"])
-    rows = svc.store.appointments_for(days)
+    rows = svc.store.appointments_for(days, also=record_on)  # the audit record rides with the read
     response = success(rows, start=days[0], end=days[-1], count=len(rows))
     response.headers["Cache-Control"] = "no-store"  # patient names
     return response

@@ -12,10 +12,10 @@ from typing import Any
 from flask import Response, current_app, request
 
 from app.api import bp
-from app.audit import audited, note
+from app.audit import audited, note, record_on
 from app.auth import READ_SCHEDULE, WRITE_PATIENTS, require_scope
 from app.errors import ApiError, success
-from app.schemas import DayQuerySchema, HpidSchema, StatusChangeSchema
+from app.schemas import HpidSchema, StatusChangeSchema, day_query_schema
 from app.services import services
 from tasks.patient_flow import PatientFlow, PatientNotFound, StatusConflict
 
@@ -39,8 +39,8 @@ def patient_flow() -> PatientFlow:
 def list_patients() -> Response:
     """The day's board: every patient with their status, times and wait (names and dates of birth: PHI)."""
     svc = services()
-    date = DayQuerySchema(svc.clinic_tz).load(request.args)["date"].isoformat()
-    board = patient_flow().board(date)
+    date = day_query_schema(svc.clinic_tz).load(request.args)["date"].isoformat()
+    board = patient_flow().board(date, also=record_on)  # the audit record rides with the read
     # last_event_id: subscribe to /ws with since=<it> to get every change after this read, and none before.
     response = success(board.rows, date=date, count=len(board.rows), last_event_id=board.last_event_id)
     response.headers["Cache-Control"] = "no-store"
@@ -54,7 +54,7 @@ def change_status(hpid: str) -> Response:
     """Move one patient along the flow; refused with 409 when the state machine or the version says no."""
     svc = services()
     HpidSchema().load({"hpid": hpid})
-    date = DayQuerySchema(svc.clinic_tz).load(request.args)["date"].isoformat()
+    date = day_query_schema(svc.clinic_tz).load(request.args)["date"].isoformat()
     body = StatusChangeSchema().load(_json_body())
     expected = _expected_version(body.get("version"))
     try:
