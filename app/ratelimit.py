@@ -7,6 +7,12 @@ or racing requests cannot overdraw a bucket. Refused: 429 ``RATE_LIMIT`` with ``
 until the cost is back). Redis unreachable: 503 ``SERVICE_UNAVAILABLE`` through the app's Redis error
 handler: never fail open.
 
+Reads take a lease: when the bucket has them, a read takes up to LEASE_TOKENS tokens in that one script call
+and the process spends the spare ones on the same identity's next reads within LEASE_S, with no Redis round
+trip (that round trip was a sixth of a read's CPU, docs/benchmarks.md). Every token spent was taken from the
+shared bucket first, so a client never gets more than the bucket allows; what a lease costs is that spare
+tokens unused after LEASE_S are lost, and that a second API process cannot spend them.
+
 The client IP is the socket peer unless TRUSTED_PROXIES > 0: then the address ``TRUSTED_PROXIES`` hops from
 the right of ``X-Forwarded-For`` (each trusted proxy appends the address it saw; anything left of that the
 client can forge).
@@ -15,6 +21,8 @@ client can forge).
 from __future__ import annotations
 
 import math
+import threading
+import time
 from dataclasses import dataclass
 
 import redis
@@ -33,13 +41,18 @@ EXTENSION_KEY = "rate_limiter"
 ROUTE_COSTS = {"api.request_sync": 10}
 READ_COST = 1
 WRITE_COST = 3
+LEASE_TOKENS = 10  # a read takes up to this many when the bucket has them (at least its cost)
+LEASE_S = 1.0  # spare tokens of a lease are spent within this, or lost
+MAX_LEASES = 10000  # identities with a live lease in one process; expired ones are dropped past this
 
-# KEYS[1] bucket hash. ARGV: capacity, refill per second, cost. Returns {allowed 0|1, tokens left (floor),
-# ms until ``cost`` tokens are available (0 when allowed)}.
+# KEYS[1] bucket hash. ARGV: capacity, refill per second, cost, wanted (>= cost: takes up to that many when
+# there are, never fewer than cost). Returns {allowed 0|1, tokens left (floor), ms until ``cost`` tokens are
+# available (0 when allowed), tokens taken}.
 _TAKE_LUA = """
 local capacity = tonumber(ARGV[1])
 local rate = tonumber(ARGV[2])
 local cost = tonumber(ARGV[3])
+local wanted = tonumber(ARGV[4])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local state = redis.call('HMGET', KEYS[1], 'tokens', 'ms')
@@ -54,15 +67,17 @@ if now > last then
 end
 local allowed = 0
 local wait_ms = 0
+local taken = 0
 if tokens >= cost then
-  tokens = tokens - cost
+  taken = math.max(cost, math.min(wanted, math.floor(tokens)))
+  tokens = tokens - taken
   allowed = 1
 else
   wait_ms = math.ceil((cost - tokens) * 1000 / rate)
 end
 redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ms', now)
 redis.call('PEXPIRE', KEYS[1], math.ceil(capacity * 1000 / rate) + 1000)
-return {allowed, math.floor(tokens), wait_ms}
+return {allowed, math.floor(tokens), wait_ms, taken}
 """
 
 
@@ -71,6 +86,13 @@ class Decision:
     allowed: bool
     remaining: int
     retry_after_s: int
+    taken: int = 0
+
+
+@dataclass
+class _Lease:
+    tokens: int
+    until: float
 
 
 class RateLimiter:
@@ -82,14 +104,35 @@ class RateLimiter:
         self.capacity = capacity
         self.refill_per_s = refill_per_s
         self._take = client.register_script(_TAKE_LUA)
+        self._leases: dict[str, _Lease] = {}
+        self._lock = threading.Lock()
 
-    def take(self, identity: str, cost: int) -> Decision:
-        """Take ``cost`` tokens from ``identity``'s bucket, or refuse and say how long to wait."""
+    def take(self, identity: str, cost: int, wanted: int = 0) -> Decision:
+        """Take ``cost`` tokens from ``identity``'s bucket (up to ``wanted`` when it has them), or refuse and
+        say how long to wait."""
         cost = max(1, min(cost, self.capacity))  # a cost above the capacity could never be paid
-        allowed, remaining, wait_ms = self._take(
-            keys=[KEY_PREFIX + identity], args=[self.capacity, self.refill_per_s, cost]
+        allowed, remaining, wait_ms, taken = self._take(
+            keys=[KEY_PREFIX + identity], args=[self.capacity, self.refill_per_s, cost, max(cost, wanted)]
         )
-        return Decision(bool(allowed), int(remaining), max(1, math.ceil(int(wait_ms) / 1000)))
+        return Decision(bool(allowed), int(remaining), max(1, math.ceil(int(wait_ms) / 1000)), int(taken))
+
+    def take_read(self, identity: str) -> Decision:
+        """Charge one read: from this process's lease for ``identity`` if it has a token left, else from the
+        bucket, leasing up to LEASE_TOKENS at once."""
+        now = time.monotonic()
+        with self._lock:
+            lease = self._leases.get(identity)
+            if lease is not None and lease.tokens >= READ_COST and lease.until > now:
+                lease.tokens -= READ_COST
+                return Decision(True, lease.tokens, 0, READ_COST)
+        decision = self.take(identity, READ_COST, wanted=LEASE_TOKENS)
+        if decision.allowed and decision.taken > READ_COST:
+            with self._lock:
+                if len(self._leases) >= MAX_LEASES:
+                    self._leases = {key: kept for key, kept in self._leases.items() if kept.until > now}
+                if len(self._leases) < MAX_LEASES:  # else this read's spare tokens are simply lost
+                    self._leases[identity] = _Lease(decision.taken - READ_COST, now + LEASE_S)
+        return decision
 
 
 def client_ip(remote_addr: str | None, forwarded_for: str | None, trusted_proxies: int) -> str:
@@ -126,7 +169,9 @@ def _charge_api_request() -> None:
     ip = client_ip(request.remote_addr, request.headers.get("X-Forwarded-For"), settings.trusted_proxies)
     # Anonymous and bad-token requests share their IP's "-" bucket: guessing tokens is rate-limited too.
     identity = f"{ip}|{auth.subject() or '-'}"
-    decision = limiter(current_app).take(identity, cost_of(request.endpoint, request.method))
+    cost = cost_of(request.endpoint, request.method)
+    bucket = limiter(current_app)
+    decision = bucket.take_read(identity) if cost == READ_COST else bucket.take(identity, cost)
     if not decision.allowed:
         raise ApiError(
             "RATE_LIMIT",

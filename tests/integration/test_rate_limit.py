@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from datetime import date
 from typing import Any
 
@@ -11,7 +12,7 @@ import pytest
 import redis
 
 from app import create_app
-from app.ratelimit import RateLimiter, client_ip
+from app.ratelimit import KEY_PREFIX, LEASE_S, LEASE_TOKENS, RateLimiter, client_ip
 from config import load_settings
 
 TODAY = date.today().isoformat()
@@ -107,6 +108,28 @@ def test_the_lua_bucket_is_atomic_under_concurrency(redis_client: redis.Redis) -
         thread.join()
     assert sum(allowed) == 20 and len(allowed) == 80
     assert not limiter.take("1.2.3.4|racer", 1).allowed
+
+
+def test_a_read_leases_spare_tokens_that_only_its_process_spends(redis_client: redis.Redis) -> None:
+    identity = "1.2.3.4|leaser"
+    one = RateLimiter(redis_client, capacity=25, refill_per_s=0.001)
+    other = RateLimiter(redis_client, capacity=25, refill_per_s=0.001)  # a second API process
+    assert one.take_read(identity).allowed
+    left = float(redis_client.hget(KEY_PREFIX + identity, "tokens") or 0)
+    assert left == pytest.approx(25 - LEASE_TOKENS, abs=0.1)  # the lease came out of the shared bucket
+    assert all(one.take_read(identity).allowed for _ in range(LEASE_TOKENS - 1))
+    assert float(redis_client.hget(KEY_PREFIX + identity, "tokens") or 0) == pytest.approx(left, abs=0.1)
+    # The other process has only what is left in the bucket: never more than the bucket allows in all.
+    assert sum(other.take_read(identity).allowed for _ in range(30)) == 25 - LEASE_TOKENS
+    assert not one.take_read(identity).allowed
+
+
+def test_spare_tokens_of_a_lease_expire(redis_client: redis.Redis) -> None:
+    identity = "1.2.3.4|slow-reader"
+    limiter = RateLimiter(redis_client, capacity=LEASE_TOKENS + 2, refill_per_s=0.001)
+    assert limiter.take_read(identity).allowed  # leases LEASE_TOKENS, spends one
+    time.sleep(LEASE_S + 0.1)  # the spare ones are lost, not spent late
+    assert [limiter.take_read(identity).allowed for _ in range(3)] == [True, True, False]
 
 
 def _url(client: redis.Redis) -> str:
