@@ -20,7 +20,7 @@ from zeep.helpers import serialize_object
 
 from config.settings import Settings, load_settings
 from tasks.tebra import client as tebra_client
-from tasks.tebra import mapping, reply
+from tasks.tebra import mapping, reply, template
 from tasks.tebra.errors import (
     TebraBusinessError,
     TebraError,
@@ -98,6 +98,7 @@ class TebraGateway:
         self.before_call = before_call
         self.throttle_retries = throttle_retries
         self._sleep = sleep
+        self._templates: dict[tuple[str, ...], template.Template] = {}
 
     # -- plumbing ----------------------------------------------------------------------------------
 
@@ -158,11 +159,14 @@ class TebraGateway:
         (faults, errors, anything unexpected) by zeep, exactly as it always was."""
         tebra = self.client
         shape = FAST_REPLIES.get(operation)
-        if shape is None:
+        if isinstance(request, template.Prepared):  # serialised already (tasks/tebra/template.py)
+            http = tebra.zeep.transport.post(tebra.address, request.body, request.headers)
+        elif shape is None:
             return getattr(tebra.service, operation)(request=request)
-        with tebra.zeep.settings(raw_response=True):
-            http = getattr(tebra.service, operation)(request=request)
-        if http.status_code == 200:
+        else:
+            with tebra.zeep.settings(raw_response=True):
+                http = getattr(tebra.service, operation)(request=request)
+        if shape is not None and http.status_code == 200:
             try:
                 return reply.read(http.content, operation, array=shape[0], item=shape[1])
             except reply.UnreadableReply:
@@ -179,9 +183,27 @@ class TebraGateway:
     def appointments_request(
         self, start_local: datetime, end_local: datetime, *, modified_since: datetime | None = None
     ) -> Any:
-        """The GetAppointmentsReq for one window (at most 31 days), as sent."""
-        t = self.types
-        fields = t.AppointmentFieldsToReturn(**dict.fromkeys(APPOINTMENT_FIELDS, True))
+        """The GetAppointmentsReq for one window (at most 31 days), as zeep's object."""
+        return self._appointments_req(self._window(start_local, end_local, modified_since))
+
+    def appointments_envelope(
+        self, start_local: datetime, end_local: datetime, *, modified_since: datetime | None = None
+    ) -> template.Prepared:
+        """The same request as :meth:`appointments_request`, filled into zeep's serialisation of it."""
+        window = self._window(start_local, end_local, modified_since)
+        names = tuple(window)
+        # One template per shape (with or without the last-modified pair); everything else in it comes from
+        # this gateway's settings, which never change.
+        found = self._templates.get(names)
+        if found is None:
+            request = self._appointments_req({name: template.mark(name) for name in names})
+            found = template.build(self.client, "GetAppointments", request, names)
+            self._templates[names] = found
+        return found.fill(window)
+
+    def _window(
+        self, start_local: datetime, end_local: datetime, modified_since: datetime | None
+    ) -> dict[str, str]:
         window: dict[str, str] = {
             "StartDate": mapping.tebra_wall_time(start_local, self.tz),
             "EndDate": mapping.tebra_wall_time(end_local, self.tz),
@@ -192,6 +214,11 @@ class TebraGateway:
             window["ToLastModifiedDate"] = mapping.tebra_wall_time(
                 datetime.now(self.tz) + timedelta(days=1), self.tz
             )
+        return window
+
+    def _appointments_req(self, window: dict[str, str]) -> Any:
+        t = self.types
+        fields = t.AppointmentFieldsToReturn(**dict.fromkeys(APPOINTMENT_FIELDS, True))
         filter_ = t.AppointmentFilter(PracticeName=self.settings.tebra_practice_name, **window)
         return t.GetAppointmentsReq(RequestHeader=self._header(), Fields=fields, Filter=filter_)
 
@@ -210,7 +237,7 @@ class TebraGateway:
         chunk_start = start
         while chunk_start < end:
             chunk_end = min(end, chunk_start + timedelta(days=MAX_DAYS_PER_CALL))
-            request = self.appointments_request(chunk_start, chunk_end, modified_since=modified_since)
+            request = self.appointments_envelope(chunk_start, chunk_end, modified_since=modified_since)
             response = self.call("GetAppointments", request)
             rows = _items(response.Appointments, "AppointmentData")
             for appointment in _mapped("GetAppointments", mapping.map_appointments, rows, self.tz):

@@ -3,7 +3,10 @@ as WCF writes them, parsed by zeep's own binding, and the exceptions zeep really
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
+import re
+import uuid
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
@@ -13,9 +16,11 @@ import pytest
 import requests
 from lxml import etree
 from zeep import exceptions as zeep_exc
+from zeep.wsdl.utils import etree_to_string
 
 from config.settings import Settings, load_settings
 from tasks.tebra import client as tebra_client
+from tasks.tebra import template
 from tasks.tebra.errors import (
     TebraBusinessError,
     TebraError,
@@ -399,3 +404,75 @@ def test_errors_survive_pickling_and_rebuild_from_the_message(error: TebraError)
     assert str(copy) == str(error)
     assert copy.__dict__ == error.__dict__
     assert str(type(error)(str(error))) == str(error)  # how Celery rebuilds an exception
+
+
+# --- the filled-in GetAppointments request (tasks/tebra/template.py) ---------------------------------------
+# Byte for byte what zeep serialises for the same request, apart from the WS-Addressing MessageID, which is
+# fresh in each; a window that does not fit the template is refused.
+
+MESSAGE_ID = re.compile(rb"<wsa:MessageID>urn:uuid:([0-9a-f-]{36})</wsa:MessageID>")
+
+
+@pytest.fixture(scope="module")
+def escaping_gateway(settings: Settings) -> TebraGateway:
+    """A gateway whose credentials and practice name hold everything XML must escape."""
+    odd = dataclasses.replace(
+        settings, tebra_password="pa<ss>&'\"word", tebra_practice_name="Lakeside & Sons <Family> Clinic"
+    )
+    return TebraGateway(odd, client=tebra_client.build_client(odd))
+
+
+def zeep_sends(gateway: TebraGateway, request: object) -> tuple[bytes, dict[str, str]]:
+    """What ``service.GetAppointments(request=…)`` posts: the body and the HTTP headers."""
+    tc = gateway.client
+    envelope, headers = tc.service._binding._create(
+        "GetAppointments", (), {"request": request}, client=tc.zeep, options=tc.service._binding_options
+    )
+    return etree_to_string(envelope), dict(headers)
+
+
+def without_message_id(ours: bytes, zeeps: bytes) -> tuple[bytes, bytes]:
+    """Both bodies with their MessageID blanked, after checking each has one, a fresh uuid4, not the same."""
+    ids = [MESSAGE_ID.findall(body) for body in (ours, zeeps)]
+    assert [len(found) for found in ids] == [1, 1] and ids[0] != ids[1]
+    assert uuid.UUID(ids[0][0].decode()).version == 4
+    return MESSAGE_ID.sub(b"", ours), MESSAGE_ID.sub(b"", zeeps)
+
+
+@pytest.mark.parametrize("day", [date(2026, 3, 8), date(2026, 11, 1), date(2027, 1, 29)])
+def test_a_filled_envelope_is_what_zeep_sends(escaping_gateway: TebraGateway, day: date) -> None:
+    start, end = clinic_day_bounds(day, CHICAGO)
+    prepared = escaping_gateway.appointments_envelope(start, end)
+    body, headers = zeep_sends(escaping_gateway, escaping_gateway.appointments_request(start, end))
+    ours, zeeps = without_message_id(prepared.body, body)
+    assert ours == zeeps and dict(prepared.headers) == headers
+    assert b"CLINICRELAYMARK" not in prepared.body
+    again = escaping_gateway.appointments_envelope(start, end).body
+    assert MESSAGE_ID.findall(again) != MESSAGE_ID.findall(prepared.body)  # a new MessageID every time
+
+
+def test_the_incremental_shape_is_what_zeep_sends_too(escaping_gateway: TebraGateway) -> None:
+    start, end = clinic_day_bounds(date(2026, 11, 2), CHICAGO)
+    since = datetime(2026, 11, 1, 13, 5, 9, tzinfo=ZoneInfo("UTC"))
+    prepared = escaping_gateway.appointments_envelope(start, end, modified_since=since)
+    body, _ = zeep_sends(
+        escaping_gateway, escaping_gateway.appointments_request(start, end, modified_since=since)
+    )
+    assert b"FromLastModifiedDate>11/1/2026 7:05:09 AM<" in prepared.body
+    # ToLastModifiedDate is "now + 1 day" when each was built: compare up to it (a second may tick between).
+    ours, zeeps = without_message_id(prepared.body, body)
+    assert ours.split(b"ToLastModifiedDate")[0] == zeeps.split(b"ToLastModifiedDate")[0]
+
+
+def test_values_are_escaped_and_a_wrong_window_is_refused(escaping_gateway: TebraGateway) -> None:
+    names = ("StartDate", "EndDate")
+    marked = escaping_gateway._appointments_req({name: template.mark(name) for name in names})
+    built = template.build(escaping_gateway.client, "GetAppointments", marked, names)
+    assert (
+        b"<ns0:StartDate>&lt;x&gt;&amp;</ns0:StartDate>"
+        in built.fill({"StartDate": "<x>&", "EndDate": "-"}).body
+    )
+    with pytest.raises(ValueError, match="StartDate"):
+        built.fill({"StartDate": "3/9/2026 12:00:00 AM"})
+    with pytest.raises(ValueError, match="exactly once"):
+        template.build(escaping_gateway.client, "GetAppointments", marked, ("Nowhere",))
