@@ -6,6 +6,7 @@ predict what a day holds. Names are built from syllables so that no row can be m
 
 from __future__ import annotations
 
+import functools
 import random
 from dataclasses import dataclass, replace
 from datetime import date, datetime, time, timedelta
@@ -160,6 +161,9 @@ class Clinic:
             ServiceLocation(id=11, name=f"{stem} Main Office"),
             ServiceLocation(id=12, name=f"{stem} North Annex"),
         )
+        # A patient is a pure function of (seed, id) and immutable: generate each once. A day's 40 rows each
+        # looked theirs up afresh, the simulator's largest cost per call (docs/simulator.md).
+        self.patient = functools.lru_cache(maxsize=PATIENT_POOL)(self.patient)  # type: ignore[method-assign]
 
     def _provider(self, rng: random.Random, index: int) -> Provider:
         degree, specialty = rng.choice(

@@ -117,6 +117,40 @@ def _text(value: Any) -> str:
     return escape(str(value))
 
 
+@dataclass(frozen=True)
+class _Slot:
+    """One member of a complex type as the writer needs it, worked out once per type."""
+
+    member: Member
+    name: str  # the element name with its prefix
+    nil: str | None  # what a None value writes (None: nothing)
+    inline: bool  # a simple, single value: written in place, without a call per member
+
+
+_PLANS: dict[tuple[int, str, str], tuple[Schema, tuple[_Slot, ...]]] = {}
+
+
+def _plan(schema: Schema, type_name: str, type_ns: str) -> tuple[_Slot, ...]:
+    # A 40-row reply writes ~3,000 members; deciding each one's name and nil form once per type, not once
+    # per member written, halved the simulator's time per call (docs/simulator.md).
+    key = (id(schema), type_ns, type_name)
+    found = _PLANS.get(key)
+    if found is None or found[0] is not schema:
+        prefix = _PREFIX[type_ns]
+        slots = tuple(
+            _Slot(
+                member,
+                f"{prefix}{member.name}",
+                f'<{prefix}{member.name} i:nil="true"/>' if member.nillable and member.emit_default else None,
+                member.is_simple and not member.repeated,
+            )
+            for member in schema.members(type_name, type_ns)
+        )
+        found = (schema, slots)
+        _PLANS[key] = found
+    return found[1]
+
+
 def _write(schema: Schema, member: Member, prefix: str, value: Any, out: list[str]) -> None:
     name = f"{prefix}{member.name}"
     if isinstance(value, Raw):
@@ -127,8 +161,9 @@ def _write(schema: Schema, member: Member, prefix: str, value: Any, out: list[st
             out.append(f'<{name} i:nil="true"/>')
         return
     if member.repeated:
+        single = Member(**{**member.__dict__, "repeated": False})
         for item in value:
-            _write(schema, Member(**{**member.__dict__, "repeated": False}), prefix, item, out)
+            _write(schema, single, prefix, item, out)
         return
     if member.is_simple:
         out.append(f"<{name}>{_text(value)}</{name}>")
@@ -139,8 +174,15 @@ def _write(schema: Schema, member: Member, prefix: str, value: Any, out: list[st
     if isinstance(value, list):  # an ArrayOfX given as its items
         value = {children[0].name: value}
     out.append(f"<{name}{declare}>")
-    for child in children:
-        _write(schema, child, child_prefix, value.get(child.name), out)
+    for slot in _plan(schema, member.type_name, member.type_ns):
+        item = value.get(slot.member.name)
+        if item is None:  # as _write would for it, without the call
+            if slot.nil is not None:
+                out.append(slot.nil)
+        elif slot.inline and not isinstance(item, Raw):
+            out.append(f"<{slot.name}>{_text(item)}</{slot.name}>")
+        else:
+            _write(schema, slot.member, child_prefix, item, out)
     out.append(f"</{name}>")
 
 

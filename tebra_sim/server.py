@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from types import FrameType
 from typing import Any
 
-from werkzeug.serving import make_server
+from werkzeug.serving import WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
 from tebra_sim import admin, endpoint
@@ -64,10 +64,22 @@ class SimulatorApp:
         return Response(answer.body, status=answer.status, content_type="text/xml; charset=utf-8")
 
 
+class KeepAliveHandler(WSGIRequestHandler):
+    """HTTP/1.1, so a client keeps its connection between calls, as it does with Tebra's own front end.
+
+    werkzeug's default (HTTP/1.0) closes every connection: each call paid a TCP connect and a new server
+    thread, a millisecond the sync benchmarks charged to our side (docs/benchmarks.md).
+    """
+
+    protocol_version = "HTTP/1.1"
+
+
 def serve(options: SimOptions) -> None:
     """Serve until SIGTERM or SIGINT, then stop accepting, release held calls and close the socket."""
     sim = Simulation.create(options)
-    server = make_server(options.host, options.port, SimulatorApp(sim), threaded=True)
+    server = make_server(
+        options.host, options.port, SimulatorApp(sim), threaded=True, request_handler=KeepAliveHandler
+    )
     # werkzeug logs each request with its path; our own line per call says more and nothing else is needed.
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     stop = threading.Event()
