@@ -29,7 +29,7 @@ def _relay() -> dict[str, Any]:
 def _sync() -> dict[str, Any]:
     from bench import sync_latency
 
-    return sync_latency.main(["--syncs", "50"])
+    return sync_latency.main(["--syncs", "200", "--floor", "400"])
 
 
 def _throughput() -> dict[str, Any]:

@@ -162,9 +162,9 @@ def report(result: dict[str, Any]) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--syncs", type=int, default=50, help="measured syncs (each a different weekday)")
+    parser.add_argument("--syncs", type=int, default=200, help="measured syncs (each a different weekday)")
     parser.add_argument("--warmup", type=int, default=6, help="syncs not counted (zeep loads the WSDL)")
-    parser.add_argument("--floor", type=int, default=100, help="noop round trips (floor)")
+    parser.add_argument("--floor", type=int, default=400, help="noop round trips (floor)")
     parser.add_argument("--concurrency", type=int, default=2, help="worker processes")
     args = parser.parse_args(argv)
     return report(measure(args.syncs, args.warmup, args.floor, args.concurrency))
