@@ -24,7 +24,7 @@ from typing import Any
 import requests
 
 from bench.common import BIN, RESULTS, ROOT, raise_file_limit
-from tests.support.processes import children_of, free_port, spawn, stop
+from tests.support.processes import children_of, free_port, spawn, start_worker, stop
 from tests.support.processes import wait_until as wait_for
 
 # The API process serves this app factory (real JWT auth in development mode, one extra bare route).
@@ -113,29 +113,20 @@ class Stack:
         log = self.folder / "worker.log"
         log.write_text("")
         env = {**self.env, "WORKER_METRICS_PORT": str(free_port()), **(extra or {})}
-        proc = spawn(
-            [
-                str(BIN / "celery"),
-                "-A",
-                "workers.celery_app",
-                "worker",
-                "--pool=prefork",
-                f"--concurrency={concurrency}",
-                f"--queues={queues}",
-                "--loglevel=WARNING",
-                "--without-gossip",
-                "--without-mingle",
-                "--without-heartbeat",
-                f"--hostname=bench-{os.getpid()}@%h",
-            ],
+        app = self.celery()
+        # Quiet (WARNING) and without heartbeats, so its own chatter stays out of the figures. It logs no
+        # "ready." line at that level: it is ready once it answers a ping (every pool child is up).
+        self.worker_proc = start_worker(
             env,
             log,
+            name="bench",
+            concurrency=concurrency,
+            queues=queues,
+            loglevel="WARNING",
+            heartbeat=False,
+            ready=lambda: bool(app.control.ping(timeout=0.5)),
         )
-        self.worker_proc = proc
-        # Ready once every pool child exists and the worker consumes (WARNING level logs nothing: ping it).
-        app = self.celery()
-        wait_for(lambda: bool(app.control.ping(timeout=0.5)), 60, "celery worker", proc, log)
-        return proc
+        return self.worker_proc
 
     def stop_worker(self) -> None:
         if self.worker_proc is not None:

@@ -6,7 +6,6 @@ an open breaker, then done once it is cleared.
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -24,6 +23,7 @@ from tasks.runtime import Runtime
 from tasks.tebra.breaker import BreakerOpen
 from tests.integration.test_breaker import BREAKER_ENV
 from tests.support.processes import start_worker, stop
+from tests.support.sync_state import wait_for_stored_state
 
 BREAKER_URL = "/api/v1/ops/breaker"
 
@@ -125,17 +125,6 @@ def breaker_worker(stack_env: dict[str, str], logs_dir: Path) -> Iterator[str]:
     stop(proc)
 
 
-def wait_for_state(client: redis.Redis, date: str, state: str, timeout: float = 20) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    status: dict[str, Any] | None = None
-    while time.monotonic() < deadline:
-        status = sync_status.read_status(client, date)
-        if status and status.get("state") == state:
-            return status
-        time.sleep(0.05)
-    raise AssertionError(f"sync of {date} never reached {state}: {status}")
-
-
 def test_a_sync_meeting_an_open_breaker_is_deferred_then_succeeds_after_clear(
     breaker_worker: str, stack_env: dict[str, str], redis_client: redis.Redis, simulator: Any
 ) -> None:
@@ -148,7 +137,7 @@ def test_a_sync_meeting_an_open_breaker_is_deferred_then_succeeds_after_clear(
     task_id = str(ULID())
     celery.send_task("schedule.sync", args=[date], task_id=task_id, queue=breaker_worker)
 
-    deferred = wait_for_state(redis_client, date, sync_status.DEFERRED)
+    deferred = wait_for_stored_state(redis_client, date, sync_status.DEFERRED)
     assert deferred["error"] == "CIRCUIT_OPEN" and deferred["task_id"] == task_id
     sent = [e for e in event_types(redis_client) if e["type"] == events.SCHEDULE_SYNC_DEFERRED]
     assert sent and sent[0]["data"]["breaker"] == {"state": "open", "reason": "forced"}
@@ -157,7 +146,7 @@ def test_a_sync_meeting_an_open_breaker_is_deferred_then_succeeds_after_clear(
     assert not [e for e in event_types(redis_client) if e["type"] == events.SCHEDULE_SYNC_FAILED]
 
     store.clear()
-    done = wait_for_state(redis_client, date, sync_status.SUCCEEDED, timeout=30)
+    done = wait_for_stored_state(redis_client, date, sync_status.SUCCEEDED, timeout=30)
     assert done["task_id"] == task_id
     assert simulator.stats()["calls"]["GetAppointments"] == 1
     celery.close()

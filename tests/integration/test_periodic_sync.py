@@ -14,17 +14,7 @@ from config import Settings
 from tasks import keys
 from tasks.celery_factory import SYNC_QUEUE, create_celery
 from tasks.periodic import PERIODIC_TASK
-
-
-def wait_state(client: redis.Redis, date: str, state: str, timeout: float = 30) -> dict[str, str]:
-    deadline = time.monotonic() + timeout
-    status: dict[str, str] = {}
-    while time.monotonic() < deadline:
-        status = client.hgetall(keys.sync_status(date))
-        if status.get("state") == state:
-            return status
-        time.sleep(0.05)
-    raise AssertionError(f"sync of {date} never reached {state}: {status}")
+from tests.support.sync_state import wait_for_stored_state
 
 
 def test_a_beat_tick_while_today_is_syncing_adds_nothing(
@@ -35,11 +25,11 @@ def test_a_beat_tick_while_today_is_syncing_adds_nothing(
     simulator.set_faults(latency_ms=1500)  # hold the first sync in its Tebra call
     try:
         celery.send_task(PERIODIC_TASK, queue=SYNC_QUEUE)
-        first = wait_state(redis_client, today, "running")
+        first = wait_for_stored_state(redis_client, today, "running")
         celery.send_task(PERIODIC_TASK, queue=SYNC_QUEUE)  # a second tick while the first sync runs
         time.sleep(0.5)
         assert redis_client.hget(keys.sync_status(today), "task_id") == first["task_id"]
-        done = wait_state(redis_client, today, "succeeded")
+        done = wait_for_stored_state(redis_client, today, "succeeded")
     finally:
         simulator.reset()
     assert done["task_id"] == first["task_id"] and done["requested_by"] == "beat"
@@ -51,4 +41,4 @@ def test_a_beat_tick_while_today_is_syncing_adds_nothing(
     while redis_client.hget(keys.sync_status(today), "task_id") == first["task_id"]:
         assert time.monotonic() < deadline, "the next tick queued nothing"
         time.sleep(0.05)
-    wait_state(redis_client, today, "succeeded")
+    wait_for_stored_state(redis_client, today, "succeeded")

@@ -28,6 +28,7 @@ from tasks.celery_factory import create_celery
 from tasks.sync_request import request_sync
 from tests.support.processes import children_of, stop
 from tests.support.processes import start_worker as start_celery_worker
+from tests.support.sync_state import wait_for_stored_state
 
 # The drills' own broker database: the session's shared worker must not take their tasks.
 DRILL_BROKER_URL = os.environ.get("TEST_DRILL_BROKER_URL", "redis://127.0.0.1:6379/15")
@@ -57,17 +58,6 @@ def synced_events(client: redis.Redis, task_id: str) -> list[dict[str, Any]]:
     ]
 
 
-def wait_state(client: redis.Redis, date: str, state: str, timeout: float) -> dict[str, str]:
-    deadline = time.monotonic() + timeout
-    status: dict[str, str] = {}
-    while time.monotonic() < deadline:
-        status = client.hgetall(keys.sync_status(date))
-        if status.get("state") == state:
-            return status
-        time.sleep(0.1)
-    raise AssertionError(f"sync of {date} never reached {state}: {status}")
-
-
 @pytest.fixture
 def drill_env(stack_env: dict[str, str], simulator: Any) -> Iterator[dict[str, str]]:
     """The stack's environment with short time limits and visibility timeout; the simulator slowed."""
@@ -92,13 +82,13 @@ def test_killed_pool_child_is_requeued_and_syncs_once(
     worker = start_worker(drill_env, logs_dir / "drill-child.log", "drill-child")
     try:
         task_id = enqueue(drill_env, redis_client, date)
-        wait_state(redis_client, date, "running", 20)
+        wait_for_stored_state(redis_client, date, "running", 20)
         time.sleep(0.5)  # inside the slow GetAppointments call
         for child in children_of(worker.pid):
             os.kill(child, signal.SIGKILL)
         simulator.set_faults(latency_ms=0)
         started = time.monotonic()
-        wait_state(redis_client, date, "succeeded", 30)
+        wait_for_stored_state(redis_client, date, "succeeded", 30)
         recovered_s = time.monotonic() - started
     finally:
         stop(worker)
@@ -113,13 +103,13 @@ def test_killed_worker_is_redelivered_to_a_new_one(
     date = "2026-12-02"
     first = start_worker(drill_env, logs_dir / "drill-first.log", "drill-first")
     task_id = enqueue(drill_env, redis_client, date)
-    wait_state(redis_client, date, "running", 20)
+    wait_for_stored_state(redis_client, date, "running", 20)
     killed_at = time.monotonic()
     stop(first, sig=signal.SIGKILL)
     simulator.set_faults(latency_ms=0)
     second = start_worker(drill_env, logs_dir / "drill-second.log", "drill-second")
     try:
-        wait_state(redis_client, date, "succeeded", 90)
+        wait_for_stored_state(redis_client, date, "succeeded", 90)
         redelivered_s = time.monotonic() - killed_at
     finally:
         stop(second)

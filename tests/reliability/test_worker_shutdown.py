@@ -26,9 +26,9 @@ from tests.reliability.test_worker_death import (
     enqueue,
     start_worker,
     synced_events,
-    wait_state,
 )
 from tests.support.processes import stop
+from tests.support.sync_state import wait_for_stored_state
 
 SLOW_TEBRA_MS = 3000
 
@@ -61,14 +61,14 @@ def test_sigterm_mid_sync_finishes_the_running_task_then_exits(
     worker = start_worker(shutdown_env, log, "drill-sigterm")
     try:
         task_id = enqueue(shutdown_env, redis_client, date)
-        wait_state(redis_client, date, "running", 20)
+        wait_for_stored_state(redis_client, date, "running", 20)
         time.sleep(0.5)  # inside the slow GetAppointments call
         signalled = time.time()
         os.kill(worker.pid, signal.SIGTERM)  # the parent only, as docker stop does
         code = worker.wait(30)
     finally:
         stop(worker)
-    status = wait_state(redis_client, date, "succeeded", 1)
+    status = wait_for_stored_state(redis_client, date, "succeeded", 1)
     assert code == 0, f"worker exited {code}"
     assert "warm shutdown" in log.read_text(errors="replace").lower()
     assert len(synced_events(redis_client, task_id)) == 1
@@ -84,14 +84,14 @@ def test_sigterm_to_the_process_group_requeues_and_the_next_worker_syncs_once(
     date = "2026-12-04"
     first = start_worker(shutdown_env, logs_dir / "drill-group-first.log", "drill-group-first")
     task_id = enqueue(shutdown_env, redis_client, date)
-    wait_state(redis_client, date, "running", 20)
+    wait_for_stored_state(redis_client, date, "running", 20)
     time.sleep(0.5)
     signalled = time.monotonic()
     os.killpg(first.pid, signal.SIGTERM)  # parent and pool children, as honcho or systemd would
     first.wait(30)
     second = start_worker(shutdown_env, logs_dir / "drill-group-second.log", "drill-group-second")
     try:
-        wait_state(redis_client, date, "succeeded", 40)
+        wait_for_stored_state(redis_client, date, "succeeded", 40)
         done_s = time.monotonic() - signalled
         time.sleep(1)  # a duplicate delivery would show as a second event by now
     finally:

@@ -81,12 +81,15 @@ def start_worker(
     concurrency: int = 2,
     queues: str = "sync,details",
     loglevel: str = "INFO",
+    heartbeat: bool = True,
+    ready: Callable[[], bool] | None = None,
     timeout: float = 60,
 ) -> subprocess.Popen[bytes]:
-    """A real prefork Celery worker (``celery -A workers.celery_app worker``), returned once it says ready.
+    """A real prefork Celery worker (``celery -A workers.celery_app worker``), returned once it is ready.
 
     Gossip and mingle are off: a test's worker should not wait to meet the others. ``name`` makes its
-    hostname unique per test process.
+    hostname unique per test process. Ready means its "ready." log line, unless ``ready`` says otherwise (a
+    worker logging at WARNING prints none: the benchmarks ping it). A worker that never gets ready is stopped.
     """
     proc = spawn(
         [
@@ -100,12 +103,17 @@ def start_worker(
             f"--loglevel={loglevel}",
             "--without-gossip",
             "--without-mingle",
+            *(() if heartbeat else ("--without-heartbeat",)),
             f"--hostname={name}-{os.getpid()}@%h",
         ],
         env,
         log,
     )
-    wait_until(lambda: "ready." in log.read_text(errors="replace"), timeout, name, proc, log)
+    try:
+        wait_until(ready or (lambda: "ready." in log.read_text(errors="replace")), timeout, name, proc, log)
+    except BaseException:
+        stop(proc)
+        raise
     return proc
 
 
