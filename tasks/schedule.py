@@ -72,11 +72,12 @@ def _sync(self: Task, date: str, deferrals: int) -> dict[str, Any]:
     ctx = runtime.sync_context()
     task_id = str(self.request.id)
     attempt = max(0, int(self.request.retries) - deferrals)
-    done = _already_done(ctx, date, task_id)
+    status = sync_status.read_status(ctx.redis, date)  # read once: the redelivery check and the plan
+    done = _already_done(ctx, date, task_id, status)
     if done is not None:
         return done
     try:
-        summary = run_sync(ctx, date, task_id, attempt=attempt)
+        summary = run_sync(ctx, date, task_id, status, attempt=attempt)
     except BreakerOpen as exc:
         # Not a failure: Tebra is being spared. Come back when the breaker next lets a call through.
         wait = settings.breaker_open_s if exc.retry_after_s is None else exc.retry_after_s
@@ -113,15 +114,14 @@ def _sync(self: Task, date: str, deferrals: int) -> dict[str, Any]:
     return summary
 
 
-def _already_done(ctx: Any, date: str, task_id: str) -> dict[str, Any] | None:
+def _already_done(ctx: Any, date: str, task_id: str, status: dict[str, Any] | None) -> dict[str, Any] | None:
     """The summary of this very task if it already succeeded, else None.
 
     At-least-once delivery can hand a finished sync back: its worker died after the work but before the
     acknowledgement, or the broker connection dropped in between (tasks/broker_transport.py). Running it
     again would change no data, but would announce ``schedule_synced`` twice; this makes it once in effect.
     """
-    status = sync_status.read_status(ctx.redis, date) or {}
-    if status.get("task_id") != task_id or status.get("state") != sync_status.SUCCEEDED:
+    if not status or status.get("task_id") != task_id or status.get("state") != sync_status.SUCCEEDED:
         return None
     log.info("sync already done; redelivery acknowledged", extra={"date": date, "task_id": task_id})
     sync_status.release(ctx.redis, date, task_id)

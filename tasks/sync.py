@@ -164,11 +164,17 @@ def _day_providers(ctx: SyncContext) -> tuple[list[dict[str, Any]], bool]:
     return (cached.providers if cached else []), True
 
 
-def run_sync(ctx: SyncContext, date: str, task_id: str, *, attempt: int = 0) -> dict[str, Any]:
-    """Sync one clinic day; returns the summary that is the task's result (counts, no PHI)."""
+def run_sync(
+    ctx: SyncContext, date: str, task_id: str, status: dict[str, Any] | None, *, attempt: int = 0
+) -> dict[str, Any]:
+    """Sync one clinic day; returns the summary that is the task's result (counts, no PHI).
+
+    ``status`` is the day's stored status as the task read it on arrival (tasks/sync_status.read_status):
+    it decides full or incremental, and is not read a second time.
+    """
     started = time.perf_counter()
     started_at = events.utc_now_iso()
-    plan = plan_sync(sync_status.read_status(ctx.redis, date), datetime.now(UTC), ctx.full_sync_max_age_s)
+    plan = plan_sync(status, datetime.now(UTC), ctx.full_sync_max_age_s)
     mark_started(ctx, date, task_id, attempt)
     start_local, end_local = clinic_day(date, ctx.clinic_tz)
     appointments = ctx.source.get_appointments(start_local, end_local, modified_since=plan.modified_since)

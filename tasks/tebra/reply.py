@@ -6,9 +6,10 @@ values that are all strings anyway (SPEC.md §2: every AppointmentData value is 
 reads the same reply with lxml in one pass (~0.4 ms) into the shapes the gateway already consumes:
 ``ErrorResponse`` and ``SecurityResponse`` as attribute objects, rows as plain dicts.
 
-zeep still builds every request and reads every reply this module declines: a non-200 status, a SOAP fault,
-anything not shaped like ``<Op>Response/<Op>Result`` (``read`` raises ``UnreadableReply`` and the gateway
-hands the same bytes to zeep, so faults are classified exactly as before). Like WCF, the reader is lenient
+zeep still builds every request (GetAppointments' once, as a template: tasks/tebra/template.py) and reads
+every reply this module declines: a non-200 status, a SOAP fault, anything not shaped like
+``<Op>Response/<Op>Result`` (``read`` raises ``UnreadableReply`` and the gateway hands the same bytes to
+zeep, so faults are classified exactly as before). Like WCF, the reader is lenient
 about member order: an ErrorResponse whose members come out of order (one of the throttle shapes seen in the
 wild, which zeep refuses) still reads as the error it is.
 """
