@@ -6,6 +6,7 @@ leave as ``M/d/yyyy h:mm:ss AM`` in the practice's wall-clock time with no offse
 
 from __future__ import annotations
 
+import functools
 import re
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
@@ -74,9 +75,21 @@ def _offset(zone: str) -> timedelta:
 
 def render(value: datetime) -> str:
     """``9/23/2026 1:00:00 PM``: .NET en-US general format, no leading zeros, no offset."""
-    hour = value.hour % 12 or 12
-    suffix = "PM" if value.hour >= 12 else "AM"
-    return f"{value.month}/{value.day}/{value.year} {hour}:{value.minute:02d}:{value.second:02d} {suffix}"
+    # Four dates in every row written: the day and the time of day are each formatted once and then looked up.
+    return _day_text(value.toordinal()) + _clock_text(value.hour * 3600 + value.minute * 60 + value.second)
+
+
+@functools.lru_cache(maxsize=4096)
+def _day_text(ordinal: int) -> str:
+    day = date.fromordinal(ordinal)
+    return f"{day.month}/{day.day}/{day.year} "
+
+
+@functools.cache  # at most 86,400 entries, one per second of a day
+def _clock_text(seconds: int) -> str:
+    hour, minute, second = seconds // 3600, seconds // 60 % 60, seconds % 60
+    suffix = "PM" if hour >= 12 else "AM"
+    return f"{hour % 12 or 12}:{minute:02d}:{second:02d} {suffix}"
 
 
 def day_start(day: date) -> datetime:

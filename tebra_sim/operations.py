@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
-from tebra_sim import dates
+from tebra_sim import dates, envelope
 from tebra_sim.clinic import REASONS, Appointment, Patient, Provider
 from tebra_sim.simulation import Simulation
 
@@ -104,6 +104,9 @@ def appointment_window(
     return start, end
 
 
+_REASON_IDS = {reason: str(number) for number, reason in enumerate(REASONS, start=1)}
+
+
 def appointment_row(sim: Simulation, appointment: Appointment) -> dict[str, Any]:
     """Every AppointmentData column this simulator knows, all as strings (the wire type of every column)."""
     clinic = sim.clinic
@@ -113,9 +116,7 @@ def appointment_row(sim: Simulation, appointment: Appointment) -> dict[str, Any]
         "AllDay": "False",
         "AppointmentDuration": str(appointment.duration_minutes),
         "AppointmentReason1": appointment.reason,
-        "AppointmentReasonID1": str(
-            REASONS.index(appointment.reason) + 1 if appointment.reason in REASONS else 0
-        ),
+        "AppointmentReasonID1": _REASON_IDS.get(appointment.reason, "0"),
         "ConfirmationStatus": appointment.status,
         "CreatedDate": dates.render(appointment.created),
         "EndDate": dates.render(appointment.end),
@@ -156,18 +157,32 @@ def _windows(sim: Simulation, filt: Payload, operation: str) -> tuple[Window, Wi
     return created, modified
 
 
-def _matches(row: dict[str, Any], filt: Payload) -> bool:
-    return (
-        _same(filt.get("PracticeName"), row["PracticeName"])
-        and _same(filt.get("ResourceName"), row["ResourceName1"])
-        and _same(filt.get("ConfirmationStatus"), row["ConfirmationStatus"])
-        and _same(filt.get("PatientID"), row["PatientID"])
-        and _same(filt.get("PatientFullName"), row["PatientFullName"])
-        and _same(filt.get("ServiceLocationName"), row["ServiceLocationName"])
-        and _same(filt.get("AppointmentReason"), row["AppointmentReason1"])
-        and _same(filt.get("PatientCasePayerScenario"), row["PatientCasePayerScenario"])
-        and _same(filt.get("Type"), row["Type"])
-    )
+# AppointmentFilter member → the AppointmentData column it matches (exact, case-insensitive).
+_ROW_FILTERS = (
+    ("PracticeName", "PracticeName"),
+    ("ResourceName", "ResourceName1"),
+    ("ConfirmationStatus", "ConfirmationStatus"),
+    ("PatientID", "PatientID"),
+    ("PatientFullName", "PatientFullName"),
+    ("ServiceLocationName", "ServiceLocationName"),
+    ("AppointmentReason", "AppointmentReason1"),
+    ("PatientCasePayerScenario", "PatientCasePayerScenario"),
+    ("Type", "Type"),
+)
+
+
+def _row_checks(filt: Payload) -> list[tuple[str, str]]:
+    """(column, wanted text) for each name filter that is set: an empty one matches every row, so it is
+    dropped here once instead of being compared for each of the day's rows."""
+    return [
+        (column, str(filt.get(member)).strip().lower())
+        for member, column in _ROW_FILTERS
+        if not _blank(filt.get(member))
+    ]
+
+
+def _matches(row: dict[str, Any], checks: list[tuple[str, str]]) -> bool:
+    return all(str(row[column]).strip().lower() == wanted for column, wanted in checks)
 
 
 def get_appointments(sim: Simulation, request: Payload) -> Payload:
@@ -175,10 +190,12 @@ def get_appointments(sim: Simulation, request: Payload) -> Payload:
     if not isinstance(filt, dict):
         raise _validation_error("GetAppointments", NULL_REFERENCE)
     start, end = appointment_window(sim, filt)
-    limit = sim.faults.switches.max_range_days
+    switches = sim.faults.switches
+    limit = switches.max_range_days
     if end - start > timedelta(days=limit):
         raise ServerFault(f"date range above {limit} days")
     created, modified = _windows(sim, filt, "GetAppointments")
+    checks = _row_checks(filt)
     rows = []
     for appointment in sim.store.between(start, end):
         if not (
@@ -186,16 +203,16 @@ def get_appointments(sim: Simulation, request: Payload) -> Payload:
         ):
             continue
         row = appointment_row(sim, appointment)
-        if _matches(row, filt):
+        if _matches(row, checks):
             rows.append(row)
     columns = _columns(request.get("Fields"))
-    placeholder = sim.faults.switches.placeholder_row
+    placeholder = switches.placeholder_row
     # Contested live observations (SPEC §2), off unless switched on: a placeholder row with an empty ID.
     if placeholder == "toggles" and columns is not None:
         return {"Appointments": [{"ID": ""}]}
     if placeholder == "empty_result" and not rows:
         return {"Appointments": [{"ID": ""}]}
-    return {"Appointments": [_only(row, columns) for row in rows]}
+    return {"Appointments": envelope.FlatItems(rows, columns)}
 
 
 # --- GetProviders, GetPractices ---

@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import functools
 import logging
+import queue
 import signal
 import threading
 from collections.abc import Iterable
 from types import FrameType
 from typing import Any
 
-from werkzeug.serving import WSGIRequestHandler, make_server
+from werkzeug.http import HTTP_STATUS_CODES
+from werkzeug.serving import ThreadedWSGIServer, WSGIRequestHandler
 from werkzeug.wrappers import Request, Response
+from werkzeug.wsgi import get_input_stream
 
 from tebra_sim import admin, endpoint
 from tebra_sim.options import SimOptions
@@ -23,6 +26,8 @@ from tebra_sim.schema import PLACEHOLDER_ADDRESS, WSDL_PATH
 from tebra_sim.simulation import Simulation
 
 SERVICE_PATH = "/KareoServices.svc"
+_SERVICE_PATH = SERVICE_PATH.lower()
+SOAP_CONTENT_TYPE = "text/xml; charset=utf-8"
 log = logging.getLogger("tebra_sim")
 
 
@@ -43,9 +48,23 @@ class SimulatorApp:
         self.sim = sim
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        if environ["REQUEST_METHOD"] == "POST" and environ.get("PATH_INFO", "").lower() == _SERVICE_PATH:
+            return self.soap(environ, start_response)
         request = Request(environ)
         response = self.dispatch(request)
         return response(environ, start_response)
+
+    def soap(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        """``POST /KareoServices.svc`` straight from the environ: the bytes dispatch() and werkzeug's
+        Response would send (status line, Content-Type, Content-Length, body), without building either
+        object for every call (docs/simulator.md)."""
+        body = get_input_stream(environ).read()  # what Request.get_data() reads, chunked or not
+        answer = endpoint.timed(self.sim, body, environ.get("HTTP_SOAPACTION"))
+        start_response(
+            f"{answer.status} {HTTP_STATUS_CODES[answer.status].upper()}",
+            [("Content-Type", SOAP_CONTENT_TYPE), ("Content-Length", str(len(answer.body)))],
+        )
+        return [answer.body]
 
     def dispatch(self, request: Request) -> Response:
         if request.path.startswith("/_sim/") or request.path == "/_sim":
@@ -61,25 +80,71 @@ class SimulatorApp:
         if request.method != "POST":
             return Response("Method Not Allowed", status=405)
         answer = endpoint.timed(self.sim, request.get_data(), request.headers.get("SOAPAction"))
-        return Response(answer.body, status=answer.status, content_type="text/xml; charset=utf-8")
+        return Response(answer.body, status=answer.status, content_type=SOAP_CONTENT_TYPE)
 
 
 class KeepAliveHandler(WSGIRequestHandler):
-    """HTTP/1.1, so a client keeps its connection between calls, as it does with Tebra's own front end.
+    """HTTP/1.1 responses, meant to let a client keep its connection between calls.
 
-    werkzeug's default (HTTP/1.0) closes every connection: each call paid a TCP connect and a new server
-    thread, a millisecond the sync benchmarks charged to our side (docs/benchmarks.md).
+    With werkzeug 3 that does not happen: its handler sends ``Connection: close`` on every response and
+    closes the connection, whatever the protocol (werkzeug/serving.py, "Always close the connection"). So
+    each call is still a TCP connect and accept; ReusingThreadsServer at least reuses the thread.
     """
 
     protocol_version = "HTTP/1.1"
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        # werkzeug formats a line for every request (path, time stamp, colours) before its logger drops it at
+        # the WARNING level serve() sets; endpoint.timed already logs each SOAP call.
+        if logging.getLogger("werkzeug").isEnabledFor(logging.INFO):
+            super().log_request(code, size)
+
+
+class ReusingThreadsServer(ThreadedWSGIServer):
+    """werkzeug's threaded server, with each connection handed to an idle thread when there is one.
+
+    werkzeug 3 closes every connection after one response (see KeepAliveHandler), so each call came on a new
+    connection and its server started a new thread for it: ~0.1 ms of the simulator's CPU per call
+    (docs/simulator.md). A connection still never waits for a thread: with none idle a new one starts, as
+    before, so held ("hang") calls do not hold up others. A thread idle for ``IDLE_THREAD_S`` ends.
+    """
+
+    IDLE_THREAD_S = 30.0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._connections: queue.SimpleQueue[tuple[Any, Any]] = queue.SimpleQueue()
+        self._idle_lock = threading.Lock()
+        self._idle = 0  # threads waiting for a connection that no connection has been promised to
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._idle_lock:
+            reuse = self._idle > 0
+            if reuse:
+                self._idle -= 1
+        self._connections.put((request, client_address))
+        if not reuse:
+            threading.Thread(target=self._serve_connections, name="tebra-sim-conn", daemon=True).start()
+
+    def _serve_connections(self) -> None:
+        while True:
+            try:
+                request, client_address = self._connections.get(timeout=self.IDLE_THREAD_S)
+            except queue.Empty:
+                with self._idle_lock:
+                    if self._idle > 0:  # more threads wait than connections were promised: this one can go
+                        self._idle -= 1
+                        return
+                continue  # every waiting thread is promised a connection that is on its way
+            self.process_request_thread(request, client_address)  # handles errors, closes the socket
+            with self._idle_lock:
+                self._idle += 1
 
 
 def serve(options: SimOptions) -> None:
     """Serve until SIGTERM or SIGINT, then stop accepting, release held calls and close the socket."""
     sim = Simulation.create(options)
-    server = make_server(
-        options.host, options.port, SimulatorApp(sim), threaded=True, request_handler=KeepAliveHandler
-    )
+    server = ReusingThreadsServer(options.host, options.port, SimulatorApp(sim), KeepAliveHandler)
     # werkzeug logs each request with its path; our own line per call says more and nothing else is needed.
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     stop = threading.Event()
