@@ -33,8 +33,8 @@ _URLSAFE_TO_STANDARD = bytes.maketrans(b"-_", b"+/")
 
 def hpid(patient_id: str, key: str) -> str:
     """The keyed HMAC of a Tebra patient id, 24 hex characters (96 bits: no collisions in a clinic)."""
-    digest = hmac.new(key.encode(), f"tebra-patient:{patient_id}".encode(), hashlib.sha256)
-    return digest.hexdigest()[:24]
+    # hmac.digest: OpenSSL's one-shot HMAC, the same bytes as hmac.new(...).digest() at half the cost.
+    return hmac.digest(key.encode(), f"tebra-patient:{patient_id}".encode(), "sha256").hex()[:24]
 
 
 def keyring(settings: Settings) -> tuple[dict[str, bytes], str]:
@@ -73,7 +73,7 @@ class PhiCipher:
         if plaintext is None:
             return None
         data = plaintext.encode()
-        nonce = hmac.new(self._nonce_keys[self._current], data, hashlib.sha256).digest()[:12]
+        nonce = hmac.digest(self._nonce_keys[self._current], data, "sha256")[:12]
         blob = nonce + self._keys[self._current].encrypt(nonce, data, self._current.encode())
         return f"{SEALED_PREFIX}{self._current}.{base64.urlsafe_b64encode(blob).decode()}"
 

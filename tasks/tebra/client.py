@@ -74,6 +74,11 @@ def build_client(settings: Settings) -> TebraClient:
     client = Client(settings.tebra_wsdl_url, transport=transport)
     port = client.wsdl.services[SERVICE_NAME].ports[PORT_NAME]
     address = settings.tebra_endpoint_url or port.binding_options["address"]
+    # The environment's proxy settings are read once, here, not by requests on every call (it walks the whole
+    # environment and looks for ~/.netrc each time: a tenth of a sync's HTTP cost). No auth comes from netrc:
+    # Tebra's credentials travel in the body.
+    transport.session.proxies.update(requests.utils.get_environ_proxies(address))
+    transport.session.trust_env = False
     service = ServiceProxy(client, port.binding, address=address)
     return TebraClient(
         zeep=client,

@@ -6,6 +6,7 @@ They are read in ``CLINIC_TZ`` and emitted as ISO-8601 with the offset in force 
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Iterable, Mapping
@@ -83,15 +84,9 @@ def parse_tebra_datetime(value: Any, tz: ZoneInfo) -> datetime | None:
         return None
     if isinstance(value, datetime):
         return localize(value, tz) if value.tzinfo is None else value.astimezone(tz)
-    common = _US_WALL_TIME.fullmatch(raw)
+    common = _wall_time(raw, tz)
     if common is not None:
-        month, day, year, hour, minute, second = (int(part) for part in common.groups()[:6])
-        if 1 <= hour <= 12:
-            hour = hour % 12 + (12 if common.group(7) == "P" else 0)
-            try:
-                return localize(datetime(year, month, day, hour, minute, second), tz)
-            except ValueError:
-                raise TebraDateError(f"unrecognised Tebra date ({len(raw)} chars)") from None
+        return common
     for fmt in _US_FORMATS:
         try:
             return localize(datetime.strptime(raw, fmt), tz)
@@ -104,6 +99,22 @@ def parse_tebra_datetime(value: Any, tz: ZoneInfo) -> datetime | None:
     except ValueError:
         raise TebraDateError(f"unrecognised Tebra date ({len(raw)} chars)") from None
     return localize(parsed, tz) if parsed.tzinfo is None else parsed.astimezone(tz)
+
+
+@functools.lru_cache(maxsize=4096)
+def _wall_time(raw: str, tz: ZoneInfo) -> datetime | None:
+    """The common form, remembered: a day's rows repeat the same slot times (datetimes are immutable)."""
+    common = _US_WALL_TIME.fullmatch(raw)
+    if common is None:
+        return None
+    month, day, year, hour, minute, second = (int(part) for part in common.groups()[:6])
+    if not 1 <= hour <= 12:
+        return None
+    hour = hour % 12 + (12 if common.group(7) == "P" else 0)
+    try:
+        return localize(datetime(year, month, day, hour, minute, second), tz)
+    except ValueError:
+        raise TebraDateError(f"unrecognised Tebra date ({len(raw)} chars)") from None
 
 
 def iso(value: datetime | None) -> str | None:
@@ -136,17 +147,24 @@ def clinic_day_window(day: date, tz: ZoneInfo) -> tuple[str, str]:
 
 
 def _get(row: Any, name: str) -> Any:
-    if isinstance(row, Mapping):
+    if type(row) is dict or isinstance(
+        row, Mapping
+    ):  # the plain dict of reply.py first: the ABC check is slow
         return row.get(name)
     return getattr(row, name, None)
 
 
+_RESOURCE_COLUMNS = tuple(
+    (f"ResourceTypeID{n}", f"ResourceID{n}", f"ResourceName{n}") for n in RESOURCE_SLOTS
+)
+
+
 def _provider(row: Any) -> tuple[str | None, str | None]:
     """The first resource that is a doctor (ResourceTypeIDn = 1), else resource 1."""
-    for n in RESOURCE_SLOTS:
-        is_doctor = text(_get(row, f"ResourceTypeID{n}")) == DOCTOR_RESOURCE_TYPE
-        if is_doctor and text(_get(row, f"ResourceID{n}")):
-            return text(_get(row, f"ResourceID{n}")), text(_get(row, f"ResourceName{n}"))
+    for type_column, id_column, name_column in _RESOURCE_COLUMNS:
+        is_doctor = text(_get(row, type_column)) == DOCTOR_RESOURCE_TYPE
+        if is_doctor and text(_get(row, id_column)):
+            return text(_get(row, id_column)), text(_get(row, name_column))
     return text(_get(row, "ResourceID1")), text(_get(row, "ResourceName1"))
 
 

@@ -85,11 +85,21 @@ def _security_response(element: Any | None) -> SimpleNamespace | None:
 def _rows(container: Any | None, item: str) -> dict[str, list[dict[str, str | None]]] | None:
     if container is None or container.get(XSI_NIL) == "true":
         return None
-    rows = [
-        {_local(column.tag): _value(column) for column in row if _local(column.tag)}
-        for row in container
-        if _local(row.tag) == item
-    ]
+    # Every row repeats the same 75 column tags: name each tag once per reply, not once per cell.
+    names: dict[str, str] = {}
+    rows = []
+    for row in container:
+        if _local(row.tag) != item:
+            continue
+        values: dict[str, str | None] = {}
+        for column in row:
+            tag = column.tag
+            name = names.get(tag) if isinstance(tag, str) else ""
+            if name is None:
+                name = names[tag] = _local(tag)
+            if name:
+                values[name] = None if column.get(XSI_NIL) == "true" else column.text
+        rows.append(values)
     return {item: rows}
 
 
