@@ -72,6 +72,9 @@ class Settings:
     # It is also how long a message waits after its worker died hard (SIGKILL, OOM) before redelivery.
     broker_visibility_timeout_s: int = 900
     sync_lock_ttl_s: int = 600  # dedup lock for a queued/running sync of one date
+    # A full sync also takes the queued full syncs of the days that follow it, up to this many days in all,
+    # into its one GetAppointments (docs/tebra.md, "Coalesced syncs"); 1 turns it off.
+    sync_coalesce_days: int = 7
     periodic_sync_minutes: int = 0  # 0: no periodic sync of today
     patient_details_enabled: bool = True
 
@@ -145,6 +148,10 @@ class Settings:
             raise SettingsError("BREAKER_FAILURE_THRESHOLD and BREAKER_SAMPLE_EVERY must be at least 1")
         if min(self.breaker_window_s, self.breaker_open_s, self.breaker_latency_window_s) <= 0:
             raise SettingsError("BREAKER_WINDOW_S, BREAKER_OPEN_S, BREAKER_LATENCY_WINDOW_S must be positive")
+        if not 1 <= self.sync_coalesce_days <= 31:
+            raise SettingsError(
+                "SYNC_COALESCE_DAYS must be between 1 (off) and 31 (one GetAppointments window)"
+            )
         if not 0 <= self.phi_open_memory_s <= 3600:
             raise SettingsError("PHI_OPEN_MEMORY_S must be between 0 (off) and 3600")
         if self.is_production:

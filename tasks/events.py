@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import redis
+from redis.client import Pipeline
 
 from tasks import keys
 
@@ -78,16 +79,21 @@ class EventPublisher:
 
     def publish(self, event_type: str, data: dict[str, Any]) -> dict[str, Any]:
         """Append and publish one event; returns the envelope as sent (with its stream id)."""
+        ts, args = self._args(event_type, data)
+        stream_id = self._script(keys=[keys.AGENT_UPDATES], args=args)
+        return {"id": stream_id, "type": event_type, "ts": ts, "data": data}
+
+    def publish_on(self, pipe: Pipeline, event_type: str, data: dict[str, Any]) -> None:
+        """Queue the same append-and-publish on ``pipe`` (several events in one round trip)."""
+        self._script(keys=[keys.AGENT_UPDATES], args=self._args(event_type, data)[1], client=pipe)
+
+    def _args(self, event_type: str, data: dict[str, Any]) -> tuple[str, list[Any]]:
         if event_type not in EVENT_TYPES:
             raise ValueError(f"unknown event type {event_type!r}")
         ts = utc_now_iso()
         payload = _dumps(data)
         tail = f'"type":{json.dumps(event_type)},"ts":"{ts}","data":{payload}}}'
-        stream_id = self._script(
-            keys=[keys.AGENT_UPDATES],
-            args=[self._maxlen, self._sender, event_type, ts, payload, tail, self._channel],
-        )
-        return {"id": stream_id, "type": event_type, "ts": ts, "data": data}
+        return ts, [self._maxlen, self._sender, event_type, ts, payload, tail, self._channel]
 
 
 def envelope_from_entry(stream_id: str, fields: dict[str, str]) -> dict[str, Any]:

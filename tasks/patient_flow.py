@@ -8,14 +8,14 @@ does. Redis runs one script at a time, so two nurses clicking at once serialize:
 version (or status) and is refused, and every accepted change has exactly one event, in stream order. No
 event names a patient: only the hpid.
 
-A sync changes statuses through the merge script in tasks/store.py; :func:`write_day_announced` wraps that
-write so each status it changed is announced with the same event.
+A sync changes statuses through the merge script in tasks/store.py, which reports each change it made;
+:func:`queue_status_moves` announces each with the same event.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -271,41 +271,18 @@ def _parse(value: str | None) -> datetime | None:
 # -- the sync's side ----------------------------------------------------------------------------------------
 
 
-def statuses(client: redis.Redis, date: str) -> dict[str, str]:
-    """hpid -> status for every flow entry of the day (one round trip)."""
-    pattern = keys.patient("*", date)
-    flat = client.sort(keys.patients_index(date), by="nosort", get=["#", f"{pattern}->status"])
-    return {flat[i]: flat[i + 1] for i in range(0, len(flat), 2) if flat[i + 1] is not None}
-
-
-def publish_synced_changes(
-    client: redis.Redis,
-    publisher: EventPublisher,
-    date: str,
-    hpids: Iterable[str],
-    previous: dict[str, str],
-) -> list[dict[str, Any]]:
-    """Announce the statuses a sync changed: one ``patient_status_changed`` per hpid, as it now stands."""
-    changed = list(hpids)
-    if not changed:
-        return []
-    pipe = client.pipeline(transaction=False)
-    for hpid in changed:
-        pipe.hmget(keys.patient(hpid, date), ["status", "version", "room"])
-    sent = []
-    for hpid, (status, version, room) in zip(changed, pipe.execute(), strict=True):
-        if status is None:
-            continue
+def queue_status_moves(pipe: Pipeline, publisher: EventPublisher, date: str, counts: WriteCounts) -> None:
+    """Queue one ``patient_status_changed`` per status a sync changed, as the merge script left it."""
+    for move in counts.changed_statuses:
         data = {
             "date": date,
-            "hpid": hpid,
-            "status": status,
-            "previous": previous.get(hpid, ""),
-            "version": int(version or 0),
-            "room": room or "",
+            "hpid": move.hpid,
+            "status": move.status,
+            "previous": move.previous,
+            "version": move.version,
+            "room": move.room,
         }
-        sent.append(publisher.publish(events.PATIENT_STATUS_CHANGED, data))
-    return sent
+        publisher.publish_on(pipe, events.PATIENT_STATUS_CHANGED, data)
 
 
 def write_day_announced(
@@ -319,10 +296,12 @@ def write_day_announced(
 ) -> WriteCounts:
     """``store.write_day`` plus one ``patient_status_changed`` per status the sync changed.
 
-    ``previous`` is read just before the write; a clinic change landing in between is announced by its own
-    event, which carries the true order.
+    The status before and the version after come from the merge script itself, so a clinic change landing
+    just before or after the write is announced by its own event, in the true order.
     """
-    before = statuses(client, date)
     counts = store.write_day(date, appointments, full=full)
-    publish_synced_changes(client, publisher, date, counts.changed_hpids, before)
+    if counts.changed_statuses:
+        pipe = client.pipeline(transaction=False)
+        queue_status_moves(pipe, publisher, date, counts)
+        pipe.execute()
     return counts

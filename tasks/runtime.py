@@ -71,6 +71,7 @@ class Runtime(Clients):
             results_maxlen=self.settings.stream_maxlen,
             providers=self.gateway,
             providers_ttl_s=self.settings.providers_cache_ttl_s,
+            coalesce_days=self.settings.sync_coalesce_days,
         )
 
 

@@ -17,7 +17,7 @@ from config import Settings, load_settings
 from tasks import events, sync_status
 from tasks.patient_details import queue_lookups
 from tasks.runtime import get_runtime
-from tasks.sync import run_sync
+from tasks.sync import begin, run_sync
 from tasks.tebra.breaker import BreakerOpen
 from tasks.tebra.errors import (
     TebraBusinessError,
@@ -30,6 +30,7 @@ from tasks.tebra.errors import (
 log = logging.getLogger(__name__)
 
 SYNC_TASK = "schedule.sync"
+Days = tuple[tuple[str, str], ...]  # (date, the id of the task the day is run for), the own day first
 THROTTLE_RETRY_LIMIT = 30  # throttling is pacing, not an outage: it may take many turns, but not forever
 
 
@@ -72,64 +73,77 @@ def _sync(self: Task, date: str, deferrals: int) -> dict[str, Any]:
     ctx = runtime.sync_context()
     task_id = str(self.request.id)
     attempt = max(0, int(self.request.retries) - deferrals)
-    status = sync_status.read_status(ctx.redis, date)  # read once: the redelivery check and the plan
-    done = _already_done(ctx, date, task_id, status)
-    if done is not None:
-        return done
+    begun = begin(ctx, date, task_id, attempt=attempt)  # one script: the redelivery check, the plan, the days
+    if isinstance(begun, sync_status.Start):  # refused: another task runs this day, or this one finished it
+        return _not_run(ctx, date, task_id, begun)
+    days = begun.days
     try:
-        summary = run_sync(ctx, date, task_id, status, attempt=attempt)
+        summary = run_sync(ctx, begun)
     except BreakerOpen as exc:
         # Not a failure: Tebra is being spared. Come back when the breaker next lets a call through.
         wait = settings.breaker_open_s if exc.retry_after_s is None else exc.retry_after_s
         countdown = wait + random.uniform(0.05, 0.5)
-        _deferred(ctx, date, task_id, settings, exc, countdown, deferrals)
+        _deferred(ctx, days, settings, exc, countdown, deferrals)
         raise self.retry(exc=exc, countdown=countdown, kwargs={"deferrals": deferrals + 1}) from None
     except TebraThrottled as exc:
         if attempt >= THROTTLE_RETRY_LIMIT:
-            _fail(ctx, date, task_id, settings, "TEBRA_THROTTLED", exc)
+            _fail(ctx, days, settings, "TEBRA_THROTTLED", exc)
             raise
         countdown = exc.retry_after_s + random.uniform(0.05, 0.5)
-        _retrying(ctx, date, task_id, settings, "TEBRA_THROTTLED", countdown, attempt)
+        _retrying(ctx, days, settings, "TEBRA_THROTTLED", countdown, attempt)
         raise self.retry(exc=exc, countdown=countdown) from None
     except (TebraUpstreamError, SoftTimeLimitExceeded) as exc:
         code = "TEBRA_UPSTREAM" if isinstance(exc, TebraUpstreamError) else "TIME_LIMIT"
         if attempt >= settings.task_max_retries:
-            _fail(ctx, date, task_id, settings, code, exc)
+            _fail(ctx, days, settings, code, exc)
             raise
         countdown = backoff_s(attempt, settings.retry_backoff_max_s)
-        _retrying(ctx, date, task_id, settings, code, countdown, attempt)
+        _retrying(ctx, days, settings, code, countdown, attempt)
         raise self.retry(exc=exc, countdown=countdown) from None
     except TebraSecurityError as exc:
-        _fail(ctx, date, task_id, settings, "TEBRA_SECURITY", exc)
+        _fail(ctx, days, settings, "TEBRA_SECURITY", exc)
         raise
     except TebraBusinessError as exc:
-        _fail(ctx, date, task_id, settings, "TEBRA_ERROR", exc)
+        _fail(ctx, days, settings, "TEBRA_ERROR", exc)
         raise
     except TebraError as exc:
-        _fail(ctx, date, task_id, settings, "TEBRA_ERROR", exc)
+        _fail(ctx, days, settings, "TEBRA_ERROR", exc)
         raise
-    sync_status.release(ctx.redis, date, task_id)
     # After schedule_synced is out, never before: the board needs nothing from these to show the day.
-    queue_lookups(self.app, settings, runtime.redis, runtime.store, date)
+    for day, _ in days:
+        queue_lookups(self.app, settings, runtime.redis, runtime.store, day)
     return summary
 
 
-def _already_done(ctx: Any, date: str, task_id: str, status: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The summary of this very task if it already succeeded, else None.
-
-    At-least-once delivery can hand a finished sync back: its worker died after the work but before the
-    acknowledgement, or the broker connection dropped in between (tasks/broker_transport.py). Running it
-    again would change no data, but would announce ``schedule_synced`` twice; this makes it once in effect.
-    """
-    if not status or status.get("task_id") != task_id or status.get("state") != sync_status.SUCCEEDED:
-        return None
+def _not_run(ctx: Any, date: str, task_id: str, start: sync_status.Start) -> dict[str, Any]:
+    """The result of a task whose day another task runs (``run_by``), or which finished it already."""
+    if start.outcome == sync_status.TAKEN:
+        # The other task announces this day with this task's id and releases its lock; if it dies, its own
+        # redelivery takes the day again (the start script), so acknowledging this message loses nothing.
+        log.info(
+            "sync run by another task's fetch", extra={"date": date, "task_id": task_id, "run_by": start.by}
+        )
+        return {"date": date, "task_id": task_id, "run_by": start.by}
+    # Done: at-least-once delivery handed back a finished sync (its worker died after the work but before
+    # the acknowledgement, or the broker connection dropped in between: tasks/broker_transport.py). Running
+    # it again would change no data, but would announce it twice; this makes it once in effect.
+    status = sync_status.read_status(ctx.redis, date) or {}
     log.info("sync already done; redelivery acknowledged", extra={"date": date, "task_id": task_id})
+    sync_status.note_redelivery(ctx.redis, task_id)  # GET /tasks/{id} shows it came back and was let go
     sync_status.release(ctx.redis, date, task_id)
-    return {"date": date, "task_id": task_id, "counts": status.get("counts") or {},
-            "duration_ms": status.get("duration_ms"), "redelivered": True}  # fmt: skip
+    return {"date": date, "task_id": task_id, "state": status.get("state"),
+            "counts": status.get("counts") or {}, "duration_ms": status.get("duration_ms"),
+            "redelivered": True}  # fmt: skip
 
 
 def _deferred(
+    ctx: Any, days: Days, settings: Settings, exc: BreakerOpen, countdown: float, deferrals: int
+) -> None:
+    for date, task_id in days:
+        _deferred_day(ctx, date, task_id, settings, exc, countdown, deferrals)
+
+
+def _deferred_day(
     ctx: Any, date: str, task_id: str, settings: Settings, exc: BreakerOpen, countdown: float, deferrals: int
 ) -> None:
     """``sync:status:{date}`` says ``deferred`` and ``schedule_sync_deferred`` says when it tries again."""
@@ -162,7 +176,12 @@ def _deferred(
         log.error("deferral not recorded: %s", type(err).__name__)
 
 
-def _retrying(
+def _retrying(ctx: Any, days: Days, settings: Settings, code: str, countdown: float, attempt: int) -> None:
+    for date, task_id in days:
+        _retrying_day(ctx, date, task_id, settings, code, countdown, attempt)
+
+
+def _retrying_day(
     ctx: Any, date: str, task_id: str, settings: Settings, code: str, countdown: float, attempt: int
 ) -> None:
     log.warning(
@@ -187,7 +206,13 @@ def _retrying(
     sync_status.extend(ctx.redis, date, task_id, settings.sync_lock_ttl_s + round(countdown))
 
 
-def _fail(ctx: Any, date: str, task_id: str, settings: Settings, code: str, exc: BaseException) -> None:
+def _fail(ctx: Any, days: Days, settings: Settings, code: str, exc: BaseException) -> None:
+    """Every day of the fetch failed with it: each its own status, event, result entry, lock released."""
+    for date, task_id in days:
+        _fail_day(ctx, date, task_id, settings, code, exc)
+
+
+def _fail_day(ctx: Any, date: str, task_id: str, settings: Settings, code: str, exc: BaseException) -> None:
     """Terminal failure: status, event, result entry, lock released. The message carries no PHI."""
     message = _safe_message(exc)
     log.error("sync failed", extra={"date": date, "task_id": task_id, "code": code})

@@ -9,6 +9,7 @@ sync twice changes no byte: values are canonical JSON and sealing is determinist
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -26,43 +27,64 @@ APPOINTMENT_PHI_FIELDS = ("patient_id", "patient_name")
 PATIENT_PHI_FIELDS = ("name", "dob", "patient_id")
 
 # One call merges a whole day (one round trip, the day's ranks and stamps sent once). KEYS[1] the day index,
-# KEYS[2..] the patients' keys; ARGV[1] JSON list, per patient key in order, of [fields a sync owns, Tebra's
-# flow status]; ARGV[2] JSON {state: rank}; ARGV[3] TTL s; ARGV[4] now ISO; ARGV[5] JSON {state: timestamp
-# field}. Returns one code per patient: 0 unchanged, 1 created, 2 fields changed, 3 status changed.
+# KEYS[2..] the patients' keys; ARGV[1] JSON list, per patient key in order, of [[field, value, field, value,
+# ...] a sync owns, Tebra's flow status]; ARGV[2] JSON {state: rank}; ARGV[3] TTL s; ARGV[4] now ISO; ARGV[5]
+# JSON {state: timestamp field}. Returns four values per patient: a code (0 unchanged, 1 created, 2 fields
+# changed, 3 status changed), the status before, the version after and the room, so a status change is
+# announced from what the script saw, with no read before or after. One HSET or HMGET per entry, not one
+# per field: a day is 40 entries of 10 fields, and Redis's per-call cost in the script was most of its time.
 _MERGE_PATIENTS_LUA = """
 local entries = cjson.decode(ARGV[1])
 local ranks = cjson.decode(ARGV[2])
 local stamp_fields = cjson.decode(ARGV[5])
 local now = ARGV[4]
 local codes = {}
+local hpids = {}
 for i, entry in ipairs(entries) do
   local key = KEYS[i + 1]
   local incoming, new_status = entry[1], entry[2]
   local result = 0
-  if redis.call('EXISTS', key) == 0 then
-    for field, value in pairs(incoming) do redis.call('HSET', key, field, value) end
-    redis.call('HSET', key, 'status', new_status, 'status_source', 'tebra', 'version', 1,
-               'updated_at', now, 'room', '')
+  local names = {}
+  for j = 1, #incoming, 2 do names[#names + 1] = incoming[j] end
+  local at = #names
+  for _, name in ipairs({'status', 'status_source', 'version', 'room'}) do names[#names + 1] = name end
+  local stored = redis.call('HMGET', key, unpack(names))
+  local current, source = stored[at + 1], stored[at + 2]
+  local version, room = tonumber(stored[at + 3]) or 0, stored[at + 4] or ''
+  if not current then
+    -- No status: a new entry (an entry always has one once written).
     local stamp = stamp_fields[new_status]
-    if stamp then redis.call('HSET', key, stamp, now) end
-    result = 1
+    local fields = {unpack(incoming)}
+    for _, item in ipairs({'status', new_status, 'status_source', 'tebra', 'version', '1', 'updated_at', now,
+                           'room', ''}) do
+      fields[#fields + 1] = item
+    end
+    if stamp then
+      fields[#fields + 1] = stamp
+      fields[#fields + 1] = now
+    end
+    redis.call('HSET', key, unpack(fields))
+    result, current, version, room = 1, '', 1, ''
   else
-    for field, value in pairs(incoming) do
-      if redis.call('HGET', key, field) ~= value then
-        redis.call('HSET', key, field, value)
-        result = 2
+    local changed = {}
+    for j = 1, #incoming, 2 do
+      if stored[(j + 1) / 2] ~= incoming[j + 1] then
+        changed[#changed + 1] = incoming[j]
+        changed[#changed + 1] = incoming[j + 1]
       end
     end
-    local current = redis.call('HGET', key, 'status')
+    if #changed > 0 then
+      redis.call('HSET', key, unpack(changed))
+      result = 2
+    end
     if current ~= new_status then
-      local source = redis.call('HGET', key, 'status_source')
       local cur_rank = ranks[current] or 0
       local new_rank = ranks[new_status] or 0
       -- Tebra speaks for a status it set; over a status the clinic set locally it may only move forward
       -- (flow.RANKS puts cancelled/no-show/rescheduled below "arrived": they never undo a check-in).
       if (source ~= 'local') or (new_rank > cur_rank) then
         redis.call('HSET', key, 'status', new_status, 'status_source', 'tebra', 'updated_at', now)
-        redis.call('HINCRBY', key, 'version', 1)
+        version = redis.call('HINCRBY', key, 'version', 1)
         local stamp = stamp_fields[new_status]
         if stamp then
           local have = redis.call('HGET', key, stamp)
@@ -72,11 +94,17 @@ for i, entry in ipairs(entries) do
       end
     end
   end
-  redis.call('SADD', KEYS[1], string.match(key, '^patient:([^:]+):'))
+  hpids[#hpids + 1] = string.match(key, '^patient:([^:]+):')
   redis.call('EXPIRE', key, ARGV[3])
-  codes[i] = result
+  codes[#codes + 1] = result
+  codes[#codes + 1] = current
+  codes[#codes + 1] = version
+  codes[#codes + 1] = room
 end
-if #entries > 0 then redis.call('EXPIRE', KEYS[1], ARGV[3]) end
+if #entries > 0 then
+  redis.call('SADD', KEYS[1], unpack(hpids))
+  redis.call('EXPIRE', KEYS[1], ARGV[3])
+end
 return codes
 """
 
@@ -93,8 +121,21 @@ return 1
 _RANKS = json.dumps(flow.RANKS)
 _STAMPS = json.dumps(flow.TIMESTAMP_FIELDS)
 
+Sealer = Callable[[str | None], str | None]
+
 DETAILS_COMPLETE = "complete"
 DETAILS_INCOMPLETE = "incomplete"
+
+
+@dataclass(frozen=True)
+class StatusMove:
+    """A status the sync changed, as the merge script left it: announced as ``patient_status_changed``."""
+
+    hpid: str
+    status: str
+    previous: str
+    version: int
+    room: str
 
 
 @dataclass(frozen=True)
@@ -109,7 +150,7 @@ class WriteCounts:
     patients_created: int
     patients_changed: int
     status_changed: int
-    changed_hpids: tuple[str, ...] = ()
+    changed_statuses: tuple[StatusMove, ...] = ()
 
     def as_dict(self) -> dict[str, int]:
         return {
@@ -122,6 +163,36 @@ class WriteCounts:
             "patients_changed": self.patients_changed,
             "status_changed": self.status_changed,
         }
+
+
+def _counts(
+    sealed: dict[str, str],
+    current: dict[str, str],
+    changed: dict[str, str],
+    removed: list[str],
+    entries: dict[str, Any],
+    merged: Sequence[Any],
+) -> WriteCounts:
+    """One day's write, counted from what the merge script answered (four values per patient)."""
+    codes = [int(code) for code in merged[::4]]
+    moves = tuple(
+        StatusMove(entry_hpid, entries[entry_hpid][1], str(previous), int(version), str(room))
+        for entry_hpid, code, previous, version, room in zip(
+            entries, codes, merged[1::4], merged[2::4], merged[3::4], strict=True
+        )
+        if code == 3
+    )
+    return WriteCounts(
+        appointments=len(sealed),
+        added=sum(1 for appt_id in changed if appt_id not in current),
+        updated=sum(1 for appt_id in changed if appt_id in current),
+        removed=len(removed),
+        patients=len(entries),
+        patients_created=sum(1 for code in codes if code == 1),
+        patients_changed=sum(1 for code in codes if code in (2, 3)),
+        status_changed=len(moves),
+        changed_statuses=moves,
+    )
 
 
 def canonical(record: dict[str, Any]) -> str:
@@ -149,45 +220,55 @@ class ScheduleStore:
         self, date: str, appointments: Sequence[dict[str, Any]], *, full: bool = True
     ) -> WriteCounts:
         """Store Tebra's appointments for ``date``; ``full`` makes them the day's whole set."""
-        sealed = {str(appt["id"]): canonical(self._seal_appointment(appt)) for appt in appointments}
-        day_key = keys.appointments(date)
-        current: dict[str, str] = self._redis.hgetall(day_key)
-        changed = {appt_id: value for appt_id, value in sealed.items() if current.get(appt_id) != value}
-        removed = [appt_id for appt_id in current if appt_id not in sealed] if full else []
+        return self.write_days([(date, appointments)], full=full)[0]
 
+    def write_days(
+        self, days: Sequence[tuple[str, Sequence[dict[str, Any]]]], *, full: bool = True
+    ) -> list[WriteCounts]:
+        """Store several days' appointments in two round trips for them all (one read, one MULTI): a sync that
+        fetched a week writes it at once (docs/tebra.md, "Coalesced syncs")."""
+        # Each patient's id and name appear in the appointment and in the flow entry: seal and hash each value
+        # once per write (sealing is deterministic, so this changes no byte, only the work).
+        seal = functools.lru_cache(maxsize=None)(self._cipher.seal)
+        hpid_of = functools.lru_cache(maxsize=None)(self.hpid)
+        read = self._redis.pipeline(transaction=False)
+        for date, _ in days:
+            read.hgetall(keys.appointments(date))
+        currents: list[dict[str, str]] = read.execute()
         pipe = self._redis.pipeline(transaction=True)
-        if changed:
-            pipe.hset(day_key, mapping=changed)
-        if removed:
-            pipe.hdel(day_key, *removed)
-        if sealed or current:
-            pipe.expire(day_key, self._ttl)
-        # An incremental write brings only the changed rows: a touched patient's entry is still computed from
-        # all of their appointments that day (the earliest speaks for them), stored ones included.
-        day_rows = appointments if full else self._touched_patients_day(current, sealed, appointments)
-        entries = self._patient_entries(date, day_rows)
-        if entries:
-            self._merge(
-                keys=[keys.patients_index(date), *(keys.patient(entry_hpid, date) for entry_hpid in entries)],
-                args=[json.dumps(list(entries.values())), _RANKS, self._ttl, utc_now_iso(), _STAMPS],
-                client=pipe,
-            )
+        planned = []
+        for (date, appointments), current in zip(days, currents, strict=True):
+            sealed = {
+                str(appt["id"]): canonical(self._seal_appointment(appt, seal, hpid_of))
+                for appt in appointments
+            }
+            changed = {appt_id: value for appt_id, value in sealed.items() if current.get(appt_id) != value}
+            removed = [appt_id for appt_id in current if appt_id not in sealed] if full else []
+            day_key = keys.appointments(date)
+            if changed:
+                pipe.hset(day_key, mapping=changed)
+            if removed:
+                pipe.hdel(day_key, *removed)
+            if sealed or current:
+                pipe.expire(day_key, self._ttl)
+            # An incremental write brings only the changed rows: a touched patient's entry is still computed
+            # from all of their appointments that day (the earliest speaks for them), stored ones included.
+            day_rows = appointments if full else self._touched_patients_day(current, sealed, appointments)
+            entries = self._patient_entries(date, day_rows, seal, hpid_of)
+            merge_at = len(pipe) if entries else None
+            if entries:
+                entry_keys = [keys.patient(entry_hpid, date) for entry_hpid in entries]
+                self._merge(
+                    keys=[keys.patients_index(date), *entry_keys],
+                    args=[orjson.dumps(list(entries.values())), _RANKS, self._ttl, utc_now_iso(), _STAMPS],
+                    client=pipe,
+                )
+            planned.append((sealed, current, changed, removed, entries, merge_at))
         results = pipe.execute()
-        merge_results: list[int] = list(results[-1]) if entries else []
-        changed_hpids = tuple(
-            entry_hpid for entry_hpid, code in zip(entries, merge_results, strict=True) if code == 3
-        )
-        return WriteCounts(
-            appointments=len(sealed),
-            added=sum(1 for appt_id in changed if appt_id not in current),
-            updated=sum(1 for appt_id in changed if appt_id in current),
-            removed=len(removed),
-            patients=len(entries),
-            patients_created=sum(1 for code in merge_results if code == 1),
-            patients_changed=sum(1 for code in merge_results if code in (2, 3)),
-            status_changed=len(changed_hpids),
-            changed_hpids=changed_hpids,
-        )
+        return [
+            _counts(sealed, current, changed, removed, entries, [] if at is None else results[at])
+            for sealed, current, changed, removed, entries, at in planned
+        ]
 
     def _touched_patients_day(
         self, current: dict[str, str], sealed: dict[str, str], incoming: Sequence[dict[str, Any]]
@@ -203,34 +284,42 @@ class ScheduleStore:
                 rows.append(self._cipher.open_fields(stored, APPOINTMENT_PHI_FIELDS))
         return rows
 
-    def _seal_appointment(self, appt: dict[str, Any]) -> dict[str, Any]:
+    @staticmethod
+    def _seal_appointment(
+        appt: dict[str, Any], seal: Sealer, hpid_of: Callable[[str], str]
+    ) -> dict[str, Any]:
         record = dict(appt)
-        record["hpid"] = self.hpid(str(appt["patient_id"])) if appt.get("patient_id") else ""
-        return self._cipher.seal_fields(record, APPOINTMENT_PHI_FIELDS)
+        record["hpid"] = hpid_of(str(appt["patient_id"])) if appt.get("patient_id") else ""
+        for name in APPOINTMENT_PHI_FIELDS:
+            if record.get(name) is not None:
+                record[name] = seal(str(record[name]))
+        return record
 
+    @staticmethod
     def _patient_entries(
-        self, date: str, appointments: Iterable[dict[str, Any]]
-    ) -> dict[str, tuple[dict[str, str], str]]:
-        """One flow entry per patient: the day's earliest appointment of that patient speaks for them."""
+        date: str, appointments: Iterable[dict[str, Any]], seal: Sealer, hpid_of: Callable[[str], str]
+    ) -> dict[str, tuple[list[str], str]]:
+        """One flow entry per patient (its fields as a flat field, value list, for the merge script's one
+        HSET): the day's earliest appointment of that patient speaks for them."""
         by_patient: dict[str, dict[str, Any]] = {}
         for appt in sorted(appointments, key=lambda a: (str(a.get("start") or ""), str(a["id"]))):
             patient_id = str(appt.get("patient_id") or "")
             if patient_id:
-                by_patient.setdefault(self.hpid(patient_id), appt)
-        entries: dict[str, tuple[dict[str, str], str]] = {}
+                by_patient.setdefault(hpid_of(patient_id), appt)
+        entries: dict[str, tuple[list[str], str]] = {}
         for entry_hpid, appt in by_patient.items():
-            fields = {
-                "hpid": entry_hpid,
-                "date": date,
-                "appointment_id": str(appt["id"]),
-                "patient_id": self._cipher.seal(str(appt["patient_id"])) or "",
-                "name": self._cipher.seal(str(appt.get("patient_name") or "")) or "",
-                "appointment_time": str(appt.get("start") or ""),
-                "provider": str(appt.get("provider_name") or ""),
-                "location": str(appt.get("location") or ""),
-                "reason": str(appt.get("reason") or ""),
-                "tebra_status": str(appt.get("tebra_status") or ""),
-            }
+            fields = [
+                "hpid", entry_hpid,
+                "date", date,
+                "appointment_id", str(appt["id"]),
+                "patient_id", seal(str(appt["patient_id"])) or "",
+                "name", seal(str(appt.get("patient_name") or "")) or "",
+                "appointment_time", str(appt.get("start") or ""),
+                "provider", str(appt.get("provider_name") or ""),
+                "location", str(appt.get("location") or ""),
+                "reason", str(appt.get("reason") or ""),
+                "tebra_status", str(appt.get("tebra_status") or ""),
+            ]  # fmt: skip
             entries[entry_hpid] = (fields, str(appt.get("status") or flow.SCHEDULED))
         return entries
 

@@ -66,6 +66,7 @@ class SyncContext:
     providers: ProviderSource | None = None  # None: fill from the cache only
     providers_ttl_s: int = 3600
     full_sync_max_age_s: int = FULL_SYNC_MAX_AGE_S
+    coalesce_days: int = 1  # SYNC_COALESCE_DAYS: 1 fetches the task's own day only
 
 
 @dataclass(frozen=True)
@@ -84,21 +85,66 @@ def clinic_day(date: str, tz: ZoneInfo) -> tuple[datetime, datetime]:
     return start, end
 
 
-def mark_started(ctx: SyncContext, date: str, task_id: str, attempt: int) -> None:
-    """Record and announce that a sync of ``date`` is running."""
-    sync_status.record(
+@dataclass(frozen=True)
+class Begun:
+    """A sync that started: its plan, and the days it runs (its own first, then the following days it took,
+    each with the id of the task it runs that day for)."""
+
+    plan: SyncPlan
+    days: tuple[tuple[str, str], ...]
+    started_at: str
+    started: float  # perf_counter
+
+
+def following_days(date: str, count: int) -> list[str]:
+    """The ``count`` calendar days after ``date``."""
+    day = date_type.fromisoformat(date)
+    return [(day + timedelta(days=n)).isoformat() for n in range(1, count + 1)]
+
+
+def begin(ctx: SyncContext, date: str, task_id: str, *, attempt: int) -> Begun | sync_status.Start:
+    """Mark the sync of ``date`` running, decide full or incremental from the day's last syncs, and take
+    the queued full syncs of the days after it into the same fetch (up to ``coalesce_days`` in all);
+    announce every day it runs. All in one round trip, and one more for the announcements. Returns the
+    refused :class:`sync_status.Start` instead when another task runs this day or this task finished it.
+
+    Why several days: a backlog of days (the next two weeks, after an outage) costs one GetAppointments per
+    day, and Tebra allows one a second: taking a week per call clears it about five times sooner, and saves
+    each day the call's fixed cost (docs/tebra.md, "Coalesced syncs"). Only full syncs are taken together:
+    an incremental sync asks Tebra for the rows of one day changed since that day's last sync.
+    """
+    now = datetime.now(UTC)
+    started_at = events.utc_now_iso()
+    started = time.perf_counter()
+    oldest_full = now - timedelta(seconds=ctx.full_sync_max_age_s)
+    start = sync_status.start(
         ctx.redis,
         date,
         task_id,
         ctx.status_ttl_s,
-        state=sync_status.RUNNING,
-        started_at=events.utc_now_iso(),
+        started_at=started_at,
         attempt=attempt,
-        error="",
+        full_before=oldest_full.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        following=following_days(date, ctx.coalesce_days - 1),
     )
-    ctx.publisher.publish(
-        events.SCHEDULE_SYNC_STARTED, {"date": date, "task_id": task_id, "attempt": attempt}
-    )
+    if start.outcome != sync_status.STARTED:
+        return start
+    last = {
+        "last_success_started_at": start.last_success_started_at,
+        "last_full_started_at": start.last_full_started_at,
+    }
+    plan = SyncPlan(FULL) if start.days else plan_sync(last, now, ctx.full_sync_max_age_s)
+    days = ((date, task_id), *start.days)
+    pipe = ctx.redis.pipeline(transaction=False)
+    for day, day_task in days:
+        fields: dict[str, Any] = {"state": sync_status.RUNNING, "started_at": started_at, "attempt": attempt}
+        data: dict[str, Any] = {"date": day, "task_id": day_task, "attempt": attempt}
+        if day_task != task_id:
+            fields["run_by"] = data["run_by"] = task_id
+        sync_status.note_task(pipe, day, day_task, ctx.status_ttl_s, **fields, error="")
+        ctx.publisher.publish_on(pipe, events.SCHEDULE_SYNC_STARTED, data)
+    pipe.execute()
+    return Begun(plan, days, started_at, started)
 
 
 def plan_sync(status: dict[str, Any] | None, now: datetime, full_max_age_s: int) -> SyncPlan:
@@ -164,55 +210,94 @@ def _day_providers(ctx: SyncContext) -> tuple[list[dict[str, Any]], bool]:
     return (cached.providers if cached else []), True
 
 
-def run_sync(
-    ctx: SyncContext, date: str, task_id: str, status: dict[str, Any] | None, *, attempt: int = 0
-) -> dict[str, Any]:
-    """Sync one clinic day; returns the summary that is the task's result (counts, no PHI).
-
-    ``status`` is the day's stored status as the task read it on arrival (tasks/sync_status.read_status):
-    it decides full or incremental, and is not read a second time.
-    """
-    started = time.perf_counter()
-    started_at = events.utc_now_iso()
-    plan = plan_sync(status, datetime.now(UTC), ctx.full_sync_max_age_s)
-    mark_started(ctx, date, task_id, attempt)
-    start_local, end_local = clinic_day(date, ctx.clinic_tz)
-    appointments = ctx.source.get_appointments(start_local, end_local, modified_since=plan.modified_since)
+def run_sync(ctx: SyncContext, begun: Begun) -> dict[str, Any]:
+    """Fetch every day ``begun`` runs in one window, store and announce each; returns the summary of the
+    task's own day (its result: counts, no PHI), naming the other days it synced."""
+    (date, task_id), *taken = begun.days
+    start_local, _ = clinic_day(date, ctx.clinic_tz)
+    _, end_local = clinic_day(max(day for day, _ in begun.days), ctx.clinic_tz)
+    modified_since = begun.plan.modified_since
+    appointments = ctx.source.get_appointments(start_local, end_local, modified_since=modified_since)
     providers_stale = fill_providers(ctx, appointments)
     note_unknown_statuses(appointments, date=date)
-    # The board hears of every status Tebra moved, not only of the clinic's own changes.
-    counts = patient_flow.write_day_announced(
-        ctx.redis, ctx.store, ctx.publisher, date, appointments, full=plan.mode == FULL
+    by_day = split_days(appointments, date, [day for day, _ in begun.days])
+    # The own day last: when it reads succeeded, every day of this fetch is done, so a redelivery of this
+    # task that finds it so has nothing left to do (tasks/sync_status.py, the start script).
+    order = [*taken, (date, task_id)]
+    summaries = finish_days(
+        ctx, begun, [(day, day_task, by_day[day]) for day, day_task in order], providers_stale
     )
-    duration_ms = round((time.perf_counter() - started) * 1000)
-    summary: dict[str, Any] = {
-        "date": date,
-        "task_id": task_id,
-        "mode": plan.mode,
-        "counts": counts.as_dict(),
-        "duration_ms": duration_ms,
-    }
-    if providers_stale:
-        summary["providers_stale"] = True
-    done: dict[str, Any] = {"last_success_started_at": started_at}
-    if plan.mode == FULL:
-        done["last_full_started_at"] = started_at
-    sync_status.record(
-        ctx.redis,
-        date,
-        task_id,
-        ctx.status_ttl_s,
-        state=sync_status.SUCCEEDED,
-        finished_at=events.utc_now_iso(),
-        duration_ms=duration_ms,
-        counts=counts.as_dict(),
-        mode=plan.mode,
-        providers_stale="true" if providers_stale else "",
-        error="",
-        **done,
-    )
-    ctx.publisher.publish(events.SCHEDULE_SYNCED, summary)
-    sync_status.append_result(
-        ctx.redis, task_id, "schedule.sync", sync_status.SUCCEEDED, summary, ctx.results_maxlen
-    )
-    return summary
+    return summaries[-1]
+
+
+def split_days(
+    appointments: Sequence[dict[str, Any]], own: str, days: Sequence[str]
+) -> dict[str, list[dict[str, Any]]]:
+    """The rows of each day, by the clinic-local date of their start (an ISO string in CLINIC_TZ); a row with
+    no start stays with the task's own day, as it would in a fetch of that day alone. Rows of days in the
+    window that nobody asked for (a weekend, a day another task runs) are dropped."""
+    by_day: dict[str, list[dict[str, Any]]] = {day: [] for day in days}
+    for appointment in appointments:
+        start = appointment.get("start")
+        rows = by_day.get(start[:10] if start else own)
+        if rows is not None:
+            rows.append(appointment)
+    return by_day
+
+
+def finish_days(
+    ctx: SyncContext,
+    begun: Begun,
+    days: Sequence[tuple[str, str, Sequence[dict[str, Any]]]],
+    providers_stale: bool | None,
+) -> list[dict[str, Any]]:
+    """Store each (day, task id, rows), then record, announce and release every day, in order: three round
+    trips for all of them (the store's read and MULTI, then one pipeline). Returns each day's summary."""
+    own_task = begun.days[0][1]
+    mode = begun.plan.mode
+    written = ctx.store.write_days([(day, rows) for day, _, rows in days], full=mode == FULL)
+    finished_at = events.utc_now_iso()
+    duration_ms = round((time.perf_counter() - begun.started) * 1000)
+    done: dict[str, Any] = {"last_success_started_at": begun.started_at}
+    if mode == FULL:
+        done["last_full_started_at"] = begun.started_at
+    pipe = ctx.redis.pipeline(transaction=False)
+    summaries = []
+    for (date, task_id, _), counts in zip(days, written, strict=True):
+        # The board hears of every status Tebra moved, not only of the clinic's own changes.
+        patient_flow.queue_status_moves(pipe, ctx.publisher, date, counts)
+        summary: dict[str, Any] = {
+            "date": date,
+            "task_id": task_id,
+            "mode": mode,
+            "counts": counts.as_dict(),
+            "duration_ms": duration_ms,
+        }
+        if providers_stale:
+            summary["providers_stale"] = True
+        if task_id != own_task:
+            summary["run_by"] = own_task
+        elif len(days) > 1:
+            summary["also_synced"] = [day for day, _, _ in days if day != date]
+        sync_status.queue_record(
+            pipe,
+            date,
+            task_id,
+            ctx.status_ttl_s,
+            state=sync_status.SUCCEEDED,
+            finished_at=finished_at,
+            duration_ms=duration_ms,
+            counts=counts.as_dict(),
+            mode=mode,
+            providers_stale="true" if providers_stale else "",
+            error="",
+            **done,
+        )
+        ctx.publisher.publish_on(pipe, events.SCHEDULE_SYNCED, summary)
+        sync_status.append_result(
+            pipe, task_id, "schedule.sync", sync_status.SUCCEEDED, summary, ctx.results_maxlen
+        )
+        sync_status.queue_release(pipe, date, task_id)
+        summaries.append(summary)
+    pipe.execute()
+    return summaries

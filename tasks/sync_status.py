@@ -4,9 +4,12 @@ the ``task_results`` stream. Everything here is dates, ids, states and counts: n
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis
+from redis.client import Pipeline
 
 from tasks import keys
 
@@ -45,6 +48,101 @@ return 0
 """
 
 
+# A sync's start, in one script so that two tasks never run one day (docs/tebra.md, "Coalesced syncs"), and
+# in one round trip with the read of the day's status that decides full or incremental.
+# KEYS[1] the own day's status; then, per following day, its lock and its status. ARGV[1] the task id,
+# ARGV[2] started_at, ARGV[3] status TTL s, ARGV[4] attempt, ARGV[5] the oldest last full sync a day may have
+# and still be synced incrementally (ISO UTC, as utc_now_iso writes it: such strings order as instants),
+# ARGV[6..] the following days. Returns {'done'} when this task already finished its day, {'taken', by}
+# when another task has taken its day into its own fetch, else {'ok', last success started_at, last full
+# started_at, day, task id, day, task id, ...}: the own day's last syncs (read before this start) and the
+# days it took. It takes following days only when its own day is due a full sync (an incremental sync asks
+# Tebra for one day's changes), and a following day only while that day is queued under the task that holds
+# its lock (or is one this task took on an earlier attempt) and is due a full sync too; a day it cannot take
+# is left to its own task.
+_START_LUA = """
+local me = ARGV[1]
+local active = {running = true, retrying = true, deferred = true}
+local function due_full(last_success, last_full)
+  return (not last_success) or last_success == '' or (not last_full) or last_full == '' or last_full < ARGV[5]
+end
+local own = redis.call('HMGET', KEYS[1], 'task_id', 'state', 'run_by', 'last_success_started_at',
+                       'last_full_started_at')
+if own[1] == me and (own[2] == 'succeeded' or own[2] == 'failed') then return {'done'} end
+if own[1] == me and own[3] and own[3] ~= '' and own[3] ~= me and active[own[2]] then
+  return {'taken', own[3]}
+end
+local running = {'state', 'running', 'started_at', ARGV[2], 'attempt', ARGV[4], 'error', '', 'run_by', me}
+redis.call('HSET', KEYS[1], 'task_id', me, unpack(running))
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+local answer = {'ok', own[4] or '', own[5] or ''}
+if not due_full(own[4], own[5]) then return answer end
+for i = 2, #KEYS, 2 do
+  local holder = redis.call('GET', KEYS[i])
+  if holder then
+    local day = redis.call('HMGET', KEYS[i + 1], 'task_id', 'state', 'run_by', 'last_success_started_at',
+                           'last_full_started_at')
+    local queued = day[2] == 'queued'
+    local mine = day[3] == me and active[day[2]]
+    if day[1] == holder and (queued or mine) and due_full(day[4], day[5]) then
+      redis.call('HSET', KEYS[i + 1], unpack(running))
+      redis.call('EXPIRE', KEYS[i + 1], ARGV[3])
+      answer[#answer + 1] = ARGV[5 + i / 2]
+      answer[#answer + 1] = holder
+    end
+  end
+end
+return answer
+"""
+
+DONE = "done"
+TAKEN = "taken"
+STARTED = "ok"
+
+
+@dataclass(frozen=True)
+class Start:
+    """How a sync task's start went: ``ok`` (it runs; ``days`` are the following days it took, each with
+    the id of the task it runs them for; the ``last_*`` are its own day's last syncs, for the plan),
+    ``taken`` (another task, ``by``, runs its day) or ``done`` (this task finished its day already)."""
+
+    outcome: str
+    by: str = ""
+    days: tuple[tuple[str, str], ...] = field(default=())
+    last_success_started_at: str = ""
+    last_full_started_at: str = ""
+
+
+def start(
+    client: redis.Redis,
+    date: str,
+    task_id: str,
+    ttl_s: int,
+    *,
+    started_at: str,
+    attempt: int,
+    full_before: str,
+    following: Sequence[str] = (),
+) -> Start:
+    """Mark ``task_id``'s sync of ``date`` running and, when the day is due a full sync (its last full sync
+    is older than ``full_before``, or there was none), take the ``following`` days that are queued and due
+    one too."""
+    keys_ = [keys.sync_status(date)]
+    for day in following:
+        keys_ += [keys.sync_lock(day), keys.sync_status(day)]
+    reply = client.eval(
+        _START_LUA, len(keys_), *keys_, task_id, started_at, ttl_s, attempt, full_before, *following
+    )
+    outcome = str(reply[0])
+    if outcome == TAKEN:
+        return Start(TAKEN, by=str(reply[1]))
+    if outcome == DONE:
+        return Start(DONE)
+    last_success, last_full, *pairs = (str(item) for item in reply[1:])
+    days = tuple(zip(pairs[::2], pairs[1::2], strict=True))
+    return Start(STARTED, days=days, last_success_started_at=last_success, last_full_started_at=last_full)
+
+
 def extend(client: redis.Redis, date: str, task_id: str, ttl_s: int) -> bool:
     """Keep ``task_id``'s lock of ``date`` for ``ttl_s`` more (a retry can outwait the lock)."""
     return bool(client.eval(_EXTEND_LUA, 1, keys.sync_lock(date), task_id, ttl_s))
@@ -55,22 +153,49 @@ def release(client: redis.Redis, date: str, task_id: str) -> bool:
     return bool(client.eval(_RELEASE_LUA, 1, keys.sync_lock(date), task_id))
 
 
+def queue_release(pipe: Pipeline, date: str, task_id: str) -> None:
+    """Queue :func:`release` on ``pipe``."""
+    pipe.eval(_RELEASE_LUA, 1, keys.sync_lock(date), task_id)
+
+
 def record(client: redis.Redis, date: str, task_id: str, ttl_s: int, **fields: Any) -> None:
     """Merge ``fields`` into the day's status and the task's record (one round trip)."""
-    flat = {name: _flat(value) for name, value in fields.items()}
-    flat["task_id"] = task_id
     pipe = client.pipeline(transaction=False)
-    pipe.hset(keys.sync_status(date), mapping=flat)
-    pipe.expire(keys.sync_status(date), ttl_s)
-    pipe.hset(keys.task_meta(task_id), mapping={**flat, "action": "schedule.sync", "date": date})
-    pipe.expire(keys.task_meta(task_id), ttl_s)
+    queue_record(pipe, date, task_id, ttl_s, **fields)
     pipe.execute()
 
 
+def queue_record(pipe: Pipeline, date: str, task_id: str, ttl_s: int, **fields: Any) -> None:
+    """Queue :func:`record` on ``pipe``."""
+    flat = {name: _flat(value) for name, value in fields.items()}
+    pipe.hset(keys.sync_status(date), mapping={**flat, "task_id": task_id})
+    pipe.expire(keys.sync_status(date), ttl_s)
+    note_task(pipe, date, task_id, ttl_s, **fields)
+
+
+def note_task(pipe: Pipeline, date: str, task_id: str, ttl_s: int, **fields: Any) -> None:
+    """Queue the merge of ``fields`` into the task's own record (``GET /tasks/{id}``) on ``pipe``."""
+    flat = {name: _flat(value) for name, value in fields.items()}
+    pipe.hset(
+        keys.task_meta(task_id), mapping={**flat, "task_id": task_id, "action": "schedule.sync", "date": date}
+    )
+    pipe.expire(keys.task_meta(task_id), ttl_s)
+
+
+def note_redelivery(client: redis.Redis, task_id: str) -> None:
+    """Count, in the task's record, a delivery of a task that had already finished (acknowledged, not run)."""
+    client.hincrby(keys.task_meta(task_id), "redeliveries", 1)
+
+
 def append_result(
-    client: redis.Redis, task_id: str, action: str, status: str, summary: dict[str, Any], maxlen: int
+    client: redis.Redis | Pipeline,
+    task_id: str,
+    action: str,
+    status: str,
+    summary: dict[str, Any],
+    maxlen: int,
 ) -> None:
-    """One entry on ``task_results`` per finished task."""
+    """One entry on ``task_results`` per finished task (sent now, or queued when ``client`` is a pipeline)."""
     client.xadd(
         keys.TASK_RESULTS,
         {
@@ -94,7 +219,7 @@ def read_task(client: redis.Redis, task_id: str) -> dict[str, Any] | None:
     return _parse(client.hgetall(keys.task_meta(task_id)))
 
 
-_INT_FIELDS = frozenset({"duration_ms", "attempt", "retry_in_s", "deferrals"})
+_INT_FIELDS = frozenset({"duration_ms", "attempt", "retry_in_s", "deferrals", "redeliveries"})
 
 
 def _flat(value: Any) -> str:

@@ -5,7 +5,7 @@ every call that breaks one. The worker paces each operation through the shared R
 (TEBRA_THROTTLE_MARGIN above the interval). With patient details on, the same 4 processes also take the
 ``details`` queue: the test shows lookups do not slow the day syncs (the worker takes ``sync`` first).
 
-Asserted: zero throttle violations on any operation; GetAppointments accepted at ≥ 90 % of its allowed rate
+The days are a week apart, so each is its own GetAppointments. Asserted: zero throttle violations on any operation; GetAppointments accepted at ≥ 90 % of its allowed rate
 (from the simulator's accepted-call timestamps), so the 50 ``schedule_synced`` events arrive about a second
 apart. The burst worker has its broker in the test's data database (``TEST_REDIS_URL``) so that the session
 worker, on ``TEST_BROKER_URL``, never takes its tasks.
@@ -38,15 +38,14 @@ CONCURRENCY = 4
 MIN_RATE_SHARE = 0.90
 
 
-def weekdays_back(count: int) -> list[str]:
-    """``count`` distinct weekdays before today (the simulator books weekdays), newest first."""
-    day = datetime.now(CLINIC_TZ).date()
-    out: list[str] = []
-    while len(out) < count:
+def weeks_back(count: int) -> list[str]:
+    """``count`` weekdays a week apart before today (the simulator books weekdays), newest first: days
+    further apart than SYNC_COALESCE_DAYS, so each is its own GetAppointments (a run of days in a row would
+    share one call, which tests/integration/test_coalesced_sync.py covers)."""
+    day = datetime.now(CLINIC_TZ).date() - timedelta(days=1)
+    while day.weekday() >= 5:
         day -= timedelta(days=1)
-        if day.weekday() < 5:
-            out.append(day.isoformat())
-    return out
+    return [(day - timedelta(weeks=n)).isoformat() for n in range(count)]
 
 
 @pytest.fixture
@@ -87,7 +86,7 @@ def test_fifty_syncs_at_once_never_break_the_throttle_and_keep_its_pace(
 ) -> None:
     settings = load_settings(burst_env)
     app = create_celery(settings, main="burst-test")
-    dates = weekdays_back(SYNCS)
+    dates = weeks_back(SYNCS)
     queued_at = time.monotonic()
     for date in dates:
         task_id, deduplicated = sync_status.claim(redis_client, date, str(ULID()), settings.sync_lock_ttl_s)

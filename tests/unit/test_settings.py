@@ -38,6 +38,8 @@ def test_environment_values_are_converted() -> None:
         ({"TASK_SOFT_TIME_LIMIT_S": "200"}, "TASK_SOFT_TIME_LIMIT_S"),
         ({"BROKER_VISIBILITY_TIMEOUT_S": "100"}, "BROKER_VISIBILITY_TIMEOUT_S"),
         ({"PHI_OPEN_MEMORY_S": "-1"}, "PHI_OPEN_MEMORY_S"),
+        ({"SYNC_COALESCE_DAYS": "0"}, "SYNC_COALESCE_DAYS"),
+        ({"SYNC_COALESCE_DAYS": "32"}, "SYNC_COALESCE_DAYS"),
         ({"PHI_OPEN_MEMORY_S": "86400"}, "PHI_OPEN_MEMORY_S"),
     ],
 )
