@@ -29,6 +29,7 @@ from typing import Any
 from bench.apps import BARE_PATH
 from bench.common import BIN, ROOT, percentiles
 from bench.stack import Stack, bench_stack, machine, write_result
+from bench.throughput import enqueue_syncs, wait_synced
 
 GOAL_RATIO = 0.50
 DAY = "2026-03-02"  # a Monday: 40 appointments
@@ -108,7 +109,8 @@ def measure(clients: int, seconds: float) -> dict[str, Any]:
         stack.start_worker(1)
         stack.start_api()
         # Fill the day through the real path: a sync of DAY (appointments and the patient-flow board).
-        stack.celery().send_task("schedule.sync", args=[DAY], queue="sync").get(timeout=60)
+        enqueue_syncs(stack, [DAY])
+        wait_synced(stack, [DAY], timeout=60)
         stack.stop_worker()
         routes = {
             "bare": BARE_PATH,

@@ -34,7 +34,7 @@ from bench.stack import (
     weekdays,
     write_result,
 )
-from bench.throughput import enqueue_syncs, wait_results
+from bench.throughput import enqueue_syncs, wait_drained, wait_synced
 
 GROWTH_GOAL = 0.05  # the pool process may grow by less than this fraction after the first sample
 
@@ -98,13 +98,14 @@ def worker_memory(stack: Stack, syncs: int, every: int) -> dict[str, Any]:
     samples = [{"syncs": 0, "pool_kb": rss_kb(child), "main_kb": rss_kb(main.pid), "s": 0.0}]
     started = time.perf_counter()
     for batch in range(0, syncs, every):
-        ids = enqueue_syncs(stack, days[batch : batch + every])
-        wait_results(stack, ids, timeout=every * 2)
+        enqueue_syncs(stack, days[batch : batch + every])
+        wait_synced(stack, days[batch : batch + every], timeout=every * 2)
+        wait_drained(stack, timeout=60)
         if children_of(main.pid) != [child]:
             raise RuntimeError("the pool process was replaced: RSS samples would not be comparable")
         samples.append(
             {
-                "syncs": batch + len(ids),
+                "syncs": min(batch + every, syncs),
                 "pool_kb": rss_kb(child),
                 "main_kb": rss_kb(main.pid),
                 "s": round(time.perf_counter() - started, 1),

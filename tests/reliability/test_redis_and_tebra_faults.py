@@ -229,10 +229,11 @@ def test_a_hanging_tebra_times_out_frees_the_worker_and_is_retried(
         timed_out_s = time.monotonic() - started
         status = client.hgetall(keys.sync_status(hung_date))
         breaker = breaker_state.BreakerStore.from_settings(client, settings).snapshot()
-        other = app.send_task("schedule.sync", args=[other_date], queue=SYNC_QUEUE)
-        other.get(timeout=hang_s)  # the only pool process is free while the hung sync waits for its retry
+        app.send_task("schedule.sync", args=[other_date], queue=SYNC_QUEUE)
+        # The only pool process is free while the hung sync waits for its retry.
+        wait_until(lambda: client.hget(keys.sync_status(other_date), "state") == "succeeded", hang_s, "other")
         other_done_s = time.monotonic() - started
-        hung.get(timeout=30)
+        wait_until(lambda: client.hget(keys.sync_status(hung_date), "state") == "succeeded", 30, "the retry")
         hung_done_s = time.monotonic() - started
     finally:
         stop(worker)
