@@ -4,13 +4,13 @@ allowed one.
 
     .venv/bin/python -m bench.throughput --dates 1000 --throttled-dates 20
 
-Throttle off: the stack is the benchmark's own (bench/stack.py): a Redis server, the simulator at zero
-latency (40 appointments a day), one prefork worker with ``--concurrency`` processes. N distinct weekdays
-are queued the way the API queues them (claim the date's lock, record it queued, send ``schedule.sync`` by
-name; every one a full sync) as fast as this process can; the rate is N over the time from the first send
-to the last day stored as synced (``sync:status:{date}``, read every 50 ms: a day may be synced by another
-day's task, docs/tebra.md "Coalesced syncs"). The floor is N noops sent and awaited (their results, read
-with one MGET every 50 ms) on the same worker, in the same run.
+Throttle off: the stack is the benchmark's own (bench/stack.py): a Redis server, the simulator at zero latency
+(40 appointments a day), one prefork worker with ``--concurrency`` processes. N distinct weekdays are queued
+the way the API queues them (tasks/sync_request.request_sync: claim the date's lock and record it queued in
+one script, send ``schedule.sync`` by name; every one a full sync) as fast as this process can; the rate is N
+over the time from the first send to the last day stored as synced (``sync:status:{date}``, read every 50 ms:
+a day may be synced by another day's task, docs/tebra.md "Coalesced syncs"). The floor is N noops sent and
+awaited (their results, read with one MGET every 50 ms) on the same worker, in the same run.
 
 Throttle on (dates a week apart, so that each is its own GetAppointments): the simulator enforces Tebra's
 intervals (GetAppointments once a second per customer key) and the worker paces itself through the shared
@@ -71,21 +71,17 @@ def noop_rate(stack: Stack, n: int) -> dict[str, Any]:
 
 
 def enqueue_syncs(stack: Stack, dates: list[str]) -> list[str]:
-    """Queue syncs as the API does (tasks/sync_status.claim + record, send by name); their task ids."""
-    from ulid import ULID
-
-    from tasks import sync_status
+    """Queue syncs exactly as the API does (tasks/sync_request.request_sync); their task ids."""
+    from tasks.sync_request import request_sync
 
     client = stack.redis()
     settings = stack.settings()
     app = stack.celery()
     ids = []
     for date in dates:
-        task_id, deduplicated = sync_status.claim(client, date, str(ULID()), settings.sync_lock_ttl_s)
-        assert not deduplicated, date
-        sync_status.record(client, date, task_id, 3600, state=sync_status.QUEUED)
-        app.send_task("schedule.sync", args=[date], task_id=task_id, queue="sync")
-        ids.append(task_id)
+        queued = request_sync(client, app, settings, date, requested_by="bench")
+        assert not queued.deduplicated, date
+        ids.append(queued.task_id)
     client.close()
     return ids
 

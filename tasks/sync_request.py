@@ -1,9 +1,9 @@
 """Asking for a sync of one clinic day: the one path the API, beat and the drills all take.
 
-Claim the date's lock (a sync already queued or running is reused: deduplicated), record the day as
-``queued``, and send ``schedule.sync`` by name with a ULID task id. If the broker refuses the message, the
-lock is released and the day recorded as failed before the error goes up, so nothing is left claiming a sync
-that will never run.
+Claim the date's lock (a sync already queued or running is reused: deduplicated) and record the day as
+``queued``, in one round trip (one script), and send ``schedule.sync`` by name with a ULID task id. If the
+broker refuses the message, the lock is released and the day recorded as failed before the error goes up, so
+nothing is left claiming a sync that will never run.
 """
 
 from __future__ import annotations
@@ -31,15 +31,14 @@ def request_sync(
     client: redis.Redis, celery: Celery, settings: Settings, date: str, *, requested_by: str
 ) -> SyncRequest:
     """Queue a sync of ``date`` unless one is queued or running; raises what the broker raised."""
-    task_id, deduplicated = sync_status.claim(client, date, str(ULID()), settings.sync_lock_ttl_s)
-    if deduplicated:
-        return SyncRequest(task_id, True)
     status_ttl_s = settings.retention_days * 86400
-    sync_status.record(
-        client, date, task_id, status_ttl_s,
+    task_id, deduplicated = sync_status.claim_queued(
+        client, date, str(ULID()), settings.sync_lock_ttl_s, status_ttl_s,
         state=sync_status.QUEUED, requested_at=events.utc_now_iso(), requested_by=requested_by,
         started_at="", finished_at="", duration_ms="", counts="", error="", attempt=0,
     )  # fmt: skip
+    if deduplicated:
+        return SyncRequest(task_id, True)
     try:
         celery.send_task(SYNC_TASK, args=[date], task_id=task_id, queue=SYNC_QUEUE)
     except Exception:
