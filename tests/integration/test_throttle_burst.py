@@ -5,10 +5,11 @@ every call that breaks one. The worker paces each operation through the shared R
 (TEBRA_THROTTLE_MARGIN above the interval). With patient details on, the same 4 processes also take the
 ``details`` queue: the test shows lookups do not slow the day syncs (the worker takes ``sync`` first).
 
-The days are a week apart, so each is its own GetAppointments. Asserted: zero throttle violations on any operation; GetAppointments accepted at ≥ 90 % of its allowed rate
-(from the simulator's accepted-call timestamps), so the 50 ``schedule_synced`` events arrive about a second
-apart. The burst worker has its broker in the test's data database (``TEST_REDIS_URL``) so that the session
-worker, on ``TEST_BROKER_URL``, never takes its tasks.
+The days are a week apart, so each is its own GetAppointments. Asserted: zero throttle violations on any
+operation; GetAppointments accepted at ≥ 90 % of its allowed rate (from the simulator's accepted-call
+timestamps), so the 50 ``schedule_synced`` events arrive about a second apart. The burst worker has its broker
+in the test's data database (``TEST_REDIS_URL``) so that the session worker, on ``TEST_BROKER_URL``, never
+takes its tasks.
 """
 
 from __future__ import annotations
