@@ -40,7 +40,10 @@ def request_sync(
     if deduplicated:
         return SyncRequest(task_id, True)
     try:
-        celery.send_task(SYNC_TASK, args=[date], task_id=task_id, queue=SYNC_QUEUE)
+        # ignore_result: schedule.sync stores no result (tasks/schedule.py), so the sender need not subscribe
+        # to its result channel (Celery's Redis backend does, and unsubscribes when the AsyncResult is
+        # collected: two commands on a pub/sub connection for every request, for nothing).
+        celery.send_task(SYNC_TASK, args=[date], task_id=task_id, queue=SYNC_QUEUE, ignore_result=True)
     except Exception:
         sync_status.release(client, date, task_id)
         sync_status.record(
