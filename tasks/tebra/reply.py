@@ -98,7 +98,10 @@ def _rows(container: Any | None, item: str) -> dict[str, list[dict[str, str | No
             if name is None:
                 name = names[tag] = _local(tag)
             if name:
-                values[name] = None if column.get(XSI_NIL) == "true" else column.text
+                # An empty or nil column reads None either way: the nil attribute is looked up only for a
+                # column with text (the columns not asked for, about half, come back empty or nil).
+                text = column.text
+                values[name] = None if text is None or column.get(XSI_NIL) == "true" else text
         rows.append(values)
     return {item: rows}
 
