@@ -81,6 +81,7 @@ def _sync(self: Task, date: str, deferrals: int) -> dict[str, Any]:
     if isinstance(begun, sync_status.Start):  # refused: another task runs this day, or this one finished it
         return _not_run(ctx, date, task_id, begun)
     days = begun.days
+    _drop_taken_messages(self, days[1:])
     try:
         summary = run_sync(ctx, begun)
     except BreakerOpen as exc:
@@ -117,6 +118,20 @@ def _sync(self: Task, date: str, deferrals: int) -> dict[str, Any]:
     for day, _ in days:
         queue_lookups(self.app, settings, runtime.redis, runtime.store, day)
     return summary
+
+
+def _drop_taken_messages(task: Task, taken: Days) -> None:
+    """Revoke the messages of the days this task took, so that a worker drops each in its main process
+    (acknowledged, a ``task-revoked`` event) instead of handing it to a pool process only to learn from the
+    start script that the day is taken: that was a whole task's cost for each of them (docs/tebra.md,
+    "Coalesced syncs"). Only a shortcut: a worker that misses the broadcast (not yet started, or restarted:
+    revokes live in its memory) still runs the message, and the start script acknowledges it as taken."""
+    if not taken:
+        return
+    try:
+        task.app.control.revoke([task_id for _, task_id in taken])
+    except Exception as exc:  # the broadcast is an optimisation: the sync goes on without it
+        log.warning("taken days' messages not revoked", extra={"error": type(exc).__name__})
 
 
 def _not_run(ctx: Any, date: str, task_id: str, start: sync_status.Start) -> dict[str, Any]:
