@@ -14,6 +14,8 @@ A sync changes statuses through the merge script in tasks/store.py, which report
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -22,6 +24,7 @@ from typing import Any
 
 import redis
 from redis.client import Pipeline
+from redis.exceptions import NoScriptError
 
 from tasks import events, flow, keys
 from tasks.events import EventPublisher, utc_now_iso
@@ -46,7 +49,7 @@ BOARD_FIELDS = (
     "updated_at",
     "details",
 )
-_STATUS_AT = BOARD_FIELDS.index("status")
+_ALLOWED_NEXT = {state: flow.allowed_next(state) for state in flow.STATES}
 MAX_ROOM_CHARS = 32
 
 # KEYS[1] patient key, KEYS[2] agent_updates. ARGV[1] requested status, ARGV[2] room, ARGV[3] '1' when the
@@ -93,6 +96,25 @@ redis.call('PUBLISH', ARGV[10], '{"id":"' .. id .. '","type":"patient_status_cha
            '","data":' .. payload .. '}')
 return {'ok', current, tostring(version), id, new_room}
 """
+
+
+# The board in one script, so that the day's entries and the stream's newest id are one instant (as a MULTI
+# gave) in one command (a MULTI's extra replies cost the read path more than the script does). KEYS[1] the
+# day's index, KEYS[2] agent_updates; ARGV: the SORT's GET clauses. Returns {flat SORT rows, newest id}.
+_BOARD_LUA = """
+local rows = redis.call('SORT', KEYS[1], 'BY', 'nosort', unpack(ARGV))
+local newest = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
+return {rows, newest[1] and newest[1][1] or '0-0'}
+"""
+_BOARD_SHA = hashlib.sha1(_BOARD_LUA.encode()).hexdigest()  # noqa: S324 (Redis names scripts by their SHA-1)
+
+
+@functools.lru_cache(maxsize=64)
+def _board_args(date: str) -> tuple[str, ...]:
+    """The board script's keys and SORT clauses for one day (the same for every read of that day)."""
+    pattern = keys.patient("*", date)
+    gets = ["#", *(f"{pattern}->{field}" for field in BOARD_FIELDS)]
+    return (keys.patients_index(date), keys.AGENT_UPDATES, *(part for get in gets for part in ("GET", get)))
 
 
 class PatientNotFound(LookupError):
@@ -187,58 +209,61 @@ class PatientFlow:
     ) -> Board:
         """The day's flow entries, PHI opened, ordered by appointment time, and the newest event's id.
 
-        One MULTI, one round trip: ``SORT patients:{date} BY nosort GET # GET patient:*:{date}->field …``
+        One script, one round trip: ``SORT patients:{date} BY nosort GET # GET patient:*:{date}->field …``
         reads the index and every entry's fields together, and ``XREVRANGE agent_updates + - COUNT 1`` the
-        stream's last id at that same instant. A client that subscribes with ``since`` = that id gets every
-        change after this snapshot: none missed, none it already has. ``also`` may queue commands of its own
-        in the same MULTI first (the API's audit record).
+        stream's last id at that same instant (a script runs alone, as a MULTI did). A client that subscribes
+        with ``since`` = that id gets every change after this snapshot: none missed, none it already has.
+        ``also`` may queue commands of its own on the same pipeline first (the API's audit record).
         """
-        pattern = keys.patient("*", date)
-        gets = ["#", *(f"{pattern}->{field}" for field in BOARD_FIELDS)]
-        pipe = self._redis.pipeline(transaction=True)
+        args = _board_args(date)
+        pipe = self._redis.pipeline(transaction=False)
         if also is not None:
             also(pipe)
-        pipe.sort(keys.patients_index(date), by="nosort", get=gets)
-        pipe.xrevrange(keys.AGENT_UPDATES, count=1)
-        flat, newest = pipe.execute()[-2:]
-        width = len(gets)
+        pipe.evalsha(_BOARD_SHA, 2, *args)
+        try:
+            flat, newest = pipe.execute()[-1]
+        except NoScriptError:  # a server that does not know the script yet (new, restarted): send it once
+            flat, newest = self._redis.eval(_BOARD_LUA, 2, *args)
+        width = 1 + len(BOARD_FIELDS)
         moment = now or datetime.now(UTC)
-        found = (self._row(date, flat[i : i + width], moment) for i in range(0, len(flat), width))
+        open_phi = self._cipher.opener()
+        found = (_row(date, flat[i : i + width], moment, open_phi) for i in range(0, len(flat), width))
         rows = [row for row in found if row is not None]
         rows.sort(key=lambda row: (row["appointment_time"], row["hpid"]))
-        return Board(rows, newest[0][0] if newest else "0-0")
+        return Board(rows, str(newest))
 
-    def _row(self, date: str, values: Sequence[str | None], now: datetime) -> dict[str, Any] | None:
-        # One pass over the SORT row, unpacked by position (BOARD_FIELDS' order): the board builds 40 of these
-        # per read, and the dict-of-fields version of this was a fifth of the read's CPU.
-        hpid, *fields = values
-        if not hpid or fields[_STATUS_AT] is None:  # indexed, but the entry has expired (no status)
-            return None
-        text = [value or "" for value in fields]
-        name, dob, appointment_time, provider, location, reason, room, status, status_source = text[:9]
-        version, checkin, with_doctor, completed, updated_at, details = text[9:]
-        open_phi = self._cipher.open
-        return {
-            "hpid": hpid,
-            "date": date,
-            "name": open_phi(name) or "",
-            "dob": open_phi(dob) or None,
-            "appointment_time": appointment_time,
-            "provider": provider,
-            "location": location,
-            "reason": reason,
-            "room": room,
-            "status": status,
-            "status_source": status_source,
-            "version": int(version or 0),
-            "allowed_next": flow.allowed_next(status) if flow.is_state(status) else [],
-            "checkin_time": checkin or None,
-            "with_doctor_time": with_doctor or None,
-            "completed_time": completed or None,
-            "wait_seconds": _wait(checkin, with_doctor, completed, now),
-            "updated_at": updated_at or None,
-            "details": details or "pending",
-        }
+
+def _row(
+    date: str, values: Sequence[str | None], now: datetime, open_phi: Callable[[str | None], str | None]
+) -> dict[str, Any] | None:
+    # One pass over the SORT row, unpacked by position ("#", then BOARD_FIELDS' order): the board builds
+    # 40 of these per read, and the dict-of-fields version of this was a fifth of the read's CPU.
+    (hpid, name, dob, appointment_time, provider, location, reason, room, status, status_source, version,
+     checkin, with_doctor, completed, updated_at, details) = values  # fmt: skip
+    if not hpid or status is None:  # indexed, but the entry has expired (no status)
+        return None
+    return {
+        "hpid": hpid,
+        "date": date,
+        "name": (open_phi(name) or "") if name else "",
+        "dob": (open_phi(dob) or None) if dob else None,
+        "appointment_time": appointment_time or "",
+        "provider": provider or "",
+        "location": location or "",
+        "reason": reason or "",
+        "room": room or "",
+        "status": status,
+        "status_source": status_source or "",
+        "version": int(version or 0),
+        # One list per state, shared by the rows in that state (serialised, never changed).
+        "allowed_next": _ALLOWED_NEXT.get(status, []),
+        "checkin_time": checkin or None,
+        "with_doctor_time": with_doctor or None,
+        "completed_time": completed or None,
+        "wait_seconds": _wait(checkin, with_doctor, completed, now) if checkin else None,
+        "updated_at": updated_at or None,
+        "details": details or "pending",
+    }
 
 
 def wait_seconds(entry: dict[str, str], now: datetime) -> int | None:

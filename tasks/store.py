@@ -372,7 +372,7 @@ class ScheduleStore:
         for date in dates:
             pipe.hvals(keys.appointments(date))
         rows: list[dict[str, Any]] = []
-        open_phi = self._cipher.open
+        open_phi = self._cipher.opener()
         for values in pipe.execute()[-len(dates) :] if dates else ():
             for value in values:
                 record = orjson.loads(value)

@@ -280,3 +280,16 @@ def test_a_sync_that_changes_a_status_announces_it(app: Any, redis_client: redis
     write_day_announced(redis_client, store, publisher, DATE, rows)  # the same sync again: nothing to say
     assert len(status_events(redis_client)) == 1
     assert json.loads(redis_client.xrange(keys.AGENT_UPDATES)[-1][1]["payload"])["hpid"] == hpids[0]
+
+
+def test_the_board_reads_from_a_redis_that_does_not_know_its_script_yet(
+    app: Any, client: Any, redis_client: redis.Redis, headers: dict[str, str]
+) -> None:
+    """A new or restarted Redis has no script cache: the read sends the script once, and the request is
+    still audited once (the record went out with the first attempt)."""
+    seed_day(redis_client, app.config["CLINIC_SETTINGS"], DATE, [flow.SCHEDULED, flow.ARRIVED])
+    audited_before = redis_client.xlen(keys.AUDIT)
+    redis_client.script_flush()
+    response = client.get(f"/api/v1/patients?date={DATE}", headers=headers)
+    assert response.status_code == 200 and response.get_json()["count"] == 2
+    assert redis_client.xlen(keys.AUDIT) == audited_before + 1
