@@ -132,13 +132,19 @@ def test_ready_is_ready_with_a_worker_and_an_audit_writer_beating(
     checks = {c["name"]: c for c in response.get_json()["checks"]}
     assert response.status_code == 200, checks
     assert set(checks) == {"redis", "broker", "worker", "audit_writer"}
-    assert checks["worker"]["detail"] == 1
+    assert checks["worker"]["detail"] >= 1  # the session's worker may have beaten here too
     assert checks["audit_writer"]["detail"]["age_s"] < 5
 
 
 def test_ready_names_what_is_missing(client: Any, redis_client: redis.Redis) -> None:
-    redis_client.zadd(keys.WORKERS_ALIVE, {"w1@test": time.time() - 3600})  # a stale beat
-    response = client.get("/ready")
+    # The session's worker (once another test started it) beats into this database every 5 s: a beat landing
+    # between the stale entry and the read makes a real live worker. Read again when that happened.
+    for _ in range(3):
+        redis_client.delete(keys.WORKERS_ALIVE)
+        redis_client.zadd(keys.WORKERS_ALIVE, {"w1@test": time.time() - 3600})  # a stale beat
+        response = client.get("/ready")
+        if redis_client.zrange(keys.WORKERS_ALIVE, 0, -1) == ["w1@test"]:
+            break
     checks = {c["name"]: c for c in response.get_json()["checks"]}
     assert response.status_code == 503
     assert checks["redis"]["ok"] and checks["broker"]["ok"]
