@@ -84,9 +84,10 @@ def test_killed_pool_child_is_requeued_and_syncs_once(
         task_id = enqueue(drill_env, redis_client, date)
         wait_for_stored_state(redis_client, date, "running", 20)
         time.sleep(0.5)  # inside the slow GetAppointments call
+        # Tebra fast again before the kill: the requeued sync can reach it within milliseconds of it.
+        simulator.set_faults(latency_ms=0)
         for child in children_of(worker.pid):
             os.kill(child, signal.SIGKILL)
-        simulator.set_faults(latency_ms=0)
         started = time.monotonic()
         wait_for_stored_state(redis_client, date, "succeeded", 30)
         recovered_s = time.monotonic() - started
@@ -118,3 +119,32 @@ def test_killed_worker_is_redelivered_to_a_new_one(
     # Not before the visibility timeout (the broker cannot tell dead from slow), and soon after it.
     assert redelivered_s >= int(DRILL_ENV["BROKER_VISIBILITY_TIMEOUT_S"]) - 1
     print(f"worker killed: redelivered and completed {redelivered_s:.1f}s later")
+
+
+def test_killed_pool_child_mid_coalesced_fetch_syncs_every_day_once(
+    drill_env: dict[str, str], simulator: Any, redis_client: redis.Redis, logs_dir: Path
+) -> None:
+    """A week queued before the worker starts: the Monday's task takes the other four days into its fetch
+    (docs/tebra.md, "Coalesced syncs"). Its pool process dies inside that call; the requeued Monday takes its
+    days back, and every day is synced once, under its own task id."""
+    days = ["2026-12-07", "2026-12-08", "2026-12-09", "2026-12-10", "2026-12-11"]  # Monday to Friday
+    task_ids = {day: enqueue(drill_env, redis_client, day) for day in days}
+    worker = start_worker(drill_env, logs_dir / "drill-coalesced.log", "drill-coalesced")
+    try:
+        wait_for_stored_state(redis_client, days[-1], "running", 20)  # taken into the Monday's fetch
+        assert redis_client.hget(keys.sync_status(days[-1]), "run_by") == task_ids[days[0]]
+        time.sleep(0.5)  # inside the slow GetAppointments call
+        # Tebra fast again before the kill: the requeued sync can reach it within milliseconds of it.
+        simulator.set_faults(latency_ms=0)
+        for child in children_of(worker.pid):
+            os.kill(child, signal.SIGKILL)
+        started = time.monotonic()
+        for day in days:
+            wait_for_stored_state(redis_client, day, "succeeded", 30)
+        recovered_s = time.monotonic() - started
+    finally:
+        stop(worker)
+    for day in days:
+        assert len(synced_events(redis_client, task_ids[day])) == 1, day
+        assert redis_client.hlen(keys.appointments(day)) == len(simulator.appointments(day)), day
+    print(f"pool child killed mid-fetch of {len(days)} days: all synced once, {recovered_s:.1f}s later")
