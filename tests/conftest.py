@@ -26,6 +26,8 @@ from tests.support.processes import BIN, free_port, spawn, start_worker, stop, w
 
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/11")
 TEST_BROKER_URL = os.environ.get("TEST_BROKER_URL", "redis://127.0.0.1:6379/10")
+# The database of the tests that need a real Redis but no stack (throttle, sync-start and gateway scripts).
+SCRATCH_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
 
 
 @pytest.fixture(scope="session")
@@ -139,6 +141,21 @@ def redis_client(redis_service: str) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(TEST_REDIS_URL, decode_responses=True, socket_timeout=5)
     client.flushdb()
     yield client
+    client.close()
+
+
+@pytest.fixture
+def r() -> Iterator[redis.Redis]:
+    """A client on SCRATCH_REDIS_URL (TEST_REDIS_URL, default db 13), flushed before and after; skips the
+    test when no Redis answers (these tests start none)."""
+    client = redis.Redis.from_url(SCRATCH_REDIS_URL, decode_responses=True, socket_timeout=5)
+    try:
+        client.ping()
+    except redis.ConnectionError:
+        pytest.skip(f"no Redis at {SCRATCH_REDIS_URL}")
+    client.flushdb()
+    yield client
+    client.flushdb()
     client.close()
 
 

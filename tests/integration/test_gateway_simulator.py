@@ -6,7 +6,6 @@ zeep client from the simulator's WSDL, the way a worker does.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 from datetime import date
@@ -26,8 +25,6 @@ from tasks.tebra.throttle import TebraThrottle
 from tests.support.processes import free_port
 from tests.support.simulator import Simulator, start_simulator
 
-REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
-
 
 @pytest.fixture(scope="module")
 def sim() -> Iterator[Simulator]:
@@ -42,20 +39,6 @@ def fresh_sim(sim: Simulator) -> Simulator:
     sim.reset()
     sim.set_faults(throttle=False)
     return sim
-
-
-@pytest.fixture
-def r() -> Iterator[redis.Redis]:
-    """The test Redis database (TEST_REDIS_URL, default db 13), flushed before and after."""
-    client = redis.Redis.from_url(REDIS_URL, decode_responses=True, socket_timeout=5)
-    try:
-        client.ping()
-    except redis.ConnectionError:
-        pytest.skip(f"no Redis at {REDIS_URL}")
-    client.flushdb()
-    yield client
-    client.flushdb()
-    client.close()
 
 
 def make_settings(sim: Simulator, **overrides: Any) -> Settings:

@@ -12,7 +12,7 @@ import redis
 
 from tasks import keys
 from tasks.tebra.throttle import PUBLISHED_INTERVALS_MS, TebraThrottle
-from tests.unit.conftest import REDIS_URL
+from tests.conftest import SCRATCH_REDIS_URL as REDIS_URL
 
 
 def server_now_us(client: redis.Redis) -> int:
