@@ -1,8 +1,8 @@
 """Celery task shell for the periodic sync of today (beat, every PERIODIC_SYNC_MINUTES: workers/beat.py).
 
-It asks for a sync exactly as ``POST /api/v1/schedule/sync`` does: the per-date lock (``sync_status.claim``)
-first, so a sync of today already queued or running (from the API or an earlier beat) is reused, never
-doubled; then the ``queued`` status and ``schedule.sync`` with a ULID task id on the ``sync`` queue.
+It asks for a sync exactly as ``POST /api/v1/schedule/sync`` does (tasks/sync_request.py): the per-date lock
+and the ``queued`` status in one script, so a sync of today already queued or running (from the API or an
+earlier beat) is reused, never doubled; then ``schedule.sync`` with a ULID task id on the ``sync`` queue.
 """
 
 from __future__ import annotations

@@ -3,8 +3,6 @@ the ``task_results`` stream. Everything here is dates, ids, states and counts: n
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -12,7 +10,6 @@ from typing import Any
 
 import redis
 from redis.client import Pipeline
-from redis.exceptions import NoScriptError
 
 from tasks import keys
 
@@ -31,32 +28,17 @@ return 0
 """
 
 
-def claim(client: redis.Redis, date: str, task_id: str, ttl_s: int) -> tuple[str, bool]:
-    """Take the sync lock of ``date``, or return the holder's id and ``True`` (deduplicated)."""
-    lock_key = keys.sync_lock(date)
-    for _ in range(3):
-        if client.set(lock_key, task_id, nx=True, ex=ttl_s):
-            return task_id, False
-        holder = client.get(lock_key)
-        if holder:
-            return str(holder), True
-        # The holder released between our SET and GET: try again.
-    raise RuntimeError("sync lock contended")
-
-
-# claim and record together, one round trip (POST /schedule/sync, beat): KEYS[1] the lock, KEYS[2] the day's
-# status, KEYS[3] the task's record; ARGV[1] task id, ARGV[2] lock TTL s, ARGV[3] status TTL s, ARGV[4] date,
-# ARGV[5..] the status fields as field, value pairs. Returns {1, task id} when claimed, else {0, holder}
-# ('' when the holder released between the SET and the GET: the caller tries again).
+# Claim a day's lock and record it queued, one round trip (POST /schedule/sync, beat): KEYS[1] the lock,
+# KEYS[2] the day's status, KEYS[3] the task's record; ARGV[1] task id, ARGV[2] lock TTL s, ARGV[3] status
+# TTL s, ARGV[4] date, ARGV[5..] the status fields as field, value pairs. Returns {1, task id} when claimed,
+# else {0, holder} ('' when the holder released between the SET and the GET: the caller tries again).
 _CLAIM_QUEUED_LUA = """
 if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then
   return {0, redis.call('GET', KEYS[1]) or ''}
 end
-local fields = {}
-for i = 5, #ARGV do fields[#fields + 1] = ARGV[i] end
-redis.call('HSET', KEYS[2], 'task_id', ARGV[1], unpack(fields))
+redis.call('HSET', KEYS[2], 'task_id', ARGV[1], unpack(ARGV, 5))
 redis.call('EXPIRE', KEYS[2], ARGV[3])
-redis.call('HSET', KEYS[3], 'task_id', ARGV[1], 'action', 'schedule.sync', 'date', ARGV[4], unpack(fields))
+redis.call('HSET', KEYS[3], 'task_id', ARGV[1], 'action', 'schedule.sync', 'date', ARGV[4], unpack(ARGV, 5))
 redis.call('EXPIRE', KEYS[3], ARGV[3])
 return {1, ARGV[1]}
 """
@@ -65,12 +47,13 @@ return {1, ARGV[1]}
 def claim_queued(
     client: redis.Redis, date: str, task_id: str, lock_ttl_s: int, status_ttl_s: int, **fields: Any
 ) -> tuple[str, bool]:
-    """:func:`claim` and, when claimed, :func:`record` ``fields`` (state queued …), in one round trip."""
+    """Take the sync lock of ``date`` and, when taken, :func:`record` ``fields`` (state queued …), in one
+    round trip; else the holder's id and ``True`` (deduplicated)."""
     flat = [part for name, value in fields.items() for part in (name, _flat(value))]
     keys_ = [keys.sync_lock(date), keys.sync_status(date), keys.task_meta(task_id)]
     for _ in range(3):
-        claimed, holder = client.eval(
-            _CLAIM_QUEUED_LUA, 3, *keys_, task_id, lock_ttl_s, status_ttl_s, date, *flat
+        claimed, holder = client.register_script(_CLAIM_QUEUED_LUA)(
+            keys=keys_, args=[task_id, lock_ttl_s, status_ttl_s, date, *flat]
         )
         if int(claimed):
             return task_id, False
@@ -168,7 +151,10 @@ def start(
     keys_ = [keys.sync_status(date)]
     for day in following:
         keys_ += [keys.sync_lock(day), keys.sync_status(day)]
-    reply = _run(client, _START_LUA, keys_, [task_id, started_at, ttl_s, attempt, full_before, *following])
+    # register_script: EVALSHA (the body is neither sent nor hashed by Redis on every call), EVAL only the
+    # first time a server does not know it.
+    start_script = client.register_script(_START_LUA)
+    reply = start_script(keys=keys_, args=[task_id, started_at, ttl_s, attempt, full_before, *following])
     outcome = str(reply[0])
     if outcome == TAKEN:
         return Start(TAKEN, by=str(reply[1]))
@@ -177,20 +163,6 @@ def start(
     last_success, last_full, *pairs = (str(item) for item in reply[1:])
     days = tuple(zip(pairs[::2], pairs[1::2], strict=True))
     return Start(STARTED, days=days, last_success_started_at=last_success, last_full_started_at=last_full)
-
-
-@functools.cache
-def _sha(script: str) -> str:
-    return hashlib.sha1(script.encode()).hexdigest()  # noqa: S324 (Redis names scripts by their SHA-1)
-
-
-def _run(client: redis.Redis, script: str, keys_: list[str], args: list[Any]) -> Any:
-    """Run a script by its SHA-1 (EVALSHA: the body is not sent and hashed on every call, as EVAL does);
-    the first call on a server that does not know it yet sends it with EVAL, which also caches it there."""
-    try:
-        return client.evalsha(_sha(script), len(keys_), *keys_, *args)
-    except NoScriptError:
-        return client.eval(script, len(keys_), *keys_, *args)
 
 
 def extend(client: redis.Redis, date: str, task_id: str, ttl_s: int) -> bool:

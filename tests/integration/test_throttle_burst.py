@@ -24,11 +24,10 @@ from typing import Any
 
 import pytest
 import redis
-from ulid import ULID
 
 from config import load_settings
-from tasks import events, sync_status
-from tasks.celery_factory import SYNC_QUEUE, create_celery
+from tasks.celery_factory import create_celery
+from tasks.sync_request import request_sync
 from tests.conftest import TEST_REDIS_URL
 from tests.integration.tebra_flow import CLINIC_TZ, events_of
 from tests.support.processes import free_port, start_worker, stop
@@ -90,12 +89,7 @@ def test_fifty_syncs_at_once_never_break_the_throttle_and_keep_its_pace(
     dates = weeks_back(SYNCS)
     queued_at = time.monotonic()
     for date in dates:
-        task_id, deduplicated = sync_status.claim(redis_client, date, str(ULID()), settings.sync_lock_ttl_s)
-        assert not deduplicated
-        sync_status.record(
-            redis_client, date, task_id, 86400, state=sync_status.QUEUED, requested_at=events.utc_now_iso()
-        )
-        app.send_task("schedule.sync", args=[date], task_id=task_id, queue=SYNC_QUEUE)
+        assert not request_sync(redis_client, app, settings, date, requested_by="test").deduplicated
 
     deadline = time.monotonic() + SYNCS * 1.1 * 1.5 + 30
     synced: list[dict[str, Any]] = []
