@@ -50,7 +50,12 @@ return id
 
 def utc_now_iso() -> str:
     """Now, as ISO-8601 UTC with milliseconds (the envelope's ``ts``)."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return iso_utc(datetime.now(UTC))
+
+
+def iso_utc(moment: datetime) -> str:
+    """An aware instant in the same form as :func:`utc_now_iso` (such strings order as the instants do)."""
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _dumps(value: Any) -> str:

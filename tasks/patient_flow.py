@@ -106,6 +106,8 @@ local rows = redis.call('SORT', KEYS[1], 'BY', 'nosort', unpack(ARGV))
 local newest = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
 return {rows, newest[1] and newest[1][1] or '0-0'}
 """
+# Sent by SHA-1 with a plain EVALSHA on the read's pipeline, not as a registered Script: redis-py precedes a
+# pipeline holding a Script with a SCRIPT EXISTS round trip, the very round trip this read saves.
 _BOARD_SHA = hashlib.sha1(_BOARD_LUA.encode()).hexdigest()  # noqa: S324 (Redis names scripts by their SHA-1)
 
 

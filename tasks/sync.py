@@ -124,7 +124,7 @@ def begin(ctx: SyncContext, date: str, task_id: str, *, attempt: int) -> Begun |
         ctx.status_ttl_s,
         started_at=started_at,
         attempt=attempt,
-        full_before=oldest_full.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        full_before=events.iso_utc(oldest_full),
         following=following_days(date, ctx.coalesce_days - 1),
     )
     if start.outcome != sync_status.STARTED:
