@@ -77,10 +77,7 @@ class SimulatorApp:
             return Response(
                 "Tebra simulator: GET ?wsdl for the WSDL, POST SOAP 1.1 here.", mimetype="text/plain"
             )
-        if request.method != "POST":
-            return Response("Method Not Allowed", status=405)
-        answer = endpoint.timed(self.sim, request.get_data(), request.headers.get("SOAPAction"))
-        return Response(answer.body, status=answer.status, content_type=SOAP_CONTENT_TYPE)
+        return Response("Method Not Allowed", status=405)  # a POST here is answered by soap()
 
 
 class KeepAliveHandler(WSGIRequestHandler):
