@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
+from datetime import time as time_of_day
 from typing import Any
 
 DEV_PHI_HMAC_KEY = "dev-only-phi-hmac-key-change-me"
@@ -75,7 +76,17 @@ class Settings:
     # A full sync also takes the queued full syncs of the days that follow it, up to this many days in all,
     # into its one GetAppointments (docs/tebra.md, "Coalesced syncs"); 1 turns it off.
     sync_coalesce_days: int = 7
-    periodic_sync_minutes: int = 0  # 0: no periodic sync of today
+    periodic_sync_minutes: int = 0  # 0: no periodic sync of today (the watch keeps the horizon fresh)
+    # The watch (docs/tebra.md, "The watch"): one GetAppointments per poll, for every appointment modified
+    # since the last poll whose start is today .. today + SYNC_HORIZON_DAYS (one Tebra window of <= 31 days).
+    sync_horizon_days: int = 14
+    tebra_poll_interval_s: int = 300  # during CLINIC_HOURS; 0: no watch
+    tebra_poll_interval_off_hours_s: int = 3600
+    clinic_hours: str = "07:00-19:00"  # in CLINIC_TZ
+    full_reconcile_minutes: int = 60  # a full read (which catches deletions) at least this often
+    # Incremental reads ask from this long before the last read began, plus how far Tebra's LastModifiedDate
+    # stamps were measured to run behind our clock (tasks/tebra_clock.py).
+    tebra_modified_overlap_s: int = 300
     patient_details_enabled: bool = True
 
     # Tebra breaker (cb:tebra, docs/breaker.md): one state in Redis shared by every worker process.
@@ -152,6 +163,7 @@ class Settings:
             raise SettingsError(
                 "SYNC_COALESCE_DAYS must be between 1 (off) and 31 (one GetAppointments window)"
             )
+        self._validate_watch()
         if not 0 <= self.phi_open_memory_s <= 3600:
             raise SettingsError("PHI_OPEN_MEMORY_S must be between 0 (off) and 3600")
         if self.is_production:
@@ -170,6 +182,29 @@ class Settings:
             if bad:
                 raise SettingsError(f"production refuses development values for: {', '.join(bad)}")
         return self
+
+    def _validate_watch(self) -> None:
+        if not 0 <= self.sync_horizon_days <= 30:
+            raise SettingsError("SYNC_HORIZON_DAYS must be between 0 and 30 (one GetAppointments window)")
+        if self.tebra_poll_interval_s != 0 and not 5 <= self.tebra_poll_interval_s <= 3600:
+            raise SettingsError("TEBRA_POLL_INTERVAL_S must be 0 (off) or between 5 and 3600")
+        if not 5 <= self.tebra_poll_interval_off_hours_s <= 86400:
+            raise SettingsError("TEBRA_POLL_INTERVAL_OFF_HOURS_S must be between 5 and 86400")
+        if not 1 <= self.full_reconcile_minutes <= 1440:
+            raise SettingsError("FULL_RECONCILE_MINUTES must be between 1 and 1440")
+        if not 0 <= self.tebra_modified_overlap_s <= 86400:
+            raise SettingsError("TEBRA_MODIFIED_OVERLAP_S must be between 0 and 86400")
+        self.clinic_hours_range()
+
+    def clinic_hours_range(self) -> tuple[time_of_day, time_of_day]:
+        """CLINIC_HOURS as (opens, closes) wall times in CLINIC_TZ."""
+        try:
+            opens, closes = (time_of_day.fromisoformat(part.strip()) for part in self.clinic_hours.split("-"))
+        except ValueError:
+            raise SettingsError(f"CLINIC_HOURS must be HH:MM-HH:MM, not {self.clinic_hours!r}") from None
+        if opens >= closes:
+            raise SettingsError("CLINIC_HOURS must open before it closes (HH:MM-HH:MM, same day)")
+        return opens, closes
 
 
 def _convert(raw: str, default: Any) -> Any:
