@@ -305,7 +305,7 @@ class Reconciler:
                 if appt_id in plan.sealed or appt_id in plan.leaving:
                     continue
                 found = seen_of.get(appt_id)
-                if found is not None and found.seen > read_started_at:
+                if found is not None and found.seen >= read_started_at:
                     continue  # stored by a read that began after this one: this read could not see it
                 if found is not None and found.date and found.date != date:
                     plan.leaving[appt_id] = MOVED  # the index already follows it elsewhere

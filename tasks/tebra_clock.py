@@ -6,22 +6,24 @@ practice's zone, the server's, and UTC. We read it in CLINIC_TZ. If Tebra stamps
 that asks for "modified since 09:55" never sees it. So every incremental read starts earlier by how far the
 stamps may run behind, measured here from what every read returns:
 
-- **at most** (``behind_max_s``): a row read by a read that ended at E was modified at or before E, so its
-  stamp S can run behind by at most E - S. The smallest E - S over the rows of recent reads bounds the lag
-  from above, and is tight whenever something was modified recently. Stamps ahead of our clock make it
-  negative: no widening needed.
+- **at most** (``behind_max_s``): a change read by a read that ended at E was made at or before E, so its
+  stamp S can run behind by at most E - S. The smallest E - S over the changes of recent reads bounds the lag
+  from above, and is tight because a change is seen soon after it is made. Stamps ahead of our clock make it
+  negative: no widening needed. Only changes count (a new version of an appointment we held): rows we see
+  for the first time may carry any stamp (a booking imported with a future date), changes cannot.
 - **at least** (``behind_min_s``): a new version of an appointment, where the old version was still current
   at a moment T (the start of a read that returned it), was modified after T; if its stamp is before T,
   the stamps run behind by at least T - S.
 
 Incremental reads start ``TEBRA_MODIFIED_OVERLAP_S`` plus the larger of the two earlier (never less than
-the overlap). Until a read has returned one stamp there is no bound at all: the watch then reads in full.
+the overlap). Until a read has seen one change there is no bound at all: the watch then reads the horizon in
+full at every poll (the same one call), which sees every change whatever the stamps say.
 Bounds older than a day are dropped (a zone's daylight-saving change moves the lag by an hour).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -62,13 +64,13 @@ def read(client: redis.Redis) -> Clock:
     return Clock(*(float(value) if value not in (None, "") else None for value in raw))
 
 
-def bounds(rows: Iterable[dict[str, Any]], read_ended: datetime, changes: Sequence[tuple[str, str]]) -> Clock:
-    """The bounds one read gives: ``rows`` (with ``last_modified``), read to ``read_ended``; ``changes`` are
-    (new stamp, the ISO UTC moment the old version was last known current) pairs."""
+def bounds(read_ended: datetime, changes: Sequence[tuple[str, str]]) -> Clock:
+    """The bounds one read gives: it ended at ``read_ended`` and saw ``changes``, each (the new version's
+    LastModifiedDate, the ISO UTC moment the old version was last known current)."""
     lags = [
         (read_ended - stamp).total_seconds()
-        for row in rows
-        if (stamp := parse_instant(row.get("last_modified"))) is not None
+        for new, _ in changes
+        if (stamp := parse_instant(new)) is not None
     ]
     behind_max = min(lags) if lags else None
     floors = [

@@ -158,7 +158,7 @@ def poll(ctx: WatchContext, run_id: str, now: datetime, modified_since: datetime
     )
     clock = tebra_clock.observe(
         ctx.redis,
-        tebra_clock.bounds(rows, read_ended, [(c.modified, c.old_seen) for c in applied.changes]),
+        tebra_clock.bounds(read_ended, [(c.modified, c.old_seen) for c in applied.changes]),
     )
     duration_ms = round((time.perf_counter() - started) * 1000)
     changed_days = sorted(day for day, counts in applied.counts.items() if counts.changed_anything)
