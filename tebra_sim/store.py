@@ -11,6 +11,7 @@ import functools
 import itertools
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import date, datetime, timedelta
 
 from tebra_sim.clinic import ADDED_ID_BASE, STATUSES, Appointment, Clinic, seeded_day_of
@@ -31,7 +32,15 @@ class AppointmentStore:
         self._deleted: set[int] = set()  # ids Tebra no longer has (a deletion leaves no row to modify)
         self._next_added = itertools.count(ADDED_ID_BASE + 1)
         # Seeded days are immutable, so a cache of them is safe to share between threads.
-        self._seeded = functools.lru_cache(maxsize=512)(clinic.appointments_on)
+        self._seeded = functools.lru_cache(maxsize=512)(self._seeded_day)
+        # The seed books days ahead "created and last touched before the day began", which for a day in the
+        # future is a moment still to come. Real Tebra never stamps a row later than the moment it is read
+        # (its clock aside): a seeded stamp is capped an hour before the simulator started, so that only
+        # run-time edits are "recent".
+        self._started = now() - timedelta(hours=1)
+
+    def _seeded_day(self, day: date) -> list[Appointment]:
+        return [_stamped_by(row, self._started) for row in self.clinic.appointments_on(day)]
 
     def reset(self) -> None:
         with self._lock:
@@ -136,6 +145,14 @@ class AppointmentStore:
             )
             self._edits[appointment.id] = appointment
         return appointment
+
+
+def _stamped_by(row: Appointment, latest: datetime) -> Appointment:
+    """``row`` with CreatedDate and LastModifiedDate no later than ``latest``."""
+    if row.last_modified <= latest and row.created <= latest:
+        return row
+    created = min(row.created, latest)
+    return replace(row, created=created, last_modified=max(created, min(row.last_modified, latest)))
 
 
 def _int(request: dict[str, object], key: str) -> int:
