@@ -202,6 +202,8 @@ class Reconciler:
             }
             full_days = {read.date: read.full for read in reads}
             order = list(dict.fromkeys([*full_days, *moved_from.values()]))
+            if not order:  # an incremental poll that found nothing: nothing to write
+                return Applied({}, len(stale), [])
             pipe.watch(*(keys.appointments(date) for date in order))
             read_pipe = self._redis.pipeline(transaction=False)
             for date in order:

@@ -210,3 +210,9 @@ def test_a_visit_under_way_is_flagged_not_dropped_and_the_clinic_resolves_it(
     assert board[moving]["tebra_conflict"] is None and board[moving]["status"] == "appt-prep"
     assert board[cancelled]["tebra_conflict"] == {"kind": "status", "status": "cancelled"}
     assert len(sent(redis_client, "patient_conflict")) == 1  # the resolved flag is not raised again
+
+
+def test_a_read_that_found_nothing_writes_nothing(reconciler: Reconciler, redis_client: redis.Redis) -> None:
+    applied = reconciler.apply([], read_started_at=events.utc_now_iso())
+    assert applied.counts == {} and applied.stale == 0
+    assert redis_client.dbsize() == 0
