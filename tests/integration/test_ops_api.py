@@ -97,11 +97,11 @@ def test_metrics_time_requests_by_route_and_read_streams_and_queues(
     assert "clinic_relay_tebra_breaker_state 0.0" in body
     redis_client.set(keys.BREAKER_FORCE_OPEN, "ops")
     assert "clinic_relay_tebra_breaker_state 2.0" in client.get("/metrics").get_data(as_text=True)
-    assert "clinic_relay_watch_last_poll_age_seconds " not in body  # no poll yet: no figure, not zero
+    assert "\nclinic_relay_watch_last_poll_age_seconds " not in body  # no poll yet: no sample, not zero
     redis_client.hset(keys.WATCH_STATE, "last_started_at", "2026-11-26T15:00:00.000Z")
     redis_client.hset(keys.TEBRA_CLOCK, "behind_max_s", "7212.5")
     body = client.get("/metrics").get_data(as_text=True)
-    assert "clinic_relay_watch_last_poll_age_seconds " in body
+    assert "\nclinic_relay_watch_last_poll_age_seconds " in body
     assert "clinic_relay_tebra_clock_behind_max_seconds 7212.5" in body
 
 
