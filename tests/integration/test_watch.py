@@ -145,23 +145,21 @@ class Socket:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise AssertionError(f"{what} not on the socket within {timeout}s: {self.types()}")
-            try:
-                message = json.loads(self._ws.recv(timeout=min(left, 1.0)))
-            except TimeoutError:
-                continue
-            if message.get("type") not in {"subscribed", "pong"}:
-                self.events.append(message)
+            self._collect(min(left, 1.0))
 
     def drain(self, seconds: float) -> None:
         """Keep collecting for ``seconds`` (what arrives after a condition was met counts too)."""
         deadline = time.monotonic() + seconds
         while (left := deadline - time.monotonic()) > 0:
-            try:
-                message = json.loads(self._ws.recv(timeout=min(left, 1.0)))
-            except TimeoutError:
-                continue
-            if message.get("type") not in {"subscribed", "pong"}:
-                self.events.append(message)
+            self._collect(min(left, 1.0))
+
+    def _collect(self, timeout: float) -> None:
+        try:
+            message = json.loads(self._ws.recv(timeout=timeout))
+        except TimeoutError:
+            return
+        if message.get("type") not in {"subscribed", "pong"}:
+            self.events.append(message)
 
     def of(self, event_type: str, **data: Any) -> list[dict[str, Any]]:
         return [
