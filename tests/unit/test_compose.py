@@ -87,7 +87,7 @@ def test_no_secret_is_written_in_the_file(compose: dict[str, Any]) -> None:
         for variable in service.get("environment", {}) or {}:
             assert not any(word in variable for word in SECRET_WORDS), f"{name} sets {variable}: use .env"
         if "build" in service:
-            assert {"path": ".env", "required": False} in service["env_file"], f"{name}: settings from .env"
+            assert {"path": ".env", "required": True} in service["env_file"], f"{name}: settings from .env"
     assert (ROOT / ".env.example").is_file()
     assert ".env" in (ROOT / ".dockerignore").read_text().split(), "the image never carries a .env"
 
@@ -107,7 +107,19 @@ def test_dependencies_wait_until_healthy(compose: dict[str, Any]) -> None:
         for target, rule in depends.items():
             assert target in services, f"{name} depends on unknown {target}"
             assert rule == {"condition": "service_healthy"}, f"{name} -> {target}: {rule}"
-    assert "tebra-sim" in services["worker"]["depends_on"]
+    assert "tebra-sim" not in services["worker"]["depends_on"], "the simulator runs in the dev profile only"
+
+
+def test_nothing_starts_without_app_env_and_the_simulator_is_dev_only(compose: dict[str, Any]) -> None:
+    for name, service in project_services(compose).items():
+        if name == "tebra-sim":
+            assert service["profiles"] == ["dev"], "the simulator (an open admin API) only in the dev profile"
+            continue
+        assert "profiles" not in service, f"{name} runs in every profile"
+        assert service["environment"]["APP_ENV"].startswith("${APP_ENV:?"), f"{name}: APP_ENV is required"
+    for name in ("worker", "beat", "api", "flower", "audit"):
+        environment = compose["services"][name]["environment"]
+        assert "TEBRA_WSDL_URL" not in environment, f"{name}: Tebra's URL comes from .env"
 
 
 def test_redis_runs_with_the_settings_make_run_applies(compose: dict[str, Any]) -> None:

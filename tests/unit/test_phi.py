@@ -20,7 +20,7 @@ def test_hpid_is_keyed_stable_and_not_the_id() -> None:
 
 
 def test_seal_round_trips_and_hides_the_value() -> None:
-    cipher = PhiCipher.from_settings(load_settings({}))
+    cipher = PhiCipher.from_settings(load_settings({"APP_ENV": "test"}))
     sealed = cipher.seal("Zorvak Melquine")
     assert sealed is not None and "Zorvak" not in sealed and sealed.startswith("v1.k1.")
     assert cipher.open(sealed) == "Zorvak Melquine"
@@ -28,7 +28,7 @@ def test_seal_round_trips_and_hides_the_value() -> None:
 
 
 def test_sealing_is_deterministic_so_rewrites_are_identical() -> None:
-    cipher = PhiCipher.from_settings(load_settings({}))
+    cipher = PhiCipher.from_settings(load_settings({"APP_ENV": "test"}))
     assert cipher.seal("same") == cipher.seal("same")
     assert cipher.seal("same") != cipher.seal("other")
 
@@ -36,15 +36,17 @@ def test_sealing_is_deterministic_so_rewrites_are_identical() -> None:
 def test_rotation_opens_old_values_and_seals_with_the_new_key() -> None:
     old_key = base64.b64encode(b"o" * 32).decode()
     new_key = base64.b64encode(b"n" * 32).decode()
-    old = PhiCipher.from_settings(load_settings({"PHI_ENCRYPTION_KEYS": f"old:{old_key}"}))
-    rotated = PhiCipher.from_settings(load_settings({"PHI_ENCRYPTION_KEYS": f"new:{new_key},old:{old_key}"}))
+    old = PhiCipher.from_settings(load_settings({"APP_ENV": "test", "PHI_ENCRYPTION_KEYS": f"old:{old_key}"}))
+    rotated = PhiCipher.from_settings(
+        load_settings({"APP_ENV": "test", "PHI_ENCRYPTION_KEYS": f"new:{new_key},old:{old_key}"})
+    )
     sealed_before = old.seal("value")
     assert rotated.open(sealed_before) == "value"
     assert (rotated.seal("value") or "").startswith("v1.new.")
 
 
 def test_tampered_ciphertext_is_refused() -> None:
-    cipher = PhiCipher.from_settings(load_settings({}))
+    cipher = PhiCipher.from_settings(load_settings({"APP_ENV": "test"}))
     sealed = cipher.seal("value") or ""
     head, _, body = sealed.rpartition(".")
     raw = bytearray(base64.urlsafe_b64decode(body))
@@ -56,12 +58,14 @@ def test_tampered_ciphertext_is_refused() -> None:
 def test_bad_key_settings_are_refused() -> None:
     with pytest.raises(ValueError, match="32 bytes"):
         PhiCipher.from_settings(
-            load_settings({"PHI_ENCRYPTION_KEYS": "k:" + base64.b64encode(b"short").decode()})
+            load_settings(
+                {"APP_ENV": "test", "PHI_ENCRYPTION_KEYS": "k:" + base64.b64encode(b"short").decode()}
+            )
         )
 
 
 def test_the_remembering_cipher_opens_the_same_and_forgets_on_time() -> None:
-    settings = load_settings({})
+    settings = load_settings({"APP_ENV": "test"})
     plain = PhiCipher.from_settings(settings)
     remembering = RememberingCipher(*keyring(settings), forget_after_s=0.2)
     sealed = [plain.seal(name) for name in ("Zorvak Melquine", "Ilsa Troon")]
@@ -74,7 +78,7 @@ def test_the_remembering_cipher_opens_the_same_and_forgets_on_time() -> None:
 
 
 def test_the_remembering_cipher_still_refuses_what_it_cannot_open() -> None:
-    remembering = RememberingCipher(*keyring(load_settings({})), forget_after_s=60)
+    remembering = RememberingCipher(*keyring(load_settings({"APP_ENV": "test"})), forget_after_s=60)
     sealed = remembering.seal("value") or ""
     head, _, body = sealed.rpartition(".")
     raw = bytearray(base64.urlsafe_b64decode(body))

@@ -39,7 +39,7 @@ def make_appointment(n: int = 1, **overrides: Any) -> dict[str, Any]:
 @pytest.fixture
 def store(redis_client: redis.Redis) -> ScheduleStore:
     """A store on the flushed test database."""
-    settings = load_settings({})
+    settings = load_settings({"APP_ENV": "test"})
     return ScheduleStore(
         redis_client, PhiCipher.from_settings(settings), hmac_key=settings.phi_hmac_key, retention_days=1
     )

@@ -25,7 +25,7 @@ NOW = datetime(2026, 11, 25, 15, 0, tzinfo=UTC)
 
 @pytest.fixture
 def store(redis_client: redis.Redis) -> ScheduleStore:
-    settings = load_settings({})
+    settings = load_settings({"APP_ENV": "test"})
     return ScheduleStore(
         redis_client, PhiCipher.from_settings(settings), hmac_key="test-key", retention_days=2
     )
@@ -133,7 +133,7 @@ def details_ctx(
     return patient_details.DetailsContext(
         redis=client,
         store=store,
-        cipher=PhiCipher.from_settings(load_settings({})),
+        cipher=PhiCipher.from_settings(load_settings({"APP_ENV": "test"})),
         publisher=EventPublisher(client, sender="test", maxlen=1000),
         source=source,
         cache_ttl_s=600,
@@ -199,8 +199,8 @@ def test_lookups_are_queued_once_per_patient_and_day(redis_client: redis.Redis, 
 
 
 def test_beat_schedule_is_off_by_default_and_expires_its_ticks() -> None:
-    assert beat_schedule(load_settings({})) == {}
-    entry = beat_schedule(load_settings({"PERIODIC_SYNC_MINUTES": "5"}))["sync-today"]
+    assert beat_schedule(load_settings({"APP_ENV": "test"})) == {}
+    entry = beat_schedule(load_settings({"APP_ENV": "test", "PERIODIC_SYNC_MINUTES": "5"}))["sync-today"]
     assert entry["task"] == "schedule.periodic_sync"
     assert entry["schedule"] == timedelta(minutes=5)
     assert entry["options"] == {"queue": "sync", "expires": 300}
