@@ -14,7 +14,7 @@ import redis
 from config import load_settings
 from tasks import keys, patient_details, provider_cache, sync, sync_metrics
 from tasks.events import EventPublisher, read_since
-from tasks.phi import PhiCipher
+from tasks.phi import PhiCipher, patient_binding
 from tasks.store import ScheduleStore
 from tasks.tebra.errors import TebraBusinessError, TebraUpstreamError
 from tests.unit.test_store import DATE, make_appointment
@@ -150,7 +150,10 @@ def test_a_lookup_seals_the_dob_caches_it_and_keeps_write_day_idempotent(
     ctx = details_ctx(redis_client, store, source)
     assert patient_details.fetch_details(ctx, DATE, hpid) == "complete"
     entry = redis_client.hgetall(keys.patient(hpid, DATE))
-    assert entry["details"] == "complete" and ctx.cipher.open(entry["dob"]) == "1980-02-03"
+    assert (
+        entry["details"] == "complete"
+        and ctx.cipher.open(entry["dob"], patient_binding(hpid, "dob", DATE)) == "1980-02-03"
+    )
     assert "1980" not in redis_client.get(keys.patient_details(hpid))
     event = read_since(redis_client, "0-0")[-1]
     assert event["type"] == "patient_details_updated" and event["data"] == {
