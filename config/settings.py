@@ -79,6 +79,13 @@ class Settings:
     max_range_days: int = 31
     ws_ping_interval_s: float = 25.0
     ws_send_buffer_bytes: int = 262144  # a socket whose kernel buffer is this full is dropped as slow
+    # /ws bounds (docs/realtime.md, "Limits"): open sockets per client IP and per token subject, sockets still
+    # waiting for their auth message per process, and how fast those must authenticate.
+    ws_max_per_ip: int = 50
+    ws_max_per_user: int = 20
+    ws_max_unauthenticated: int = 64
+    ws_auth_timeout_s: float = 2.0
+    ws_replay_max_events: int = 1000  # stream entries one subscribe-with-since may read; more: replay_gap
 
     # Worker.
     worker_concurrency: int = 4
@@ -181,6 +188,10 @@ class Settings:
             raise SettingsError(
                 "SYNC_COALESCE_DAYS must be between 1 (off) and 31 (one GetAppointments window)"
             )
+        if min(self.ws_max_per_ip, self.ws_max_per_user, self.ws_max_unauthenticated) < 1:
+            raise SettingsError("WS_MAX_PER_IP, WS_MAX_PER_USER, WS_MAX_UNAUTHENTICATED must be at least 1")
+        if not 0 < self.ws_auth_timeout_s <= 30 or self.ws_replay_max_events < 1:
+            raise SettingsError("WS_AUTH_TIMEOUT_S must be in (0, 30] and WS_REPLAY_MAX_EVENTS at least 1")
         if not 0 <= self.phi_open_memory_s <= 3600:
             raise SettingsError("PHI_OPEN_MEMORY_S must be between 0 (off) and 3600")
         if self.app_env == "development":
