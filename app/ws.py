@@ -27,7 +27,7 @@ from flask import Flask, Response, current_app, g, request
 from flask_sock import Sock
 from simple_websocket import ConnectionClosed
 
-from app import ratelimit, socket_auth
+from app import ratelimit, socket_auth, trusted_hosts
 from app import socket_protocol as proto
 from app.errors import error_response
 from app.relay import Relay, SocketRefused, relay_of
@@ -241,6 +241,7 @@ def _before_socket() -> Response | None:
     if request.headers.get("Upgrade", "").lower() != "websocket":
         return error_response("VALIDATION_ERROR", "This endpoint speaks WebSocket only.", status=400)
     request.environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
+    trusted_hosts.check_socket_origin(current_app, current_app.config["CLINIC_SETTINGS"])  # 403: hijacking
     header = request.headers.get("Authorization")
     if header is None:
         return None

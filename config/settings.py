@@ -75,6 +75,10 @@ class Settings:
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     cors_origins: str = ""  # comma-separated allow-list; empty: same origin only
+    # Host names the API answers to, besides loopback (DNS rebinding; ".example.org" covers subdomains).
+    trusted_hosts: str = ""
+    # Origins whose pages may open /ws, besides the API's own (and loopback in development and tests).
+    allowed_origins: str = ""
     trusted_proxies: int = 0  # how many X-Forwarded-For hops to trust
     max_range_days: int = 31
     ws_ping_interval_s: float = 25.0
@@ -315,6 +319,7 @@ def production_problems(settings: Settings) -> list[str]:
             "is empty or the development audience",
         ),
         "METRICS_TOKEN": (not settings.metrics_token, "is empty"),
+        "TRUSTED_HOSTS": (not settings.trusted_hosts.strip(), "is empty: list the host names clients use"),
         "LOG_LEVEL": (settings.log_level.upper() == "DEBUG", "DEBUG logs request details; use INFO"),
         "TEBRA_USER": (settings.tebra_user == defaults.tebra_user, "is the simulator's development user"),
         "TEBRA_PASSWORD": (
