@@ -249,15 +249,14 @@ def weak_secret(material: bytes) -> str | None:
 
 
 def _key_problems(settings: Settings) -> list[str]:
-    """Refusals of PHI_HMAC_KEY, AUDIT_SIGNING_KEY and every PHI_ENCRYPTION_KEYS key."""
+    """Refusals of PHI_HMAC_KEY, AUDIT_SIGNING_KEY and every PHI_ENCRYPTION_KEYS key (an empty one is a key
+    this process is not given: compose hands each service only its own secrets)."""
     problems: list[str] = []
-    materials: dict[str, bytes] = {
-        "PHI_HMAC_KEY": secret_bytes(settings.phi_hmac_key),
-        "AUDIT_SIGNING_KEY": secret_bytes(settings.audit_signing_key),
-    }
+    held = {"PHI_HMAC_KEY": settings.phi_hmac_key, "AUDIT_SIGNING_KEY": settings.audit_signing_key}
+    materials = {name: secret_bytes(value) for name, value in held.items() if value}
     published = {secret_bytes(DEV_PHI_HMAC_KEY), secret_bytes(DEV_AUDIT_SIGNING_KEY)}
     published.add(base64.b64decode(DEV_PHI_ENCRYPTION_KEY))
-    for item in settings.phi_encryption_keys.split(","):
+    for item in filter(None, settings.phi_encryption_keys.split(",")):
         key_id, _, encoded = item.strip().partition(":")
         name = f"PHI_ENCRYPTION_KEYS[{key_id or '?'}]"
         try:
@@ -308,7 +307,12 @@ def _url_problems(settings: Settings) -> list[str]:
 
 
 def production_problems(settings: Settings) -> list[str]:
-    """Every reason production refuses these settings, each naming its setting (empty: none)."""
+    """Every reason production refuses these settings, each naming its setting (empty: none).
+
+    A secret set to the empty string is one this process does not hold (compose gives each service only the
+    secrets it uses, docs/operations.md): it is not refused here, and whatever would use it fails there. An
+    unset secret is the published development value, and that is refused.
+    """
     problems = _key_problems(settings) + _url_problems(settings)
     defaults = Settings()
     refused = {
@@ -318,21 +322,20 @@ def production_problems(settings: Settings) -> list[str]:
             settings.auth0_audience in ("", defaults.auth0_audience),
             "is empty or the development audience",
         ),
-        "METRICS_TOKEN": (not settings.metrics_token, "is empty"),
         "TRUSTED_HOSTS": (not settings.trusted_hosts.strip(), "is empty: list the host names clients use"),
         "LOG_LEVEL": (settings.log_level.upper() == "DEBUG", "DEBUG logs request details; use INFO"),
         "TEBRA_USER": (settings.tebra_user == defaults.tebra_user, "is the simulator's development user"),
         "TEBRA_PASSWORD": (
-            settings.tebra_password in ("", defaults.tebra_password),
-            "is empty or the simulator's development password",
+            settings.tebra_password == defaults.tebra_password,
+            "is the simulator's development password",
         ),
         "TEBRA_CUSTOMER_KEY": (
-            settings.tebra_customer_key in ("", defaults.tebra_customer_key),
-            "is empty or the simulator's development customer key",
+            settings.tebra_customer_key == defaults.tebra_customer_key,
+            "is the simulator's development customer key",
         ),
-        "FLOWER_USER": (settings.flower_user in ("", defaults.flower_user), "is empty or the default"),
+        "FLOWER_USER": (settings.flower_user == defaults.flower_user, "is the default"),
         "FLOWER_PASSWORD": (
-            settings.flower_password in ("", defaults.flower_password) or len(settings.flower_password) < 16,
+            settings.flower_password == defaults.flower_password or 0 < len(settings.flower_password) < 16,
             "is the default or shorter than 16 characters",
         ),
     }

@@ -147,7 +147,6 @@ def test_every_refusal_is_reported_at_once() -> None:
         "AUDIT_SIGNING_KEY",
         "AUTH_MODE",
         "AUTH0_DOMAIN",
-        "METRICS_TOKEN",
         "TRUSTED_HOSTS",
         "TEBRA_WSDL_URL",
         "TEBRA_USER",
@@ -159,3 +158,14 @@ def test_every_refusal_is_reported_at_once() -> None:
     ):
         assert f"{name}:" in message, name
     assert message.startswith("production refuses ")
+
+
+def test_an_empty_secret_is_one_this_process_does_not_hold() -> None:
+    """compose gives each service only its own secrets: beat holds none, the audit writer only its key."""
+    beat = {**STRONG, "PHI_HMAC_KEY": "", "PHI_ENCRYPTION_KEYS": "", "AUDIT_SIGNING_KEY": ""}
+    beat.update(
+        TEBRA_PASSWORD="", TEBRA_CUSTOMER_KEY="", FLOWER_USER="", FLOWER_PASSWORD="", METRICS_TOKEN=""
+    )
+    assert load_settings(beat).is_production
+    unset = {name: value for name, value in STRONG.items() if name != "PHI_HMAC_KEY"}  # unset: the dev value
+    assert "PHI_HMAC_KEY: the published development key" in refusal(unset)
