@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 DEV_PHI_HMAC_KEY = "dev-only-phi-hmac-key-change-me"
 DEV_PHI_ENCRYPTION_KEY = "ZGV2LW9ubHktcGhpLWVuY3J5cHRpb24ta2V5LTMyYiE="  # base64 of 32 bytes, dev only
 DEV_AUDIT_SIGNING_KEY = "dev-only-audit-signing-key-change-me"
+DEV_AUDIT_RECORD_KEY = "dev-only-audit-record-key-change-me"
 APP_ENVS = ("development", "test", "production")
 # A secret shorter than this many bytes (after base64 decoding, when it is base64) is refused in production.
 MIN_SECRET_BYTES = 32
@@ -130,6 +131,11 @@ class Settings:
     phi_open_memory_s: float = 60.0
     audit_signing_key: str = DEV_AUDIT_SIGNING_KEY
     audit_log_path: str = "var/audit/audit.jsonl"
+    # The producers' key: the API tags each record with it, the writer refuses records without a valid tag.
+    audit_record_key: str = DEV_AUDIT_RECORD_KEY
+    # The signed checkpoint of the log's head, outside Redis and best on other storage; empty: the log's
+    # path + ".anchor". An emptied, shortened or replaced log no longer matches it (docs/security.md).
+    audit_anchor_path: str = ""
     auth_mode: str = "dev"  # dev: local signing key; auth0: Auth0 JWKS
     auth0_domain: str = ""
     auth0_audience: str = "https://clinic-relay.local/api"
@@ -249,12 +255,16 @@ def weak_secret(material: bytes) -> str | None:
 
 
 def _key_problems(settings: Settings) -> list[str]:
-    """Refusals of PHI_HMAC_KEY, AUDIT_SIGNING_KEY and every PHI_ENCRYPTION_KEYS key (an empty one is a key
-    this process is not given: compose hands each service only its own secrets)."""
+    """Refusals of PHI_HMAC_KEY, AUDIT_SIGNING_KEY, AUDIT_RECORD_KEY and every PHI_ENCRYPTION_KEYS key (an
+    empty one is a key this process is not given: compose hands each service only its own secrets)."""
     problems: list[str] = []
-    held = {"PHI_HMAC_KEY": settings.phi_hmac_key, "AUDIT_SIGNING_KEY": settings.audit_signing_key}
+    held = {
+        "PHI_HMAC_KEY": settings.phi_hmac_key,
+        "AUDIT_SIGNING_KEY": settings.audit_signing_key,
+        "AUDIT_RECORD_KEY": settings.audit_record_key,
+    }
     materials = {name: secret_bytes(value) for name, value in held.items() if value}
-    published = {secret_bytes(DEV_PHI_HMAC_KEY), secret_bytes(DEV_AUDIT_SIGNING_KEY)}
+    published = {secret_bytes(key) for key in (DEV_PHI_HMAC_KEY, DEV_AUDIT_SIGNING_KEY, DEV_AUDIT_RECORD_KEY)}
     published.add(base64.b64decode(DEV_PHI_ENCRYPTION_KEY))
     for item in filter(None, settings.phi_encryption_keys.split(",")):
         key_id, _, encoded = item.strip().partition(":")

@@ -94,11 +94,11 @@ def test_no_secret_is_written_in_the_file(compose: dict[str, Any]) -> None:
 
 # The secrets each service holds (secrets/<service>.env): only what it uses.
 SERVICE_SECRETS = {
-    "api": {"REDIS_URL", "PHI_HMAC_KEY", "PHI_ENCRYPTION_KEYS", "METRICS_TOKEN"},
+    "api": {"REDIS_URL", "PHI_HMAC_KEY", "PHI_ENCRYPTION_KEYS", "METRICS_TOKEN", "AUDIT_RECORD_KEY"},
     "worker": {"REDIS_URL", "PHI_HMAC_KEY", "PHI_ENCRYPTION_KEYS", "TEBRA_PASSWORD", "TEBRA_CUSTOMER_KEY"},
     "beat": {"REDIS_URL"},
     "flower": {"REDIS_URL", "FLOWER_USER", "FLOWER_PASSWORD"},
-    "audit": {"REDIS_URL", "AUDIT_SIGNING_KEY"},
+    "audit": {"REDIS_URL", "AUDIT_SIGNING_KEY", "AUDIT_RECORD_KEY"},
 }
 
 

@@ -24,6 +24,7 @@ STRONG = {
     "PHI_HMAC_KEY": base64.b64encode(bytes(range(1, 33))).decode(),
     "PHI_ENCRYPTION_KEYS": "k9:" + base64.b64encode(bytes(range(40, 72))).decode(),
     "AUDIT_SIGNING_KEY": base64.b64encode(bytes(range(100, 132))).decode(),
+    "AUDIT_RECORD_KEY": base64.b64encode(bytes(range(140, 172))).decode(),
     "AUTH_MODE": "auth0",
     "AUTH0_DOMAIN": "tenant.example",
     "AUTH0_AUDIENCE": "https://api.clinic.example/",
@@ -110,6 +111,10 @@ WEAK = [
     ({"AUDIT_SIGNING_KEY": DEV_AUDIT_SIGNING_KEY}, "AUDIT_SIGNING_KEY: the published development key"),
     ({"AUDIT_SIGNING_KEY": STRONG["PHI_HMAC_KEY"]}, "AUDIT_SIGNING_KEY: the same key as PHI_HMAC_KEY"),
     (
+        {"AUDIT_RECORD_KEY": STRONG["AUDIT_SIGNING_KEY"]},
+        "AUDIT_RECORD_KEY: the same key as AUDIT_SIGNING_KEY",
+    ),
+    (
         {"PHI_ENCRYPTION_KEYS": "k0:" + base64.b64encode(bytes(32)).decode()},
         "PHI_ENCRYPTION_KEYS[k0]: all zero",
     ),
@@ -162,7 +167,13 @@ def test_every_refusal_is_reported_at_once() -> None:
 
 def test_an_empty_secret_is_one_this_process_does_not_hold() -> None:
     """compose gives each service only its own secrets: beat holds none, the audit writer only its key."""
-    beat = {**STRONG, "PHI_HMAC_KEY": "", "PHI_ENCRYPTION_KEYS": "", "AUDIT_SIGNING_KEY": ""}
+    beat = {
+        **STRONG,
+        "PHI_HMAC_KEY": "",
+        "PHI_ENCRYPTION_KEYS": "",
+        "AUDIT_SIGNING_KEY": "",
+        "AUDIT_RECORD_KEY": "",
+    }
     beat.update(
         TEBRA_PASSWORD="", TEBRA_CUSTOMER_KEY="", FLOWER_USER="", FLOWER_PASSWORD="", METRICS_TOKEN=""
     )
