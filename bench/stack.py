@@ -227,6 +227,9 @@ def bench_stack(
         # measure the day's sync itself, which never waits for them.
         "PATIENT_DETAILS_ENABLED": "false",
         "AUDIT_LOG_PATH": str(folder / "audit.jsonl"),
+        # No audit writer runs here: the audit stream keeps every record, and audited requests answer 503
+        # once STREAM_MAXLEN wait unwritten (docs/security.md). Room for a whole benchmark's reads.
+        "STREAM_MAXLEN": "10000000",
         **(env or {}),
     }
     try:
