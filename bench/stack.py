@@ -23,7 +23,7 @@ from typing import Any
 
 import requests
 
-from bench.common import BIN, RESULTS, ROOT, raise_file_limit
+from bench.common import BIN, RESULTS, ROOT, UNCAPPED_SOCKETS, raise_file_limit
 from tests.support.processes import children_of, free_port, spawn, start_worker, stop
 from tests.support.processes import wait_until as wait_for
 
@@ -230,6 +230,7 @@ def bench_stack(
         # No audit writer runs here: the audit stream keeps every record, and audited requests answer 503
         # once STREAM_MAXLEN wait unwritten (docs/security.md). Room for a whole benchmark's reads.
         "STREAM_MAXLEN": "10000000",
+        **UNCAPPED_SOCKETS,
         **(env or {}),
     }
     try:
