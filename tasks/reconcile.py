@@ -301,7 +301,7 @@ class Reconciler:
         seal, hpid_of = self._store.sealers()
         changes: list[ChangeSeen] = []
         for appt_id, (date, row) in applied.items():
-            record = canonical(self._store.seal_appointment(row, seal, hpid_of))
+            record = canonical(self._store.seal_appointment(row, date, seal, hpid_of))
             plan = plans[date]
             plan.sealed[appt_id] = record
             if plan.current.get(appt_id) != record:
@@ -358,7 +358,7 @@ class Reconciler:
             if appt_id in plan.sealed:
                 rows.append(applied[appt_id][1])
             else:
-                rows.append(self._store.open_appointment(value))
+                rows.append(self._store.open_appointment(value, plan.date))
         plan.entries = self._store.patient_entries(plan.date, rows, seal, hpid_of)
         for gone_hpid, appt_id in leaving_hpids.items():
             if gone_hpid not in plan.entries:

@@ -105,6 +105,18 @@ def test_metrics_time_requests_by_route_and_read_streams_and_queues(
     assert "clinic_relay_tebra_clock_behind_max_seconds 7212.5" in body
 
 
+def test_made_up_http_methods_are_one_other_label(client: Any, redis_client: redis.Redis) -> None:
+    """40 unauthenticated requests with invented methods used to mint 40 label values (40 series)."""
+    for n in range(40):
+        client.open("/health", method=f"Q{n:03d}")
+    client.open("/health", method="PATCH")
+    body = client.get("/metrics").get_data(as_text=True)
+    counts = r'clinic_relay_http_request_duration_seconds_count\{[^}]*method="([^"]+)"'
+    methods = set(re.findall(counts, body))
+    assert "other" in methods and "PATCH" in methods
+    assert not any(method.startswith("Q") for method in methods), methods
+
+
 def test_metrics_answer_loopback_only_unless_a_token_is_set(
     base_env: dict[str, str], redis_client: Any
 ) -> None:

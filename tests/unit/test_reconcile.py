@@ -39,7 +39,7 @@ def row(
 
 @pytest.fixture
 def store(redis_client: redis.Redis) -> ScheduleStore:
-    settings = load_settings({})
+    settings = load_settings({"APP_ENV": "test"})
     return ScheduleStore(
         redis_client, PhiCipher.from_settings(settings), hmac_key=settings.phi_hmac_key, retention_days=1
     )
@@ -52,7 +52,7 @@ def reconciler(redis_client: redis.Redis, store: ScheduleStore) -> Reconciler:
 
 @pytest.fixture
 def flow_(redis_client: redis.Redis, store: ScheduleStore) -> PatientFlow:
-    settings = load_settings({})
+    settings = load_settings({"APP_ENV": "test"})
     return PatientFlow(redis_client, PhiCipher.from_settings(settings), sender="test", maxlen=1000)
 
 
