@@ -58,6 +58,7 @@ class Runtime(Clients):
             before_call=self._guard_tebra_call,
             on_call=self._observe_tebra_call,
             on_wait=metrics.observe_throttle_wait,
+            on_unknown=metrics.observe_unknown_member,
         )
 
     def sync_context(self) -> SyncContext:

@@ -18,6 +18,7 @@ from tebra_sim.simulation import Simulation
 Payload = dict[str, Any]
 END_OF_DAY = time(23, 59, 59, 999999)
 NULL_REFERENCE = "Object reference not set to an instance of an object."
+UNREADABLE_DATE = "31/31/2026 25:61:00 XM"  # the unreadable_dates fault: a date in no form a client knows
 
 
 class BusinessError(Exception):
@@ -196,6 +197,7 @@ def get_appointments(sim: Simulation, request: Payload) -> Payload:
         raise ServerFault(f"date range above {limit} days")
     created, modified = _windows(sim, filt, "GetAppointments")
     checks = _row_checks(filt)
+    unreadable = set(switches.unreadable_dates or ())
     rows = []
     for appointment in sim.store.between(start, end):
         if not (
@@ -203,6 +205,8 @@ def get_appointments(sim: Simulation, request: Payload) -> Payload:
         ):
             continue
         row = appointment_row(sim, appointment)
+        if appointment.id in unreadable:
+            row["LastModifiedDate"] = UNREADABLE_DATE
         if _matches(row, checks):
             rows.append(row)
     columns = _columns(request.get("Fields"))
