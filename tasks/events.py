@@ -26,6 +26,8 @@ SCHEDULE_SYNC_FAILED = "schedule_sync_failed"
 PATIENT_STATUS_CHANGED = "patient_status_changed"
 PATIENT_DETAILS_UPDATED = "patient_details_updated"
 BREAKER_STATE_CHANGED = "breaker_state_changed"
+TEBRA_CREDENTIALS_REFUSED = "tebra_credentials_refused"
+SCHEDULE_SUSPECT_EMPTY = "schedule_suspect_empty"
 
 EVENT_TYPES = frozenset(
     {
@@ -36,6 +38,8 @@ EVENT_TYPES = frozenset(
         PATIENT_STATUS_CHANGED,
         PATIENT_DETAILS_UPDATED,
         BREAKER_STATE_CHANGED,
+        TEBRA_CREDENTIALS_REFUSED,
+        SCHEDULE_SUSPECT_EMPTY,
     }
 )
 
@@ -64,7 +68,7 @@ def _dumps(value: Any) -> str:
 
 def topic_of(event_type: str, data: dict[str, Any]) -> str:
     """The socket topic an event belongs to: it follows from its type and ``data.date``."""
-    if event_type == BREAKER_STATE_CHANGED:
+    if event_type in (BREAKER_STATE_CHANGED, TEBRA_CREDENTIALS_REFUSED):
         return "ops"
     date = data.get("date", "")
     if event_type.startswith("patient_"):

@@ -180,15 +180,19 @@ class RedisCollector:
         )
         depth = GaugeMetricFamily(QUEUE_DEPTH, "Messages waiting in a Celery queue.", labels=["queue"])
         breaker = GaugeMetricFamily(BREAKER_STATE, "Tebra circuit breaker: 0 closed, 1 half-open, 2 open.")
+        refused = GaugeMetricFamily(
+            TEBRA_CREDENTIALS_REFUSED, "1 while Tebra's refusal of our credentials stops every call."
+        )
         up = 1.0
         try:
             self._read_streams(self._data(), length, lag, pending)
             self._read_queues(self._broker(), depth)
             breaker.add_metric([], self._read_breaker(self._data()))
+            refused.add_metric([], 1.0 if self._data().hget(keys.TEBRA_CREDENTIALS, "refused_at") else 0.0)
         except (redis.RedisError, OSError) as exc:
             log.warning("metrics: redis read failed: %s", type(exc).__name__)
             up = 0.0
-        yield from (length, lag, pending, depth, breaker)
+        yield from (length, lag, pending, depth, breaker, refused)
         yield GaugeMetricFamily(REDIS_UP, "1 when the scrape-time Redis reads answered.", value=up)
 
     @staticmethod

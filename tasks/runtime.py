@@ -23,6 +23,7 @@ from tasks.connections import get_redis, reset_redis
 from tasks.sync import SyncContext
 from tasks.tebra import client as tebra_client
 from tasks.tebra.breaker import BreakerEvents, TebraBreaker
+from tasks.tebra.credentials import CredentialsGuard, with_credentials
 from tasks.tebra.gateway import TebraGateway
 
 
@@ -41,24 +42,40 @@ class Runtime(Clients):
         store = BreakerStore.from_settings(self.redis, self.settings)
         return TebraBreaker(store, listeners=[BreakerEvents(lambda: self.publisher)])
 
+    @cached_property
+    def credentials(self) -> CredentialsGuard:
+        """The credentials latch as this process honours it (tasks/credentials_latch.py)."""
+        return CredentialsGuard(self.redis, self.settings, self._use_credentials, lambda: self.publisher)
+
+    def _use_credentials(self, fresh: Settings) -> None:
+        self.gateway.use_credentials(fresh.tebra_user, fresh.tebra_password, fresh.tebra_customer_key)
+
     def _guard_tebra_call(self, operation: str) -> None:
-        # Built on the first call, not with the gateway: no Redis I/O before a task runs.
-        self.breaker.guard(operation)
+        # Built on the first call, not with the gateway: no Redis I/O before a task runs. The latch first:
+        # while Tebra refuses our credentials no call goes out, whatever the breaker says.
+        self.credentials.check(operation)
+        try:
+            self.breaker.guard(operation)
+        except BaseException:
+            self.credentials.abandon()
+            raise
 
     def _observe_tebra_call(self, operation: str, seconds: float, outcome: str) -> None:
         metrics.observe_tebra_call(operation, seconds, outcome)
+        self.credentials.settle(outcome)
         self.breaker.record(operation, seconds, outcome)
 
     @cached_property
     def gateway(self) -> TebraGateway:
         # Every call passes the shared breaker first; latency and outcome go to the metrics and the breaker.
         return TebraGateway(
-            self.settings,
+            with_credentials(self.settings),
             self.redis,
             before_call=self._guard_tebra_call,
             on_call=self._observe_tebra_call,
             on_wait=metrics.observe_throttle_wait,
             on_unknown=metrics.observe_unknown_member,
+            on_refused=lambda error: self.credentials.refused(error),
         )
 
     def sync_context(self) -> SyncContext:

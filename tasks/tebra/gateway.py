@@ -8,11 +8,13 @@ Celery: tasks turn the classified errors into retries or terminal statuses.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from types import FunctionType
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -40,6 +42,7 @@ log = logging.getLogger(__name__)
 
 OnCall = Callable[[str, float, str], None]  # (operation, seconds, outcome)
 OnUnknown = Callable[[str, str], None]  # (operation, member): a reply member the schema does not know
+OnRefused = Callable[[TebraSecurityError], None]  # Tebra refused the credentials (the latch attaches here)
 OnWait = Callable[[str, float], None]  # (operation, seconds waited for the throttle)
 BeforeCall = Callable[[str], None]  # raises to refuse the call (an open breaker)
 
@@ -116,6 +119,7 @@ class TebraGateway:
         on_wait: OnWait | None = None,
         before_call: BeforeCall | None = None,
         on_unknown: OnUnknown | None = None,
+        on_refused: OnRefused | None = None,
         throttle_retries: int = 2,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
@@ -129,6 +133,7 @@ class TebraGateway:
         self.on_wait = on_wait
         self.before_call = before_call
         self.on_unknown = on_unknown
+        self.on_refused = on_refused
         self._known: dict[str, frozenset[str]] = {}
         self.throttle_retries = throttle_retries
         self._sleep = sleep
@@ -172,7 +177,11 @@ class TebraGateway:
         return tebra_client.request_header(self.settings, self.types)
 
     def call(self, operation: str, request: Any) -> Any:
-        """Call ``operation`` paced, checked and classified; Tebra's throttle answers are retried briefly."""
+        """Call ``operation`` paced, checked and classified; Tebra's throttle answers are retried briefly.
+
+        ``request`` is the request, or a function that builds it: built after ``before_call`` admitted the
+        call, so it carries the credentials in force then (an operator's resume may have changed them).
+        """
         attempt = 0
         while True:
             try:
@@ -189,6 +198,8 @@ class TebraGateway:
     def _call_once(self, operation: str, request: Any) -> Any:
         if self.before_call is not None:
             self.before_call(operation)
+        if isinstance(request, FunctionType | functools.partial):
+            request = request()
         if self.throttle is not None:
             waited = self.throttle.acquire(operation)
             if self.on_wait is not None:
@@ -205,6 +216,8 @@ class TebraGateway:
             error = classify(exc, operation, raw_body=body, status_code=status)
         finally:
             elapsed = time.perf_counter() - started
+        if isinstance(error, TebraSecurityError) and self.on_refused is not None:
+            self.on_refused(error)  # first: the latch is set before the call is reported finished
         self._report(operation, elapsed, error.outcome if error else OUTCOME_OK)
         if error is not None:
             # Raised outside the except block: zeep's exception (which may quote the reply) is not chained.
@@ -341,10 +354,14 @@ class TebraGateway:
         chunk_start = start
         while chunk_start < end:
             chunk_end = min(end, chunk_start + timedelta(days=MAX_DAYS_PER_CALL))
-            request = self.appointments_envelope(
-                chunk_start, chunk_end, modified_since=modified_since, all_fields=all_fields
+            build = functools.partial(
+                self.appointments_envelope,
+                chunk_start,
+                chunk_end,
+                modified_since=modified_since,
+                all_fields=all_fields,
             )
-            response = self.call("GetAppointments", request)
+            response = self.call("GetAppointments", build)
             for row in _items(response.Appointments, "AppointmentData"):
                 appointment = self._map_row(row, out)
                 if appointment is None or appointment["id"] in seen:
@@ -375,12 +392,14 @@ class TebraGateway:
     def get_providers(self) -> list[dict[str, Any]]:
         """The practice's providers (no PHI), placeholder rows dropped."""
         t = self.types
-        request = t.GetProvidersReq(
-            RequestHeader=self._header(),
-            Fields=t.ProviderFieldsToReturn(**dict.fromkeys(PROVIDER_FIELDS, True)),
-            Filter=t.ProviderFilter(PracticeName=self.settings.tebra_practice_name),
+        response = self.call(
+            "GetProviders",
+            lambda: t.GetProvidersReq(
+                RequestHeader=self._header(),
+                Fields=t.ProviderFieldsToReturn(**dict.fromkeys(PROVIDER_FIELDS, True)),
+                Filter=t.ProviderFilter(PracticeName=self.settings.tebra_practice_name),
+            ),
         )
-        response = self.call("GetProviders", request)
         rows = _items(response.Providers, "ProviderData")
         return [p for p in (mapping.map_provider(row) for row in rows) if p is not None]
 
@@ -388,12 +407,14 @@ class TebraGateway:
         """The practices the account sees under TEBRA_PRACTICE_NAME (an exact name: Tebra matches it whole);
         each as {"id", "name", "active"}."""
         t = self.types
-        request = t.GetPracticesReq(
-            RequestHeader=self._header(),
-            Fields=t.PracticeFieldsToReturn(ID=True, PracticeName=True, Active=True),
-            Filter=t.PracticeFilter(PracticeName=self.settings.tebra_practice_name),
+        response = self.call(
+            "GetPractices",
+            lambda: t.GetPracticesReq(
+                RequestHeader=self._header(),
+                Fields=t.PracticeFieldsToReturn(ID=True, PracticeName=True, Active=True),
+                Filter=t.PracticeFilter(PracticeName=self.settings.tebra_practice_name),
+            ),
         )
-        response = self.call("GetPractices", request)
         out = []
         for row in _items(response.Practices, "PracticeData"):
             practice_id = mapping.text(row.get("ID"))
@@ -415,14 +436,14 @@ class TebraGateway:
             raise ValueError("patient_id must be a Tebra numeric id") from None
         t = self.types
         filter_ = t.SinglePatientFilter(PatientID=numeric_id)
-        request = t.GetPatientReq(RequestHeader=self._header(), Filter=filter_)
-        response = self.call("GetPatient", request)
+        response = self.call(
+            "GetPatient", lambda: t.GetPatientReq(RequestHeader=self._header(), Filter=filter_)
+        )
         return _mapped("GetPatient", mapping.map_patient, _plain(response.Patient), self.tz)
 
     def get_throttles(self) -> dict[str, int]:
         """Tebra's live throttle per operation, in ms (GetThrottles)."""
-        request = self.types.GetThrottlesReq(RequestHeader=self._header())
-        response = self.call("GetThrottles", request)
+        response = self.call("GetThrottles", lambda: self.types.GetThrottlesReq(RequestHeader=self._header()))
         out: dict[str, int] = {}
         for detail in _items(response.ThrottleDetails, "ThrottleDetail"):
             endpoint = mapping.text(detail.get("Endpoint"))
