@@ -90,6 +90,7 @@ class Runtime(Clients):
             providers=self.gateway,
             providers_ttl_s=self.settings.providers_cache_ttl_s,
             coalesce_days=self.settings.sync_coalesce_days,
+            empty_confirm_s=self.settings.empty_confirm_minutes * 60,
         )
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 THROTTLE_SHAPES = ("error_response", "http_429", "out_of_order")
 SECURITY_MODES = (None, "bad_password", "bad_customer_key", "permissions_missing", "user_not_found")
-PLACEHOLDER_MODES = ("off", "empty_result", "toggles")
+PLACEHOLDER_MODES = ("off", "empty_result", "toggles", "always")
 # z for the 95th percentile of a normal distribution: sigma of a lognormal from its median and p95.
 _Z95 = 1.6448536269514722
 

@@ -212,7 +212,7 @@ def get_appointments(sim: Simulation, request: Payload) -> Payload:
     columns = _columns(request.get("Fields"))
     placeholder = switches.placeholder_row
     # Contested live observations (SPEC §2), off unless switched on: a placeholder row with an empty ID.
-    if placeholder == "toggles" and columns is not None:
+    if (placeholder == "toggles" and columns is not None) or placeholder == "always":
         return {"Appointments": [{"ID": ""}]}
     if placeholder == "empty_result" and not rows:
         return {"Appointments": [{"ID": ""}]}
