@@ -7,6 +7,7 @@ workers/signals.py also drops it on ``worker_process_init``.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from dataclasses import dataclass
@@ -16,15 +17,18 @@ from typing import ClassVar
 import redis
 
 from config import Settings
-from tasks import metrics
+from tasks import events, keys, metrics
 from tasks.breaker_state import BreakerStore
 from tasks.clients import Clients
 from tasks.connections import get_redis, reset_redis
 from tasks.sync import SyncContext
 from tasks.tebra import client as tebra_client
-from tasks.tebra.breaker import BreakerEvents, TebraBreaker
+from tasks.tebra.breaker import BreakerEvents, BreakerOpen, TebraBreaker
 from tasks.tebra.credentials import CredentialsGuard, with_credentials
+from tasks.tebra.errors import TebraError
 from tasks.tebra.gateway import TebraGateway
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -64,6 +68,23 @@ class Runtime(Clients):
         metrics.observe_tebra_call(operation, seconds, outcome)
         self.credentials.settle(outcome)
         self.breaker.record(operation, seconds, outcome)
+        if outcome == "ok" and operation != "GetThrottles":
+            self._refresh_throttles()
+
+    def _refresh_throttles(self) -> None:
+        """Every TEBRA_THROTTLES_REFRESH_MINUTES, one process (the first to claim it after a good call) reads
+        the account's live limits (GetThrottles) for every process's throttle. After a good call, not before
+        one: the credentials are proven then. The task whose call it follows pays one GetThrottles."""
+        minutes = self.settings.tebra_throttles_refresh_minutes
+        if minutes <= 0:
+            return
+        try:
+            if not self.redis.set(keys.THROTTLES_REFRESHED, events.utc_now_iso(), nx=True, ex=minutes * 60):
+                return
+            self.gateway.refresh_throttles()
+        except (TebraError, BreakerOpen, redis.RedisError) as exc:
+            # Pacing goes on with the values stored last (or the published ones); tried again next period.
+            log.warning("tebra throttles not refreshed", extra={"error": type(exc).__name__})
 
     @cached_property
     def gateway(self) -> TebraGateway:

@@ -403,16 +403,17 @@ class TebraGateway:
         rows = _items(response.Providers, "ProviderData")
         return [p for p in (mapping.map_provider(row) for row in rows) if p is not None]
 
-    def get_practices(self) -> list[dict[str, Any]]:
-        """The practices the account sees under TEBRA_PRACTICE_NAME (an exact name: Tebra matches it whole);
-        each as {"id", "name", "active"}."""
+    def get_practices(self, *, every: bool = False) -> list[dict[str, Any]]:
+        """The practices the account sees under TEBRA_PRACTICE_NAME (Tebra matches the name whole), or every
+        practice it sees (``every``); each as {"id", "name", "active"}."""
         t = self.types
+        name = None if every else self.settings.tebra_practice_name
         response = self.call(
             "GetPractices",
             lambda: t.GetPracticesReq(
                 RequestHeader=self._header(),
                 Fields=t.PracticeFieldsToReturn(ID=True, PracticeName=True, Active=True),
-                Filter=t.PracticeFilter(PracticeName=self.settings.tebra_practice_name),
+                Filter=t.PracticeFilter(PracticeName=name),
             ),
         )
         out = []
