@@ -17,12 +17,10 @@ import redis
 import requests
 
 from config import load_settings
-from scripts import redis_server
 from tasks import keys
 from tests.integration.tebra_flow import clinic_weekday, request_sync, sync_status
 from tests.integration.test_ops_stack import wait_for
-from tests.support.processes import BIN, free_port, spawn, stop, wait_until
-from tests.support.processes import start_worker as start_celery_worker
+from tests.support.own_stack import own_stack
 
 GOOD_PASSWORD = load_settings({}).tebra_password
 WRONG_PASSWORD = "not-the-password-0451"
@@ -38,54 +36,14 @@ def credentials_file(path: Path, password: str) -> None:
 
 
 @pytest.fixture
-def own_stack(
+def latch_stack(
     stack_env: dict[str, str], tmp_path: Path, logs_dir: Path
 ) -> Iterator[tuple[str, redis.Redis, Path]]:
-    """(API base URL, a client on the stack's data Redis, the credentials file), torn down by pid."""
-    port = free_port()
-    server = redis_server.start(f"redis://127.0.0.1:{port}/0", tmp_path / "redis")
+    """(API base URL, a client on the stack's data Redis, the credentials file: a wrong password at first)."""
     secrets = tmp_path / "tebra-credentials.env"
     credentials_file(secrets, WRONG_PASSWORD)
-    env = {
-        **stack_env,
-        "REDIS_URL": f"redis://127.0.0.1:{port}/0",
-        "CELERY_BROKER_URL": f"redis://127.0.0.1:{port}/1",
-        "CELERY_RESULT_BACKEND": f"redis://127.0.0.1:{port}/1",
-        "WORKER_METRICS_PORT": str(free_port()),
-        "TEBRA_CREDENTIALS_FILE": str(secrets),
-        "PATIENT_DETAILS_ENABLED": "false",
-    }
-    worker = start_celery_worker(env, logs_dir / "latch-worker.log", name="latch-worker", concurrency=2)
-    api_port = free_port()
-    api = spawn(
-        [
-            str(BIN / "gunicorn"),
-            "-c",
-            "app/gunicorn_conf.py",
-            "--bind",
-            f"127.0.0.1:{api_port}",
-            "app.wsgi:app",
-        ],
-        env,
-        logs_dir / "latch-api.log",
-    )
-    base = f"http://127.0.0.1:{api_port}"
-    client = redis.Redis.from_url(env["REDIS_URL"], decode_responses=True, socket_timeout=5)
-    try:
-        wait_until(
-            lambda: requests.get(f"{base}/health", timeout=1).ok,
-            30,
-            "latch api",
-            api,
-            logs_dir / "latch-api.log",
-        )
-        yield base, client, secrets
-    finally:
-        client.close()
-        stop(api)
-        stop(worker)
-        server.terminate()
-        server.wait(10)
+    with own_stack(stack_env, tmp_path, logs_dir, "latch", TEBRA_CREDENTIALS_FILE=str(secrets)) as stack:
+        yield stack.base_url, stack.redis, secrets
 
 
 def three_weekdays() -> list[str]:
@@ -105,9 +63,9 @@ def events_of(client: redis.Redis, action: str) -> list[dict[str, Any]]:
 
 
 def test_a_refused_login_is_one_call_then_resume_after_the_fix_loses_nothing(
-    own_stack: tuple[str, redis.Redis, Path], sim: Any, auth_headers: dict[str, str]
+    latch_stack: tuple[str, redis.Redis, Path], sim: Any, auth_headers: dict[str, str]
 ) -> None:
-    base, client, secrets = own_stack
+    base, client, secrets = latch_stack
     dates = three_weekdays()
     for date in dates:
         request_sync(base, date, auth_headers)
@@ -161,9 +119,9 @@ def test_a_refused_login_is_one_call_then_resume_after_the_fix_loses_nothing(
 
 
 def test_resume_without_a_refusal_changes_nothing_but_the_generation(
-    own_stack: tuple[str, redis.Redis, Path], auth_headers: dict[str, str]
+    latch_stack: tuple[str, redis.Redis, Path], auth_headers: dict[str, str]
 ) -> None:
-    base, _, _ = own_stack
+    base, _, _ = latch_stack
     answer = requests.post(
         f"{base}/api/v1/ops/tebra", json={"action": "resume"}, headers=auth_headers, timeout=5
     )
