@@ -106,7 +106,10 @@ def _op(summary: str, scope: str, responses: dict[str, Any], *statuses: int, **m
 
 OBJECT = {"type": "object"}
 ROWS = {"type": "array", "items": OBJECT}
-SYNC_STATE = {"type": "string", "enum": ["queued", "running", "succeeded", "failed", "retrying", "deferred"]}
+SYNC_STATE = {
+    "type": "string",
+    "enum": ["queued", "running", "succeeded", "failed", "retrying", "deferred", "suspect_empty"],
+}
 FLOW_STATES = [
     "scheduled",
     "confirmed",

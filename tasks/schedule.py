@@ -182,6 +182,7 @@ def _deferred_day(
             settings.retention_days * 86400,
             state=sync_status.DEFERRED,
             error=code,
+            **_refusal_message(exc),
             retry_in_s=round(countdown),
             deferrals=deferrals + 1,
         )
@@ -197,6 +198,11 @@ def _deferred_day(
         ctx.publisher.publish(events.SCHEDULE_SYNC_DEFERRED, data)
     except redis.RedisError as err:  # Redis down is why the breaker refused: the retry still goes out
         log.error("deferral not recorded: %s", type(err).__name__)
+
+
+def _refusal_message(exc: BreakerOpen) -> dict[str, str]:
+    """A credentials deferral's status says why Tebra is not called, in Tebra's words (no PHI in them)."""
+    return {"error_message": str(exc)[:400]} if getattr(exc, "code", None) else {}
 
 
 def _retrying(ctx: Any, days: Days, settings: Settings, code: str, countdown: float, attempt: int) -> None:

@@ -110,9 +110,10 @@ class CredentialsGuard:
 
             self._follow(generation)
             if verdict == credentials_latch.ADMIT_REFUSED:
+                said = self._refusal_text()
                 raise CredentialsRefused(
-                    f"{operation or 'Tebra'}: Tebra refused our credentials at {refused_at}; calls stop "
-                    "until an operator resumes (POST /api/v1/ops/tebra)",
+                    f"{operation or 'Tebra'}: not called: Tebra refused our credentials at {refused_at} "
+                    f"({said}); calls resume when an operator does (POST /api/v1/ops/tebra)",
                     reason="credentials_refused",
                     retry_after_s=LATCH_RECHECK_S,
                 )
@@ -128,6 +129,13 @@ class CredentialsGuard:
                     retry_after_s=LATCH_RECHECK_S,
                 )
             time.sleep(TRIAL_POLL_S)
+
+    def _refusal_text(self) -> str:
+        """What Tebra said when it refused (stored with the latch), for the deferred day's status."""
+        try:
+            return credentials_latch.read(self._redis).message or "no text"
+        except redis.RedisError:
+            return "text unavailable"
 
     def settle(self, outcome: str) -> None:
         """After a call (the gateway's ``on_call``): a trial call's outcome is Tebra's verdict on the
