@@ -171,8 +171,14 @@ def _deferred_day(
     breaker = {"state": exc.state, "reason": exc.reason or None}
     code = getattr(exc, "code", "CIRCUIT_OPEN")
     log.info(
-        "sync deferred by the tebra breaker",
-        extra={"date": date, "task_id": task_id, "retry_in_s": round(countdown, 2), "breaker": breaker},
+        "sync deferred: tebra not called",
+        extra={
+            "date": date,
+            "task_id": task_id,
+            "code": code,
+            "retry_in_s": round(countdown, 2),
+            "breaker": breaker,
+        },
     )
     try:
         sync_status.record(
