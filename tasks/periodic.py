@@ -23,6 +23,7 @@ from tasks.runtime import get_runtime
 from tasks.schedule import task_settings
 from tasks.sync_request import request_sync
 from tasks.tebra.breaker import BreakerOpen
+from tasks.tebra.credentials import CredentialsRefused
 from tasks.tebra.errors import TebraError
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,9 @@ def watch_tebra(self: Task, force: bool = False, full: bool = False) -> dict[str
     except BreakerOpen as exc:  # an open breaker, or the credentials latch (CredentialsRefused): pause
         code = str(getattr(exc, "code", "CIRCUIT_OPEN"))
         log.info("watch deferred", extra={"code": code, "retry_in_s": exc.retry_after_s})
-        watch.note_refused(runtime.redis, code=code, retry_after_s=exc.retry_after_s)
+        # The latch is one Redis read per tick, and an operator's resume should be followed at once: no wait.
+        retry = None if isinstance(exc, CredentialsRefused) else exc.retry_after_s
+        watch.note_refused(runtime.redis, code=code, retry_after_s=retry)
         return {"deferred": code}
     except TebraError as exc:
         log.warning("watch poll failed; the next tick catches up", extra={"code": exc.outcome})

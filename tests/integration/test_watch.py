@@ -366,3 +366,35 @@ def test_an_open_breaker_defers_the_watch_and_nothing_is_lost(
         socket.until(
             lambda _: bool(socket.of("patient_status_changed", hpid=hpid)), 30, "the caught-up change"
         )
+
+
+def test_a_refused_login_pauses_the_watch_after_one_call_and_resume_catches_up(
+    beat: Any, api_server: str, sim: Any, redis_client: redis.Redis, settings: Any, auth_headers: Any
+) -> None:
+    day = weekday_ahead(9)
+    beat()
+    wait_first_full_poll(redis_client)
+    target = single_visits(sim.appointments(day), 1)[0]
+    sim.set_faults(security="bad_password")
+    with listening(api_server, auth_headers, [f"patients:{day}"]) as socket:
+        sim.edit_appointment("cancel", id=target["id"])
+        wait_until(
+            lambda: redis_client.hget(keys.WATCH_STATE, "last_error") == "TEBRA_CREDENTIALS_REFUSED",
+            30,
+            "the watch paused by the credentials latch",
+        )
+        socket.drain(3 * POLL_S)  # ticks go on: the latch stops every one of them before Tebra
+        refused = sum(sim.stats().get("security_failures", {}).values())
+        assert refused == 1, sim.stats()
+        assert not socket.of("patient_status_changed")
+
+        sim.set_faults(security=None)  # the operator fixed the credentials
+        response = requests.post(
+            f"{api_server}/api/v1/ops/tebra", json={"action": "resume"}, headers=auth_headers, timeout=5
+        )
+        assert response.ok, response.text
+        hpid = hpid_of(settings, target["patient_id"])
+        socket.until(
+            lambda _: bool(socket.of("patient_status_changed", hpid=hpid)), 40, "the caught-up change"
+        )
+    assert sum(sim.stats().get("security_failures", {}).values()) == 1
