@@ -36,6 +36,18 @@ class Settings:
     celery_result_backend: str = ""  # empty: same as REDIS_URL
     redis_socket_timeout_s: float = 5.0
     redis_connect_timeout_s: float = 2.0
+    # Redis high availability and transport security (docs/operations.md, "High availability"). With
+    # REDIS_SENTINELS set every client asks the sentinels for the primary of REDIS_SENTINEL_MASTER; the URLs
+    # above then give only the scheme (rediss:// is TLS), user, password and database.
+    redis_sentinels: str = ""  # host:port,host:port,...; empty: REDIS_URL's server is the one Redis
+    redis_sentinel_master: str = "relay"
+    redis_sentinel_password: str = ""  # the sentinels' own requirepass, if they have one
+    redis_tls_ca_file: str = ""  # rediss://: the CA the server's certificate is verified against
+    redis_tls_cert_file: str = ""  # rediss://: a client certificate, for servers that ask for one
+    redis_tls_key_file: str = ""
+    # Acknowledged means kept: with REDIS_SENTINELS set, a clinic's status change, its audit record and an
+    # accepted sync answer 2xx only once a replica has them (WAIT 1 <ms>), else 503. 0: never wait.
+    redis_wait_replica_ms: int = 1000
 
     # Tebra (the default is the local simulator and its development account).
     tebra_wsdl_url: str = "http://127.0.0.1:8089/KareoServices.svc?wsdl"
@@ -164,6 +176,7 @@ class Settings:
                 "SYNC_COALESCE_DAYS must be between 1 (off) and 31 (one GetAppointments window)"
             )
         self._validate_watch()
+        self._validate_redis()
         if not 0 <= self.phi_open_memory_s <= 3600:
             raise SettingsError("PHI_OPEN_MEMORY_S must be between 0 (off) and 3600")
         if self.is_production:
@@ -182,6 +195,18 @@ class Settings:
             if bad:
                 raise SettingsError(f"production refuses development values for: {', '.join(bad)}")
         return self
+
+    def _validate_redis(self) -> None:
+        for part in self.redis_sentinels.split(","):
+            host, _, port = part.strip().rpartition(":")
+            if part.strip() and not (host and port.isdigit()):
+                raise SettingsError(f"REDIS_SENTINELS must be host:port,host:port,... not {part.strip()!r}")
+        if self.redis_sentinels and not self.redis_sentinel_master:
+            raise SettingsError("REDIS_SENTINEL_MASTER must name the primary the sentinels watch")
+        if bool(self.redis_tls_cert_file) != bool(self.redis_tls_key_file):
+            raise SettingsError("REDIS_TLS_CERT_FILE and REDIS_TLS_KEY_FILE go together")
+        if not 0 <= self.redis_wait_replica_ms <= 60000:
+            raise SettingsError("REDIS_WAIT_REPLICA_MS must be between 0 (off) and 60000")
 
     def _validate_watch(self) -> None:
         if not 0 <= self.sync_horizon_days <= 30:

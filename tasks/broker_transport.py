@@ -21,12 +21,28 @@ import redis
 from kombu.transport import redis as kombu_redis
 
 
-class Channel(kombu_redis.Channel):
+class _ReleasedRefused:
+    """Refuse a client asked of a released connection (mixed into both channels below)."""
+
+    connection: Any
+
     def _connparams(self, asynchronous: bool = False) -> Any:
         if self.connection.client is None:
             raise redis.exceptions.ConnectionError("the broker connection was released")
-        return super()._connparams(asynchronous=asynchronous)
+        return super()._connparams(asynchronous=asynchronous)  # type: ignore[misc]
+
+
+class Channel(_ReleasedRefused, kombu_redis.Channel):
+    pass
 
 
 class Transport(kombu_redis.Transport):
     Channel = Channel
+
+
+class SentinelChannel(_ReleasedRefused, kombu_redis.SentinelChannel):
+    """The same fix for the sentinel transport (REDIS_SENTINELS): its pool comes from ``_connparams`` too."""
+
+
+class SentinelTransport(kombu_redis.SentinelTransport):
+    Channel = SentinelChannel

@@ -1,0 +1,111 @@
+"""A real Redis primary, one replica and three sentinels on free ports, for the high-availability tests.
+
+Every process is a real ``redis-server`` (the sentinels are ``redis-server CONF --sentinel``, each with its
+own config file, which a sentinel rewrites). The sentinels watch the primary as ``relay`` and call it down
+after ``down_after_ms`` without a reply; two of three must agree.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import redis
+
+from scripts import redis_server
+from tests.support.processes import free_port, wait_until
+
+MASTER = "relay"
+
+
+@dataclass
+class SentinelGroup:
+    folder: Path
+    down_after_ms: int = 2000
+    primary_port: int = 0
+    replica_port: int = 0
+    sentinel_ports: list[int] = field(default_factory=list)
+    procs: dict[int, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @property
+    def sentinels(self) -> str:
+        """The REDIS_SENTINELS setting for this group."""
+        return ",".join(f"127.0.0.1:{port}" for port in self.sentinel_ports)
+
+    def start(self) -> SentinelGroup:
+        self.primary_port, self.replica_port = free_port(), free_port()
+        self._server(self.primary_port)
+        self._server(self.replica_port, "--replicaof", "127.0.0.1", str(self.primary_port))
+        replica = redis.Redis(port=self.replica_port, socket_timeout=2)
+        wait_until(lambda: replica.info("replication")["master_link_status"] == "up", 20, "replica link")
+        for _ in range(3):
+            port = free_port()
+            self.sentinel_ports.append(port)
+            conf = self.folder / f"sentinel-{port}.conf"
+            conf.write_text(
+                f"port {port}\nbind 127.0.0.1\ndir {self.folder}\n"
+                f"sentinel monitor {MASTER} 127.0.0.1 {self.primary_port} 2\n"
+                f"sentinel down-after-milliseconds {MASTER} {self.down_after_ms}\n"
+                f"sentinel failover-timeout {MASTER} 10000\n"
+            )
+            self._spawn(port, [str(conf), "--sentinel"])
+        for port in self.sentinel_ports:  # every sentinel knows the replica and the other sentinels
+            sentinel = redis.Redis(port=port, socket_timeout=2, decode_responses=True)
+            wait_until(lambda s=sentinel: self._sees_everyone(s), 30, f"sentinel {port}")
+        return self
+
+    @staticmethod
+    def _sees_everyone(sentinel: redis.Redis) -> bool:
+        master = sentinel.sentinel_master(MASTER)
+        return int(master["num-slaves"]) >= 1 and int(master["num-other-sentinels"]) >= 2
+
+    def _server(self, port: int, *extra: str) -> None:
+        data = self.folder / f"data-{port}"
+        data.mkdir()
+        args = ["--port", str(port), "--bind", "127.0.0.1", "--dir", str(data), "--save", "", *extra]
+        self._spawn(port, args)
+        wait_until(lambda: redis_server.answers(f"redis://127.0.0.1:{port}"), 10, f"redis {port}")
+
+    def _spawn(self, port: int, args: list[str]) -> None:
+        log = (self.folder / f"{port}.log").open("ab")
+        self.procs[port] = subprocess.Popen(
+            [redis_server.server_binary(), *args], stdout=log, stderr=subprocess.STDOUT
+        )
+
+    def primary(self) -> int:
+        """The primary's port as the first sentinel that answers says it is."""
+        for port in self.sentinel_ports:
+            try:
+                found = redis.Redis(port=port, socket_timeout=1).sentinel_get_master_addr_by_name(MASTER)
+            except redis.RedisError:
+                continue
+            if found:
+                return int(found[1])
+        raise LookupError("no sentinel answers")
+
+    def kill_primary(self) -> int:
+        """SIGKILL the primary (no shutdown, no last sync); returns the port it had."""
+        port = self.primary()
+        proc = self.procs[port]
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        return port
+
+    def wait_failover(self, old: int, timeout_s: float = 60) -> int:
+        """Wait until the sentinels name another primary and it answers as one; returns its port."""
+
+        def promoted() -> bool:
+            port = self.primary()
+            role = redis.Redis(port=port, socket_timeout=1).info("replication")["role"]
+            return port != old and role == "master"
+
+        wait_until(promoted, timeout_s, "failover")
+        return self.primary()
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
