@@ -28,7 +28,7 @@ from tasks.clients import Clients
 from tasks.diagnostics import NOOP_TASK
 from tasks.patient_flow import PatientFlow
 from tests.support.processes import start_worker, stop, wait_until
-from tests.support.redis_ha import SentinelGroup
+from tests.support.redis_ha import SentinelGroup, redis_probes_ok
 
 WEEKDAY = "2026-03-04"  # a Wednesday: the board of a day nobody synced is empty, not an error
 
@@ -79,14 +79,8 @@ def exercise(settings: Settings, data: redis.Redis, app: Any) -> str:
     assert flow.board(WEEKDAY).rows == []
     assert RateLimiter(data, 10, 1.0).take("sentinel-test", 1).allowed
     assert metrics.scrape_client(settings, settings.broker_url).ping()
-    checks = {check["name"]: check for check in app.test_client().get("/ready").get_json()["checks"]}
-    assert checks["redis"]["ok"] and checks["broker"]["ok"], checks
+    assert redis_probes_ok(app)
     return str(published["id"])
-
-
-def ready_probes_pass(app: Any) -> bool:
-    checks = {check["name"]: check for check in app.test_client().get("/ready").get_json()["checks"]}
-    return bool(checks["redis"]["ok"] and checks["broker"]["ok"])
 
 
 def test_every_client_follows_the_sentinels_through_a_failover(
@@ -111,7 +105,7 @@ def test_every_client_follows_the_sentinels_through_a_failover(
         assert new == group.replica_port
 
         # /ready's probes have no retries: the first after the kill may meet the dead server's connection.
-        wait_until(lambda: ready_probes_pass(app), 20, "ready probes on the new primary")
+        wait_until(lambda: redis_probes_ok(app), 20, "ready probes on the new primary")
         after = exercise(settings, data, app)  # the scripts are new to this server: NOSCRIPT, sent again
         assert data.info("server")["tcp_port"] == new
         assert celery.send_task(NOOP_TASK, args=[2]).get(timeout=60) == 2

@@ -11,6 +11,7 @@ import signal
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -109,3 +110,9 @@ class SentinelGroup:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait(10)
+
+
+def redis_probes_ok(app: Any) -> bool:
+    """Whether /ready of the in-process Flask ``app`` found its data Redis and its broker (not the worker)."""
+    checks = {check["name"]: check for check in app.test_client().get("/ready").get_json()["checks"]}
+    return bool(checks["redis"]["ok"] and checks["broker"]["ok"])
