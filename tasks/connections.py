@@ -105,6 +105,14 @@ def client(
     return found
 
 
+def wait_replica_ms(settings: Settings) -> int:
+    """How long a kept write waits for one replica (``WAIT 1 <ms>``); 0 when Redis is one server or it is off.
+
+    Without REDIS_SENTINELS there is no replica to wait for: a single node never pays for it.
+    """
+    return settings.redis_wait_replica_ms if settings.redis_sentinels else 0
+
+
 def make_redis(settings: Settings, url: str | None = None) -> redis.Redis:
     """A new data client with timeouts on every edge, decoding replies to str."""
     return client(

@@ -11,11 +11,9 @@ event), and a real prefork Celery worker with kombu's sentinel transport and the
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 import redis
 
 from app import create_app
@@ -31,32 +29,6 @@ from tests.support.processes import start_worker, stop, wait_until
 from tests.support.redis_ha import SentinelGroup, redis_probes_ok
 
 WEEKDAY = "2026-03-04"  # a Wednesday: the board of a day nobody synced is empty, not an error
-
-
-@pytest.fixture(scope="module")
-def group(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentinelGroup]:
-    found = SentinelGroup(tmp_path_factory.mktemp("sentinels"))
-    try:
-        yield found.start()
-    finally:
-        found.stop()
-
-
-@pytest.fixture(scope="module")
-def ha_env(group: SentinelGroup, dev_key_path: str) -> dict[str, str]:
-    return {
-        "APP_ENV": "test",
-        "REDIS_URL": "redis://127.0.0.1:1/3",  # nothing listens there: the sentinels must be asked
-        "CELERY_BROKER_URL": "redis://127.0.0.1:1/4",
-        "CELERY_RESULT_BACKEND": "redis://127.0.0.1:1/4",
-        "REDIS_SENTINELS": group.sentinels,
-        "REDIS_SOCKET_TIMEOUT_S": "2",
-        "REDIS_CONNECT_TIMEOUT_S": "1",
-        "AUTH_MODE": "dev",
-        "DEV_KEY_PATH": dev_key_path,
-        "PATIENT_DETAILS_ENABLED": "false",
-        "TEBRA_POLL_INTERVAL_S": "0",
-    }
 
 
 class Sink:
@@ -84,7 +56,7 @@ def exercise(settings: Settings, data: redis.Redis, app: Any) -> str:
 
 
 def test_every_client_follows_the_sentinels_through_a_failover(
-    group: SentinelGroup, ha_env: dict[str, str], tmp_path: Path
+    sentinel_group: SentinelGroup, ha_env: dict[str, str], tmp_path: Path
 ) -> None:
     settings = load_settings(ha_env)
     data = connections.make_redis(settings)
@@ -100,9 +72,9 @@ def test_every_client_follows_the_sentinels_through_a_failover(
         assert celery.send_task(NOOP_TASK, args=[1]).get(timeout=30) == 1
         wait_until(lambda: before in sink.ids, 10, "the event before the failover")
 
-        old = group.kill_primary()
-        new = group.wait_failover(old)
-        assert new == group.replica_port
+        old = sentinel_group.kill_primary()
+        new = sentinel_group.wait_failover(old)
+        assert new == sentinel_group.replica_port
 
         # /ready's probes have no retries: the first after the kill may meet the dead server's connection.
         wait_until(lambda: redis_probes_ok(app), 20, "ready probes on the new primary")
