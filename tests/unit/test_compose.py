@@ -16,6 +16,22 @@ from scripts.redis_server import SERVER_ARGS
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICES = {"redis", "tebra-sim", "api", "worker", "beat", "flower", "audit"}
+# The `ha` profile: started only when asked for (docker compose --profile ha ...).
+HA_SERVICES = {
+    "ha-redis-primary",
+    "ha-redis-replica",
+    "ha-sentinel-1",
+    "ha-sentinel-2",
+    "ha-sentinel-3",
+    "ha-api-1",
+    "ha-api-2",
+    "ha-balancer",
+    "ha-worker-1",
+    "ha-worker-2",
+    "ha-audit",
+}
+# What deploy/haproxy.cfg reads from its environment (the balancer is HAProxy, not our code).
+BALANCER_ENV = {"RELAY_LB_BIND", "RELAY_LB_CERT", "RELAY_API_1", "RELAY_API_2", "RELAY_LB_ADMIN"}
 # Variables read by the libraries the processes run, not by config/settings.py.
 THIRD_PARTY_ENV = {"PROMETHEUS_MULTIPROC_DIR", "WEB_CONCURRENCY", "GUNICORN_CMD_ARGS", "PYTHONUNBUFFERED"}
 SECRET_WORDS = ("PASSWORD", "SECRET", "TOKEN", "KEY")
@@ -48,7 +64,25 @@ def option(command: list[str], flag: str) -> str | None:
 
 
 def test_every_process_of_the_system_is_a_service(compose: dict[str, Any]) -> None:
-    assert set(compose["services"]) == SERVICES
+    assert set(compose["services"]) == SERVICES | HA_SERVICES
+    for name, service in compose["services"].items():
+        assert service.get("profiles") == (["ha"] if name in HA_SERVICES else None), name
+
+
+def test_the_ha_profile_reaches_redis_only_through_the_sentinels(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    sentinels = {f"ha-sentinel-{n}" for n in (1, 2, 3)}
+    for name in ("ha-api-1", "ha-api-2", "ha-worker-1", "ha-worker-2", "ha-audit"):
+        env = services[name]["environment"]
+        assert "REDIS_URL" not in env, f"{name}: the user, password and database come from .env's REDIS_URL"
+        assert {part.split(":")[0] for part in env["REDIS_SENTINELS"].split(",")} == sentinels, name
+        assert sentinels <= set(services[name]["depends_on"]), name
+    balancer = services["ha-balancer"]
+    assert "./deploy/haproxy.cfg:/usr/local/etc/haproxy/haproxy.cfg:ro" in balancer["volumes"]
+    assert {balancer["environment"]["RELAY_API_1"], balancer["environment"]["RELAY_API_2"]} == {
+        "ha-api-1:8000",
+        "ha-api-2:8000",
+    }
 
 
 def test_every_project_command_resolves_in_the_project(compose: dict[str, Any]) -> None:
@@ -76,7 +110,7 @@ def test_every_project_command_resolves_in_the_project(compose: dict[str, Any]) 
 
 
 def test_every_variable_set_is_a_setting_or_a_known_library_one(compose: dict[str, Any]) -> None:
-    known = set(setting_names()) | THIRD_PARTY_ENV
+    known = set(setting_names()) | THIRD_PARTY_ENV | BALANCER_ENV
     for name, service in compose["services"].items():
         for variable in service.get("environment", {}) or {}:
             assert variable in known, f"{name}: {variable} is not a setting (config/settings.py)"
