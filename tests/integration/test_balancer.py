@@ -21,7 +21,6 @@ import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,9 +30,9 @@ import simple_websocket
 
 from config import load_settings
 from tasks import flow
+from tests.support.balancer import Balancer, sockets_on, start_api, start_balancer, subscribe
 from tests.support.patients import seed_day
-from tests.support.processes import BIN, ROOT, free_port, spawn, start_worker, stop, wait_until
-from tests.support.tls import Authority
+from tests.support.processes import BIN, spawn, start_worker, stop
 
 pytestmark = pytest.mark.skipif(
     shutil.which("haproxy") is None, reason="haproxy is not installed (apt-get install haproxy; .ci/run does)"
@@ -44,24 +43,16 @@ DATE = (datetime.now(UTC).date() + timedelta(days=11)).isoformat()
 
 @dataclass
 class Balanced:
-    url: str  # https://127.0.0.1:<port>
+    balancer: Balancer
     apis: dict[str, tuple[subprocess.Popen[bytes], int]]  # server name -> (gunicorn, port)
-    context: ssl.SSLContext
-    ca: Path
 
-    def ws_url(self) -> str:
-        return self.url.replace("https://", "wss://") + "/ws"
+    @property
+    def url(self) -> str:
+        return self.balancer.url
 
-
-def _api(env: dict[str, str], log: Path) -> tuple[subprocess.Popen[bytes], int]:
-    port = free_port()
-    proc = spawn(
-        [str(BIN / "gunicorn"), "-c", "app/gunicorn_conf.py", "--bind", f"127.0.0.1:{port}", "app.wsgi:app"],
-        env,
-        log,
-    )
-    wait_until(lambda: requests.get(f"http://127.0.0.1:{port}/health", timeout=1).ok, 30, "api", proc, log)
-    return proc, port
+    @property
+    def ca(self) -> str:
+        return str(self.balancer.ca)
 
 
 @pytest.fixture(scope="module")
@@ -76,56 +67,14 @@ def balanced(base_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory)
             start_worker(env, folder / "worker.log", name="lb-worker", concurrency=1, queues="lb-idle")
         )
         procs.append(spawn([str(BIN / "python"), "-m", "workers.audit", "run"], env, folder / "audit.log"))
-        apis = {name: _api(env, folder / f"{name}.log") for name in ("api1", "api2")}
+        apis = {name: start_api(env, folder / f"{name}.log") for name in ("api1", "api2")}
         procs.extend(proc for proc, _ in apis.values())
-        authority = Authority(folder)
-        pair = authority.issue("balancer")
-        pem = folder / "balancer.pem"
-        pem.write_bytes(pair.cert.read_bytes() + pair.key.read_bytes())
-        port = free_port()
-        lb_env = {
-            "RELAY_LB_BIND": f"127.0.0.1:{port}",
-            "RELAY_LB_CERT": str(pem),
-            "RELAY_API_1": f"127.0.0.1:{apis['api1'][1]}",
-            "RELAY_API_2": f"127.0.0.1:{apis['api2'][1]}",
-            "RELAY_LB_ADMIN": f"127.0.0.1:{free_port()}",
-        }
-        log = folder / "haproxy.log"
-        haproxy = spawn(["haproxy", "-db", "-f", str(ROOT / "deploy" / "haproxy.cfg")], lb_env, log)
-        procs.append(haproxy)
-        context = ssl.create_default_context(cafile=str(authority.ca.cert))
-        url = f"https://127.0.0.1:{port}"
-        wait_until(
-            lambda: requests.get(f"{url}/ready", verify=str(authority.ca.cert), timeout=1).ok,
-            60,
-            "lb",
-            haproxy,
-            log,
-        )
-        yield Balanced(url, apis, context, authority.ca.cert)
+        balancer = start_balancer([port for _, port in apis.values()], folder)
+        procs.append(balancer.proc)
+        yield Balanced(balancer, apis)
     finally:
         for proc in reversed(procs):
             stop(proc)
-
-
-def sockets_on(port: int) -> float:
-    """How many sockets the instance on ``port`` holds (its /metrics, read on loopback)."""
-    for line in requests.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text.splitlines():
-        if line.startswith("clinic_relay_websocket_connections "):
-            return float(line.split()[1])
-    return 0.0
-
-
-def subscribe(balanced: Balanced, token: str, since: str | None = None) -> simple_websocket.Client:
-    ws = simple_websocket.Client.connect(
-        balanced.ws_url(), headers={"Authorization": f"Bearer {token}"}, ssl_context=balanced.context
-    )
-    message: dict[str, Any] = {"type": "subscribe", "topics": [f"patients:{DATE}"]}
-    if since:
-        message["since"] = since
-    ws.send(json.dumps(message))
-    assert json.loads(ws.receive(timeout=10))["type"] == "subscribed"
-    return ws
 
 
 def next_event(ws: simple_websocket.Client) -> dict[str, Any]:
@@ -148,9 +97,9 @@ def patch(base: str, hpid: str, status: str, headers: dict[str, str], verify: An
 
 
 def test_tls_13_only_and_hsts_kept(balanced: Balanced) -> None:
-    answer = requests.get(f"{balanced.url}/health", verify=str(balanced.ca), timeout=5)
+    answer = requests.get(f"{balanced.url}/health", verify=balanced.ca, timeout=5)
     assert answer.ok and answer.headers["Strict-Transport-Security"].startswith("max-age=")
-    old = ssl.create_default_context(cafile=str(balanced.ca))
+    old = ssl.create_default_context(cafile=balanced.ca)
     old.maximum_version = ssl.TLSVersion.TLSv1_2
     host, port = balanced.url.removeprefix("https://").split(":")
     with (
@@ -166,7 +115,7 @@ def test_a_socket_follows_patches_on_the_other_instance_and_survives_its_own_ins
     data = redis.Redis.from_url(base_env["REDIS_URL"], decode_responses=True)
     hpids = seed_day(data, load_settings(base_env), DATE, [flow.SCHEDULED] * 2, prefix="lb")
     token = make_token()
-    ws = subscribe(balanced, token)
+    ws = subscribe(balanced.balancer, token, [f"patients:{DATE}"])
     here = next(name for name, (_, port) in balanced.apis.items() if sockets_on(port) >= 1)
     other = next(name for name in balanced.apis if name != here)
 
@@ -180,9 +129,11 @@ def test_a_socket_follows_patches_on_the_other_instance_and_survives_its_own_ins
         while True:
             ws.receive(timeout=10)
     # Meanwhile a change goes through the balancer (to the live instance) while the socket is away.
-    missed = patch(balanced.url, hpids[1], flow.CONFIRMED, auth_headers, verify=str(balanced.ca))
+    missed = patch(balanced.url, hpids[1], flow.CONFIRMED, auth_headers, verify=balanced.ca)
 
-    again = subscribe(balanced, token, since=event["id"])  # the reconnect: through the balancer, with since
+    again = subscribe(
+        balanced.balancer, token, [f"patients:{DATE}"], since=event["id"]
+    )  # the reconnect: through the balancer, with since
     replayed = next_event(again)
     assert (replayed["id"], replayed["data"]["hpid"]) == (missed["event_id"], hpids[1])
     again.close()
