@@ -64,7 +64,7 @@ class SentinelGroup:
 
     def _server(self, port: int, *extra: str) -> None:
         data = self.folder / f"data-{port}"
-        data.mkdir()
+        data.mkdir(exist_ok=True)
         args = ["--port", str(port), "--bind", "127.0.0.1", "--dir", str(data), "--save", "", *extra]
         self._spawn(port, args)
         wait_until(lambda: redis_server.answers(f"redis://127.0.0.1:{port}"), 10, f"redis {port}")
@@ -104,6 +104,28 @@ class SentinelGroup:
 
         wait_until(promoted, timeout_s, "failover")
         return self.primary()
+
+    def restart(self, port: int) -> None:
+        """Start a killed server again on its port once the failover is done, as a careful supervisor does:
+        it asks the sentinels for the primary first and starts as its replica (docs/operations.md).
+
+        Started as a primary instead, it would wait for the sentinels to notice and convert it (their
+        INFO period is 10 s), and until then ``WAIT 1`` has no replica.
+        """
+        self._server(port, "--replicaof", "127.0.0.1", str(self.primary()))
+
+    def wait_replica_linked(self, timeout_s: float = 60) -> None:
+        """Wait until the primary has a replica with its link up (what ``WAIT 1`` needs)."""
+
+        def linked() -> bool:
+            info = redis.Redis(port=self.primary(), socket_timeout=1).info("replication")
+            return any(
+                isinstance(value, dict) and value.get("state") == "online"
+                for key, value in info.items()
+                if key.startswith("slave")
+            )
+
+        wait_until(linked, timeout_s, "a replica linked to the primary")
 
     def stop(self) -> None:
         for proc in self.procs.values():
