@@ -6,7 +6,7 @@ from celery import Celery
 from kombu import Exchange, Queue
 
 from config import Settings
-from tasks import connections
+from tasks import broker_transport, connections
 
 SYNC_QUEUE = "sync"
 DETAILS_QUEUE = "details"  # GetPatient lookups: lower priority, never ahead of a day's sync
@@ -45,6 +45,8 @@ def celery_config(settings: Settings) -> dict[str, object]:
     # the primary of REDIS_SENTINEL_MASTER, again after each lost connection (tasks/connections.py).
     ha = connections.celery_options(settings)
     sentinel = "broker_sentinel" in ha
+    if sentinel:
+        broker_transport.claim_sentinel_scheme()
     redis_options.update(ha.pop("broker_sentinel", {}))
     backend_options.update(ha.pop("backend_sentinel", {}))
     broker_url = connections.celery_url(settings, settings.broker_url)
@@ -55,7 +57,7 @@ def celery_config(settings: Settings) -> dict[str, object]:
         "broker_read_url": broker_url,
         "broker_write_url": broker_url,
         # kombu's Redis transport with the fix for a worker killed by a lost connection (the module says why).
-        "broker_transport": f"tasks.broker_transport:{'SentinelTransport' if sentinel else 'Transport'}",
+        "broker_transport": broker_transport.SENTINEL_TRANSPORT if sentinel else broker_transport.TRANSPORT,
         "result_backend": connections.celery_url(settings, settings.result_backend),
         "broker_transport_options": redis_options,
         "result_backend_transport_options": backend_options,

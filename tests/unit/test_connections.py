@@ -78,3 +78,16 @@ def test_rediss_verifies_the_server_and_may_present_a_client_certificate() -> No
 def test_bad_redis_settings_are_refused_by_name(env: dict[str, str], message: str) -> None:
     with pytest.raises(SettingsError, match=message):
         load_settings(env)
+
+
+def test_a_switch_to_the_next_sentinel_keeps_our_broker_transport() -> None:
+    """kombu takes the transport of a failover alternate from its URL's scheme: ours must still be the one."""
+    from tasks.broker_transport import SentinelTransport
+    from tasks.celery_factory import create_celery
+
+    settings = load_settings({"REDIS_SENTINELS": "127.0.0.1:26379,127.0.0.1:26380,127.0.0.1:26381"})
+    connection = create_celery(settings).connection_for_write()
+    assert isinstance(connection.transport, SentinelTransport)
+    connection.maybe_switch_next()  # what a worker does after a lost connection
+    assert connection.host.endswith(":26380")
+    assert isinstance(connection.transport, SentinelTransport)
