@@ -205,11 +205,12 @@ class Settings:
             raise SettingsError("REDIS_SENTINEL_MASTER must name the primary the sentinels watch")
         if bool(self.redis_tls_cert_file) != bool(self.redis_tls_key_file):
             raise SettingsError("REDIS_TLS_CERT_FILE and REDIS_TLS_KEY_FILE go together")
-        if not 0 <= self.redis_wait_replica_ms < self.redis_socket_timeout_s * 1000:
-            raise SettingsError(
-                "REDIS_WAIT_REPLICA_MS must be between 0 (off) and REDIS_SOCKET_TIMEOUT_S (in ms): "
-                "a WAIT longer than the socket timeout would be cut off as a lost connection"
-            )
+        if not 0 <= self.redis_wait_replica_ms <= 60000:
+            raise SettingsError("REDIS_WAIT_REPLICA_MS must be between 0 (off) and 60000")
+        # Only with sentinels is there a WAIT (tasks/connections.py), and then it must end before the socket
+        # timeout, or it would be cut off as a lost connection.
+        if self.redis_sentinels and self.redis_wait_replica_ms >= self.redis_socket_timeout_s * 1000:
+            raise SettingsError("REDIS_WAIT_REPLICA_MS must be below REDIS_SOCKET_TIMEOUT_S (in ms)")
 
     def _validate_watch(self) -> None:
         if not 0 <= self.sync_horizon_days <= 30:

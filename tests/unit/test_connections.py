@@ -73,6 +73,10 @@ def test_rediss_verifies_the_server_and_may_present_a_client_certificate() -> No
         ({"REDIS_SENTINELS": "10.0.0.1:26379", "REDIS_SENTINEL_MASTER": ""}, "REDIS_SENTINEL_MASTER"),
         ({"REDIS_TLS_CERT_FILE": "/etc/relay/client.pem"}, "REDIS_TLS_KEY_FILE go together"),
         ({"REDIS_WAIT_REPLICA_MS": "-1"}, "REDIS_WAIT_REPLICA_MS"),
+        (
+            {"REDIS_SENTINELS": "10.0.0.1:2", "REDIS_SOCKET_TIMEOUT_S": "1", "REDIS_WAIT_REPLICA_MS": "1000"},
+            "below REDIS_SOCKET_TIMEOUT_S",
+        ),
     ],
 )
 def test_bad_redis_settings_are_refused_by_name(env: dict[str, str], message: str) -> None:
