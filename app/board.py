@@ -3,8 +3,9 @@
 Static files only (app/static/: HTML, CSS, plain JavaScript) under a strict Content-Security-Policy: no
 inline script or style anywhere. ``/board/config`` gives the page what it cannot know by itself (the clinic's
 time zone and today there, the flow table). ``/dev/token`` hands the page a development bearer token, and
-exists only when ``AUTH_MODE=dev`` outside production: the same token ``make token`` prints, so the page
-works without a human in development and tests, and the route is simply absent everywhere else.
+exists only with ``APP_ENV=development`` and ``AUTH_MODE=dev`` (which binds loopback only): the same token
+``make token`` prints, so the page works without a human in development, and the route is simply absent
+everywhere else, tests and production included.
 """
 
 from __future__ import annotations
@@ -73,8 +74,8 @@ def config() -> Response:
 
 
 def dev_token_enabled(settings: Settings) -> bool:
-    """The page may be handed a token: development signing mode, never in production."""
-    return settings.auth_mode == "dev" and not settings.is_production
+    """The page may be handed a token: development signing mode in development, nowhere else."""
+    return settings.auth_mode == "dev" and settings.app_env == "development"
 
 
 class _DevSigner:
@@ -98,7 +99,7 @@ class _DevSigner:
 
 
 def init_app(app: Flask, settings: Settings) -> None:
-    """Register the page; add ``/dev/token`` only in development signing mode outside production."""
+    """Register the page; add ``/dev/token`` only in development signing mode in development."""
     app.register_blueprint(bp)
     if not dev_token_enabled(settings):
         return

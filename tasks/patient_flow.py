@@ -29,7 +29,7 @@ from redis.exceptions import NoScriptError
 
 from tasks import events, flow, keys
 from tasks.events import EventPublisher, utc_now_iso
-from tasks.phi import PhiCipher
+from tasks.phi import Opener, PhiCipher, open_patient
 from tasks.reconcile import write_day
 from tasks.store import ScheduleStore, WriteCounts
 
@@ -245,9 +245,7 @@ class PatientFlow:
         return Board(rows, str(newest))
 
 
-def _row(
-    date: str, values: Sequence[str | None], now: datetime, open_phi: Callable[[str | None], str | None]
-) -> dict[str, Any] | None:
+def _row(date: str, values: Sequence[str | None], now: datetime, open_phi: Opener) -> dict[str, Any] | None:
     # One pass over the SORT row, unpacked by position ("#", then BOARD_FIELDS' order): the board builds
     # 40 of these per read, and the dict-of-fields version of this was a fifth of the read's CPU.
     (hpid, name, dob, appointment_time, provider, location, reason, room, status, status_source, version,
@@ -257,12 +255,12 @@ def _row(
     return {
         "hpid": hpid,
         "date": date,
-        "name": (open_phi(name) or "") if name else "",
-        "dob": (open_phi(dob) or None) if dob else None,
+        "name": open_patient(open_phi, hpid, date, "name", name) or "",
+        "dob": open_patient(open_phi, hpid, date, "dob", dob) or None,
         "appointment_time": appointment_time or "",
         "provider": provider or "",
         "location": location or "",
-        "reason": reason or "",
+        "reason": open_patient(open_phi, hpid, date, "reason", reason) or "",
         "room": room or "",
         "status": status,
         "status_source": status_source or "",

@@ -180,15 +180,20 @@ class Reconciler:
         for read in reads:
             for row in read.rows:
                 incoming[str(row["id"])] = (read.date, row)
+        full_days = {read.date: read.full for read in reads}
+        if not full_days:  # an incremental poll that found nothing: nothing to write
+            return Applied({}, 0, [])
         with self._redis.pipeline(transaction=True) as pipe:
+            # One WATCH and one read for the index entries and the days read (three round trips in all,
+            # with the EXEC); the days a row moved out of, known only from the index, cost one more each way.
             index_keys = [keys.appointment_index(appt_id) for appt_id in incoming]
+            pipe.watch(*index_keys, *(keys.appointments(date) for date in full_days))
+            raw_index, days = self._read(index_keys, list(full_days))
             known: dict[str, Indexed] = {}
-            if index_keys:
-                pipe.watch(*index_keys)
-                for appt_id, raw in zip(incoming, self._redis.mget(index_keys), strict=True):
-                    found = Indexed.parse(raw)
-                    if found is not None:
-                        known[appt_id] = found
+            for appt_id, raw in zip(incoming, raw_index, strict=True):
+                found = Indexed.parse(raw)
+                if found is not None:
+                    known[appt_id] = found
             stale = {
                 appt_id
                 for appt_id, (_, row) in incoming.items()
@@ -200,27 +205,17 @@ class Reconciler:
                 for appt_id, (date, _) in applied.items()
                 if appt_id in known and known[appt_id].date and known[appt_id].date != date
             }
-            full_days = {read.date: read.full for read in reads}
-            order = list(dict.fromkeys([*full_days, *moved_from.values()]))
-            if not order:  # an incremental poll that found nothing: nothing to write
-                return Applied({}, len(stale), [])
-            pipe.watch(*(keys.appointments(date) for date in order))
-            read_pipe = self._redis.pipeline(transaction=False)
-            for date in order:
-                read_pipe.hgetall(keys.appointments(date))
-                read_pipe.smembers(keys.patients_index(date))
-                read_pipe.hget(keys.sync_status(date), "last_full_started_at")
-            replies = read_pipe.execute()
+            extra = [date for date in dict.fromkeys(moved_from.values()) if date not in full_days]
+            if extra:
+                pipe.watch(*(keys.appointments(date) for date in extra))
+                days.update(self._read([], extra)[1])
             plans = {
-                date: DayPlan(date, full_days.get(date, False), replies[3 * n])
-                for n, date in enumerate(order)
+                date: DayPlan(date, full_days.get(date, False), current, members=members)
+                for date, (current, members, _) in days.items()
             }
-            board_members = {date: set(replies[3 * n + 1]) for n, date in enumerate(order)}
-            last_full = {date: str(replies[3 * n + 2] or "") for n, date in enumerate(order)}
+            last_full = {date: last for date, (_, _, last) in days.items()}
             candidates = self._removal_candidates(plans, applied, moved_from)
             seen_of = self._seen_of(pipe, candidates)
-            for date, plan in plans.items():
-                plan.members = board_members[date]
             changes = self._plan(
                 plans, applied, known, moved_from, fetched, seen_of, read_started_at, last_full
             )
@@ -242,6 +237,26 @@ class Reconciler:
             for date, plan in plans.items()
         }
         return Applied(counts, len(stale), changes)
+
+    def _read(
+        self, index_keys: list[str], dates: list[str]
+    ) -> tuple[list[str | None], dict[str, tuple[dict[str, str], set[str], str]]]:
+        """The index entries, and each day's appointments, board members and last full read, in one round
+        trip."""
+        pipe = self._redis.pipeline(transaction=False)
+        if index_keys:
+            pipe.mget(index_keys)
+        for date in dates:
+            pipe.hgetall(keys.appointments(date))
+            pipe.smembers(keys.patients_index(date))
+            pipe.hget(keys.sync_status(date), "last_full_started_at")
+        replies = pipe.execute()
+        raw_index = replies.pop(0) if index_keys else []
+        days = {
+            date: (replies[3 * n], set(replies[3 * n + 1]), str(replies[3 * n + 2] or ""))
+            for n, date in enumerate(dates)
+        }
+        return raw_index, days
 
     def _removal_candidates(
         self,
@@ -286,7 +301,7 @@ class Reconciler:
         seal, hpid_of = self._store.sealers()
         changes: list[ChangeSeen] = []
         for appt_id, (date, row) in applied.items():
-            record = canonical(self._store.seal_appointment(row, seal, hpid_of))
+            record = canonical(self._store.seal_appointment(row, date, seal, hpid_of))
             plan = plans[date]
             plan.sealed[appt_id] = record
             if plan.current.get(appt_id) != record:
@@ -343,7 +358,7 @@ class Reconciler:
             if appt_id in plan.sealed:
                 rows.append(applied[appt_id][1])
             else:
-                rows.append(self._store.open_appointment(value))
+                rows.append(self._store.open_appointment(value, plan.date))
         plan.entries = self._store.patient_entries(plan.date, rows, seal, hpid_of)
         for gone_hpid, appt_id in leaving_hpids.items():
             if gone_hpid not in plan.entries:

@@ -1,6 +1,7 @@
 """The day's schedule in Redis: appointments and patient-flow entries, written idempotently.
 
-``appointments:{date}`` holds appointment id -> JSON, with the patient's id and name sealed. Each
+``appointments:{date}`` holds appointment id -> JSON, with the patient's id, name and the reason sealed, each
+bound to its appointment, field and day (tasks/phi.py). Each
 ``patient:{hpid}:{date}`` hash is one patient's flow entry; ``patients:{date}`` indexes the day's hpids.
 A full sync makes the day's appointments exactly Tebra's set; the flow entries merge Tebra's status with
 what the clinic set locally (a sync never moves a patient backwards past a local change). Writing the same
@@ -21,10 +22,7 @@ from redis.client import Pipeline
 
 from tasks import flow, keys
 from tasks.events import utc_now_iso
-from tasks.phi import PhiCipher, hpid
-
-APPOINTMENT_PHI_FIELDS = ("patient_id", "patient_name")
-PATIENT_PHI_FIELDS = ("name", "dob", "patient_id")
+from tasks.phi import PhiCipher, Sealer, hpid, open_appointment, open_patient, seal_appointment, seal_patient
 
 # One call merges a whole day (one round trip, the day's ranks and stamps sent once). KEYS[1] the day index,
 # KEYS[2..] the patients' keys; ARGV[1] JSON {state: rank}; ARGV[2] TTL s; ARGV[3] now ISO; ARGV[4] JSON
@@ -137,7 +135,6 @@ _RANKS = json.dumps(flow.RANKS)
 _STAMPS = json.dumps(flow.TIMESTAMP_FIELDS)
 _ENDED = json.dumps(dict.fromkeys(flow.ENDED_BEFORE_ARRIVAL, True))
 
-Sealer = Callable[[str | None], str | None]
 
 DETAILS_COMPLETE = "complete"
 DETAILS_INCOMPLETE = "incomplete"
@@ -290,15 +287,14 @@ class ScheduleStore:
     # -- the building blocks of a write (tasks/reconcile.py writes reads of Tebra with these) ----------------
 
     def sealers(self) -> tuple[Sealer, Callable[[str], str]]:
-        """The sealer and the hpid function of one write, each remembering what it computed: each patient's
-        id and name appear in the appointment and in the flow entry, and sealing is deterministic, so this
-        changes no byte, only the work."""
-        seal = functools.lru_cache(maxsize=None)(self._cipher.seal)
-        return seal, functools.lru_cache(maxsize=None)(self.hpid)
+        """The sealer and the hpid function of one write: each patient's id appears in several rows, so the
+        hpid is computed once per write (each sealed value is bound to its own record, field and day, so no
+        two seals are the same work)."""
+        return self._cipher.seal, functools.lru_cache(maxsize=None)(self.hpid)
 
-    def open_appointment(self, value: str) -> dict[str, Any]:
-        """A stored appointment as the row it was written from (PHI opened)."""
-        return self._cipher.open_fields(orjson.loads(value), APPOINTMENT_PHI_FIELDS)
+    def open_appointment(self, value: str, date: str) -> dict[str, Any]:
+        """A stored appointment of ``date`` as the row it was written from (PHI opened)."""
+        return open_appointment(self._cipher.open, orjson.loads(value), date)
 
     def queue_merge(self, pipe: Pipeline, date: str, entries: dict[str, tuple[list[str], str]]) -> None:
         """Queue the merge of the day's flow entries (see the script above) on ``pipe``."""
@@ -310,13 +306,13 @@ class ScheduleStore:
         )
 
     @staticmethod
-    def seal_appointment(appt: dict[str, Any], seal: Sealer, hpid_of: Callable[[str], str]) -> dict[str, Any]:
-        """The appointment as stored: the patient's id and name sealed, the hpid beside them."""
-        record = dict(appt)
+    def seal_appointment(
+        appt: dict[str, Any], date: str, seal: Sealer, hpid_of: Callable[[str], str]
+    ) -> dict[str, Any]:
+        """The appointment as stored on ``date``: the patient's id, name and reason sealed (bound to it), the
+        hpid beside them."""
+        record = seal_appointment(seal, appt, date)
         record["hpid"] = hpid_of(str(appt["patient_id"])) if appt.get("patient_id") else ""
-        for name in APPOINTMENT_PHI_FIELDS:
-            if record.get(name) is not None:
-                record[name] = seal(str(record[name]))
         return record
 
     @staticmethod
@@ -332,16 +328,17 @@ class ScheduleStore:
                 by_patient.setdefault(hpid_of(patient_id), appt)
         entries: dict[str, tuple[list[str], str]] = {}
         for entry_hpid, appt in by_patient.items():
+            sealed = functools.partial(seal_patient, seal, entry_hpid, date)
             fields = [
                 "hpid", entry_hpid,
                 "date", date,
                 "appointment_id", str(appt["id"]),
-                "patient_id", seal(str(appt["patient_id"])) or "",
-                "name", seal(str(appt.get("patient_name") or "")) or "",
+                "patient_id", sealed("patient_id", str(appt["patient_id"])),
+                "name", sealed("name", str(appt.get("patient_name") or "")),
                 "appointment_time", str(appt.get("start") or ""),
                 "provider", str(appt.get("provider_name") or ""),
                 "location", str(appt.get("location") or ""),
-                "reason", str(appt.get("reason") or ""),
+                "reason", sealed("reason", str(appt.get("reason") or "")),
                 "tebra_status", str(appt.get("tebra_status") or ""),
             ]  # fmt: skip
             entries[entry_hpid] = (fields, str(appt.get("status") or flow.SCHEDULED))
@@ -354,9 +351,7 @@ class ScheduleStore:
     def patient_id(self, date: str, entry_hpid: str) -> str | None:
         """The raw Tebra patient id behind ``entry_hpid`` on ``date``, or None when there is no such entry."""
         sealed = self._redis.hget(keys.patient(entry_hpid, date), "patient_id")
-        if not sealed:
-            return None
-        return self._cipher.open(sealed) or None
+        return open_patient(self._cipher.open, entry_hpid, date, "patient_id", sealed) or None
 
     def details_states(self, date: str) -> dict[str, tuple[str, str]]:
         """hpid -> (details, details_at) for every flow entry of the day ("" where none was fetched yet)."""
@@ -371,7 +366,7 @@ class ScheduleStore:
 
     def write_details(self, date: str, entry_hpid: str, *, dob: str | None, complete: bool, now: str) -> bool:
         """Seal ``dob`` into the day's flow entry and mark its details; False when the entry is gone."""
-        sealed = self._cipher.seal(dob) if dob else ""
+        sealed = seal_patient(self._cipher.seal, entry_hpid, date, "dob", dob)
         state = DETAILS_COMPLETE if complete else DETAILS_INCOMPLETE
         written = self._write_details(keys=[keys.patient(entry_hpid, date)], args=[sealed or "", state, now])
         return bool(written)
@@ -392,13 +387,11 @@ class ScheduleStore:
             pipe.hvals(keys.appointments(date))
         rows: list[dict[str, Any]] = []
         open_phi = self._cipher.opener()
-        for values in pipe.execute()[-len(dates) :] if dates else ():
+        for date, values in zip(dates, pipe.execute()[-len(dates) :] if dates else (), strict=True):
             for value in values:
                 record = orjson.loads(value)
                 record.pop("patient_id", None)  # the raw Tebra id stays inside the system: not even opened
-                if record.get("patient_name"):
-                    record["patient_name"] = open_phi(record["patient_name"])
-                rows.append(record)
+                rows.append(open_appointment(open_phi, record, date, ("patient_name", "reason")))
         rows.sort(key=lambda r: (str(r.get("start") or ""), str(r.get("id"))))
         return rows
 
@@ -409,7 +402,7 @@ class ScheduleStore:
         for entry_hpid in hpids:
             pipe.hget(keys.patient(entry_hpid, date), "patient_id")
         return {
-            entry_hpid: self._cipher.open(sealed) or ""
+            entry_hpid: open_patient(self._cipher.open, entry_hpid, date, "patient_id", sealed) or ""
             for entry_hpid, sealed in zip(hpids, pipe.execute(), strict=True)
             if sealed
         }

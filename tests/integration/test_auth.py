@@ -29,6 +29,7 @@ from app.socket_auth import EXTENSION_KEY as WS_KEY
 from app.socket_auth import SocketAuthError
 from config import SettingsError, load_settings
 from tests.support.jwks_server import JwksServer, new_key
+from tests.unit.test_fail_closed import STRONG
 
 ISSUER = "https://clinic-test.us.auth0.com/"
 AUDIENCE = "https://clinic-relay.test/api"
@@ -360,7 +361,12 @@ def test_make_token_refuses_auth0_mode(base_env: dict[str, str]) -> None:
 
 def test_auth0_mode_derives_issuer_and_jwks_url_from_the_domain() -> None:
     settings = load_settings(
-        {"AUTH_MODE": "auth0", "AUTH0_DOMAIN": "clinic.us.auth0.com", "AUTH0_AUDIENCE": "x"}
+        {
+            "APP_ENV": "test",
+            "AUTH_MODE": "auth0",
+            "AUTH0_DOMAIN": "clinic.us.auth0.com",
+            "AUTH0_AUDIENCE": "x",
+        }
     )
     verifier = auth.verifier_from_settings(settings)
     assert verifier.issuer == "https://clinic.us.auth0.com/"
@@ -368,15 +374,9 @@ def test_auth0_mode_derives_issuer_and_jwks_url_from_the_domain() -> None:
     assert verifier._keys_for.__self__.url == "https://clinic.us.auth0.com/.well-known/jwks.json"  # type: ignore[attr-defined]
 
 
+# Everything production needs but the auth settings these tests vary.
 PRODUCTION_SECRETS = {
-    "APP_ENV": "production",
-    "PHI_HMAC_KEY": "prod-hmac",
-    "PHI_ENCRYPTION_KEYS": "k9:" + base64.b64encode(b"p" * 32).decode(),
-    "AUDIT_SIGNING_KEY": "prod-audit",
-    "TEBRA_PASSWORD": "prod-tebra",
-    "FLOWER_PASSWORD": "prod-flower",
-    "AUTH0_AUDIENCE": "https://api.clinic.example/",
-    "METRICS_TOKEN": "prod-metrics",
+    name: value for name, value in STRONG.items() if name not in {"AUTH_MODE", "AUTH0_DOMAIN"}
 }
 
 

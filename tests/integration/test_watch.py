@@ -145,12 +145,21 @@ class Socket:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise AssertionError(f"{what} not on the socket within {timeout}s: {self.types()}")
-            try:
-                message = json.loads(self._ws.recv(timeout=min(left, 1.0)))
-            except TimeoutError:
-                continue
-            if message.get("type") not in {"subscribed", "pong"}:
-                self.events.append(message)
+            self._collect(min(left, 1.0))
+
+    def drain(self, seconds: float) -> None:
+        """Keep collecting for ``seconds`` (what arrives after a condition was met counts too)."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            self._collect(min(left, 1.0))
+
+    def _collect(self, timeout: float) -> None:
+        try:
+            message = json.loads(self._ws.recv(timeout=timeout))
+        except TimeoutError:
+            return
+        if message.get("type") not in {"subscribed", "pong"}:
+            self.events.append(message)
 
     def of(self, event_type: str, **data: Any) -> list[dict[str, Any]]:
         return [
@@ -204,8 +213,7 @@ def test_bookings_moves_cancellations_and_deletions_reach_the_board_by_themselve
             )
 
         socket.until(arrived, 100, "the move, the cancellation and the deletion")
-        time.sleep(POLL_S + 2)  # one more poll: nothing is announced twice
-        socket.until(lambda _: True, 1, "")
+        socket.drain(POLL_S + 2)  # one more poll: nothing is announced twice
 
     assert socket.of("patient_removed", hpid=moving_hpid) == [
         e for e in socket.of("patient_removed", hpid=moving_hpid) if e["data"]["to_date"] == other
@@ -270,8 +278,7 @@ def test_a_visit_under_way_that_tebra_moves_or_cancels_stays_flagged_until_the_c
             timeout=5,
         )
         assert response.status_code == 200, response.text
-        time.sleep(2 * POLL_S + 1)  # polls go on: the resolved flag is not raised again
-        socket.until(lambda _: True, 1, "")
+        socket.drain(2 * POLL_S + 1)  # polls go on: the resolved flag is not raised again
     after = board(api_server, day, auth_headers)
     assert after[moving_hpid]["tebra_conflict"] is None and after[moving_hpid]["status"] == "appt-prep"
     assert after[cancelled_hpid]["tebra_conflict"] == {"kind": "status", "status": "cancelled"}
@@ -293,8 +300,7 @@ def test_two_beats_run_one_watch_at_a_time_and_announce_once(
             "status", id=target["id"], status="Confirmed" if target["status"] != "Confirmed" else "Scheduled"
         )
         socket.until(lambda _: bool(socket.of("patient_status_changed")), 30, "the status change")
-        time.sleep(4 * POLL_S)
-        socket.until(lambda _: True, 1, "")
+        socket.drain(4 * POLL_S)
     assert len(socket.of("patient_status_changed", hpid=hpid_of(settings, target["patient_id"]))) == 1
     polls = [
         int(entry_id.split("-")[0]) / 1000

@@ -13,7 +13,7 @@ from tasks.celery_factory import celery_config
 
 
 def test_without_sentinels_every_url_is_used_as_it_is() -> None:
-    settings = load_settings({"REDIS_URL": "redis://127.0.0.1:6379/2"})
+    settings = load_settings({"APP_ENV": "test", "REDIS_URL": "redis://127.0.0.1:6379/2"})
     assert connections.celery_url(settings, settings.broker_url) == "redis://127.0.0.1:6379/2"
     config = celery_config(settings)
     assert config["broker_transport"] == "tasks.broker_transport:Transport"
@@ -24,6 +24,7 @@ def test_without_sentinels_every_url_is_used_as_it_is() -> None:
 def test_with_sentinels_the_url_gives_user_password_and_database_only() -> None:
     settings = load_settings(
         {
+            "APP_ENV": "test",
             "REDIS_URL": "redis://relay:s%40cret@ignored:1/3",
             "CELERY_BROKER_URL": "redis://relay:s%40cret@ignored:1/4",
             "REDIS_SENTINELS": "10.0.0.1:26379, 10.0.0.2:26380",
@@ -47,6 +48,7 @@ def test_with_sentinels_the_url_gives_user_password_and_database_only() -> None:
 def test_rediss_verifies_the_server_and_may_present_a_client_certificate() -> None:
     settings = load_settings(
         {
+            "APP_ENV": "test",
             "REDIS_URL": "rediss://127.0.0.1:6380/0",
             "REDIS_TLS_CA_FILE": "/etc/relay/ca.pem",
             "REDIS_TLS_CERT_FILE": "/etc/relay/client.pem",
@@ -81,7 +83,7 @@ def test_rediss_verifies_the_server_and_may_present_a_client_certificate() -> No
 )
 def test_bad_redis_settings_are_refused_by_name(env: dict[str, str], message: str) -> None:
     with pytest.raises(SettingsError, match=message):
-        load_settings(env)
+        load_settings({"APP_ENV": "test", **env})
 
 
 def test_a_switch_to_the_next_sentinel_keeps_our_broker_transport() -> None:
@@ -89,7 +91,9 @@ def test_a_switch_to_the_next_sentinel_keeps_our_broker_transport() -> None:
     from tasks.broker_transport import SentinelTransport
     from tasks.celery_factory import create_celery
 
-    settings = load_settings({"REDIS_SENTINELS": "127.0.0.1:26379,127.0.0.1:26380,127.0.0.1:26381"})
+    settings = load_settings(
+        {"APP_ENV": "test", "REDIS_SENTINELS": "127.0.0.1:26379,127.0.0.1:26380,127.0.0.1:26381"}
+    )
     connection = create_celery(settings).connection_for_write()
     assert isinstance(connection.transport, SentinelTransport)
     connection.maybe_switch_next()  # what a worker does after a lost connection

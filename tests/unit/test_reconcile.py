@@ -15,6 +15,7 @@ from tasks.patient_flow import PatientFlow
 from tasks.phi import PhiCipher
 from tasks.reconcile import DayRead, Reconciler
 from tasks.store import ScheduleStore
+from tests.unit.test_store import make_appointment
 
 DAY1 = "2026-11-24"
 DAY2 = "2026-11-25"
@@ -25,28 +26,20 @@ LATER = "2026-11-23T10:00:00-06:00"
 def row(
     n: int, day: str, *, patient: int | None = None, modified: str = EARLY, **extra: Any
 ) -> dict[str, Any]:
-    """An appointment as the gateway maps it (synthetic values)."""
-    return {
-        "id": str(1000 + n),
-        "patient_id": str(500 + (patient if patient is not None else n)),
-        "patient_name": f"Testa Marker{n}",
-        "start": f"{day}T09:{n:02d}:00-06:00",
-        "end": f"{day}T09:{n + 15:02d}:00-06:00",
-        "tebra_status": "Scheduled",
-        "status": "scheduled",
-        "provider_id": "7",
-        "provider_name": "Dr Provider",
-        "location": "Main",
-        "reason": "Checkup",
-        "type": "P",
-        "last_modified": modified,
+    """An appointment as the gateway maps it (synthetic values), on ``day``."""
+    return make_appointment(
+        n,
+        patient_id=str(500 + (patient if patient is not None else n)),
+        start=f"{day}T09:{n:02d}:00-06:00",
+        end=f"{day}T09:{n + 15:02d}:00-06:00",
+        last_modified=modified,
         **extra,
-    }
+    )
 
 
 @pytest.fixture
 def store(redis_client: redis.Redis) -> ScheduleStore:
-    settings = load_settings({})
+    settings = load_settings({"APP_ENV": "test"})
     return ScheduleStore(
         redis_client, PhiCipher.from_settings(settings), hmac_key=settings.phi_hmac_key, retention_days=1
     )
@@ -59,7 +52,7 @@ def reconciler(redis_client: redis.Redis, store: ScheduleStore) -> Reconciler:
 
 @pytest.fixture
 def flow_(redis_client: redis.Redis, store: ScheduleStore) -> PatientFlow:
-    settings = load_settings({})
+    settings = load_settings({"APP_ENV": "test"})
     return PatientFlow(redis_client, PhiCipher.from_settings(settings), sender="test", maxlen=1000)
 
 

@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_defaults_run_locally() -> None:
-    settings = load_settings({})
+    settings = load_settings({"APP_ENV": "test"})
     assert settings.redis_url == "redis://127.0.0.1:6379/0"
     assert settings.broker_url == settings.redis_url
     assert settings.tebra_wsdl_url.startswith("http://127.0.0.1:8089/")
@@ -22,7 +22,12 @@ def test_defaults_run_locally() -> None:
 
 def test_environment_values_are_converted() -> None:
     settings = load_settings(
-        {"API_PORT": "9000", "TEBRA_THROTTLE_ENABLED": "off", "TEBRA_THROTTLE_MARGIN": "0.2"}
+        {
+            "APP_ENV": "test",
+            "API_PORT": "9000",
+            "TEBRA_THROTTLE_ENABLED": "off",
+            "TEBRA_THROTTLE_MARGIN": "0.2",
+        }
     )
     assert settings.api_port == 9000
     assert settings.tebra_throttle_enabled is False
@@ -45,7 +50,7 @@ def test_environment_values_are_converted() -> None:
 )
 def test_bad_values_are_refused_by_name(env: dict[str, str], message: str) -> None:
     with pytest.raises(SettingsError, match=message):
-        load_settings(env)
+        load_settings({"APP_ENV": "test", **env})
 
 
 def test_production_refuses_development_secrets() -> None:

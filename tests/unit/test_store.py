@@ -40,7 +40,7 @@ def make_appointment(n: int = 1, **overrides: Any) -> dict[str, Any]:
 @pytest.fixture
 def store(redis_client: redis.Redis) -> ScheduleStore:
     """A store on the flushed test database."""
-    settings = load_settings({})
+    settings = load_settings({"APP_ENV": "test"})
     return ScheduleStore(
         redis_client, PhiCipher.from_settings(settings), hmac_key=settings.phi_hmac_key, retention_days=1
     )
@@ -127,3 +127,36 @@ def test_keys_expire_after_retention(store: ScheduleStore, redis_client: redis.R
     write_day(store, DATE, [make_appointment(1)])
     for key in redis_client.keys("*"):
         assert 0 < redis_client.ttl(key) <= 86400
+
+
+def test_reasons_are_sealed_in_every_key_and_opened_on_reads(
+    store: ScheduleStore, redis_client: redis.Redis
+) -> None:
+    write_day(store, DATE, [make_appointment(1, reason="Zorvak chest pain follow-up")])
+    for key in redis_client.keys("*"):
+        values = redis_client.hvals(key) if redis_client.type(key) == "hash" else []
+        assert not any("Zorvak" in value for value in values), key
+    assert store.appointments_for([DATE])[0]["reason"] == "Zorvak chest pain follow-up"
+
+
+def test_a_sealed_value_moved_to_another_record_does_not_open(
+    store: ScheduleStore, redis_client: redis.Redis
+) -> None:
+    """A Redis writer without the keys moves patient A's sealed id into B's entry, and A's sealed name into
+    B's appointment: B's reads refuse them instead of showing A's data as B's."""
+    import orjson
+    from cryptography.exceptions import InvalidTag
+
+    write_day(store, DATE, [make_appointment(1), make_appointment(2)])
+    a, b = store.hpid("501"), store.hpid("502")
+    redis_client.hset(
+        keys.patient(b, DATE), "patient_id", redis_client.hget(keys.patient(a, DATE), "patient_id")
+    )
+    with pytest.raises(InvalidTag):
+        store.patient_id(DATE, b)
+    assert store.patient_id(DATE, a) == "501"
+    day = keys.appointments(DATE)
+    first, second = (orjson.loads(redis_client.hget(day, appt_id)) for appt_id in ("1001", "1002"))
+    redis_client.hset(day, "1002", orjson.dumps({**second, "patient_name": first["patient_name"]}))
+    with pytest.raises(InvalidTag):
+        store.appointments_for([DATE])

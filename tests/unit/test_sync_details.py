@@ -14,7 +14,7 @@ import redis
 from config import load_settings
 from tasks import keys, patient_details, provider_cache, sync, sync_metrics
 from tasks.events import EventPublisher, read_since
-from tasks.phi import PhiCipher
+from tasks.phi import PhiCipher, patient_binding
 from tasks.reconcile import Reconciler, write_day
 from tasks.store import ScheduleStore
 from tasks.tebra.errors import TebraBusinessError, TebraUpstreamError
@@ -26,7 +26,7 @@ NOW = datetime(2026, 11, 25, 15, 0, tzinfo=UTC)
 
 @pytest.fixture
 def store(redis_client: redis.Redis) -> ScheduleStore:
-    settings = load_settings({})
+    settings = load_settings({"APP_ENV": "test"})
     return ScheduleStore(
         redis_client, PhiCipher.from_settings(settings), hmac_key="test-key", retention_days=2
     )
@@ -135,7 +135,7 @@ def details_ctx(
     return patient_details.DetailsContext(
         redis=client,
         store=store,
-        cipher=PhiCipher.from_settings(load_settings({})),
+        cipher=PhiCipher.from_settings(load_settings({"APP_ENV": "test"})),
         publisher=EventPublisher(client, sender="test", maxlen=1000),
         source=source,
         cache_ttl_s=600,
@@ -152,7 +152,10 @@ def test_a_lookup_seals_the_dob_caches_it_and_keeps_write_day_idempotent(
     ctx = details_ctx(redis_client, store, source)
     assert patient_details.fetch_details(ctx, DATE, hpid) == "complete"
     entry = redis_client.hgetall(keys.patient(hpid, DATE))
-    assert entry["details"] == "complete" and ctx.cipher.open(entry["dob"]) == "1980-02-03"
+    assert (
+        entry["details"] == "complete"
+        and ctx.cipher.open(entry["dob"], patient_binding(hpid, "dob", DATE)) == "1980-02-03"
+    )
     assert "1980" not in redis_client.get(keys.patient_details(hpid))
     event = read_since(redis_client, "0-0")[-1]
     assert event["type"] == "patient_details_updated" and event["data"] == {
@@ -201,9 +204,10 @@ def test_lookups_are_queued_once_per_patient_and_day(redis_client: redis.Redis, 
 
 
 def test_beat_schedule_is_off_by_default_and_expires_its_ticks() -> None:
-    assert beat_schedule(load_settings({"TEBRA_POLL_INTERVAL_S": "0"})) == {}
-    assert set(beat_schedule(load_settings({}))) == {"watch-tebra"}  # the watch is on by default
-    entry = beat_schedule(load_settings({"PERIODIC_SYNC_MINUTES": "5"}))["sync-today"]
+    assert beat_schedule(load_settings({"APP_ENV": "test", "TEBRA_POLL_INTERVAL_S": "0"})) == {}
+    # the watch is on by default
+    assert set(beat_schedule(load_settings({"APP_ENV": "test"}))) == {"watch-tebra"}
+    entry = beat_schedule(load_settings({"APP_ENV": "test", "PERIODIC_SYNC_MINUTES": "5"}))["sync-today"]
     assert entry["task"] == "schedule.periodic_sync"
     assert entry["schedule"] == timedelta(minutes=5)
     assert entry["options"] == {"queue": "sync", "expires": 300}

@@ -12,7 +12,7 @@ from tasks import tebra_clock
 from tasks.events import iso_utc
 from tasks.watch import SKIPPED_NOT_DUE, SKIPPED_OFF, SKIPPED_WAITING, horizon, interval_s, plan_poll
 
-SETTINGS = load_settings({"CLINIC_TZ": "America/Chicago", "CLINIC_HOURS": "07:00-19:00"})
+SETTINGS = load_settings({"APP_ENV": "test", "CLINIC_TZ": "America/Chicago", "CLINIC_HOURS": "07:00-19:00"})
 # Tuesday 2026-03-03, 10:00 in Chicago (16:00 UTC): inside clinic hours.
 IN_HOURS = datetime(2026, 3, 3, 16, 0, tzinfo=UTC)
 # The same Tuesday, 22:00 in Chicago: outside them.
@@ -69,7 +69,7 @@ def test_a_tick_polls_only_when_due(now: datetime, ago_s: int, due: bool) -> Non
 def test_the_breaker_sets_when_to_come_back_and_zero_turns_it_off() -> None:
     waiting = {"not_before": iso_utc(IN_HOURS + timedelta(seconds=30))}
     assert plan_poll(waiting, SETTINGS, IN_HOURS, force=False, allowance_s=0)[0] == SKIPPED_WAITING
-    off = load_settings({"TEBRA_POLL_INTERVAL_S": "0"})
+    off = load_settings({"APP_ENV": "test", "TEBRA_POLL_INTERVAL_S": "0"})
     assert plan_poll({}, off, IN_HOURS, force=True, allowance_s=0)[0] == SKIPPED_OFF
 
 
@@ -101,4 +101,4 @@ def test_bad_watch_settings_are_refused_by_name(env: dict[str, str], message: st
     from config.settings import SettingsError
 
     with pytest.raises(SettingsError, match=message):
-        load_settings(env)
+        load_settings({"APP_ENV": "test", **env})
