@@ -25,6 +25,7 @@ from tasks.celery_factory import create_celery
 from tasks.clients import Clients
 from tasks.diagnostics import NOOP_TASK
 from tests.support.processes import free_port, start_worker, stop, wait_until
+from tests.support.redis_ha import SentinelGroup, redis_probes_ok
 from tests.support.tls import Authority, Pair
 
 PASSWORD = "relay-tls-test-password"  # a throwaway server's
@@ -128,3 +129,49 @@ def test_a_bad_certificate_or_password_is_refused_and_nothing_is_written(
     with pytest.raises(error):
         connections.make_redis(load_settings(env)).set("written", "1")
     assert connections.make_redis(load_settings(tls_redis.env(db=5))).exists("written") == 0
+
+
+@pytest.fixture(scope="module")
+def tls_group(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentinelGroup]:
+    """A primary, a replica and three sentinels, every one of them on TLS only (replication included)."""
+    folder = tmp_path_factory.mktemp("sentinels-tls")
+    authority = Authority(folder)
+    group = SentinelGroup(folder, tls=authority.issue("redis"), tls_ca=authority.ca.cert)
+    try:
+        yield group.start()
+    finally:
+        group.stop()
+
+
+def test_sentinels_over_tls_lead_every_client_to_the_primary(
+    tls_group: SentinelGroup, dev_key_path: str, tmp_path: Path
+) -> None:
+    env = {
+        "APP_ENV": "test",
+        "REDIS_URL": "rediss://127.0.0.1:1/3",  # the sentinels give the host; rediss://: TLS to both
+        "CELERY_BROKER_URL": "rediss://127.0.0.1:1/4",
+        "CELERY_RESULT_BACKEND": "rediss://127.0.0.1:1/4",
+        "REDIS_SENTINELS": tls_group.sentinels,
+        "REDIS_TLS_CA_FILE": str(tls_group.tls_ca),
+        "REDIS_SOCKET_TIMEOUT_S": "2",
+        "REDIS_CONNECT_TIMEOUT_S": "1",
+        "AUTH_MODE": "dev",
+        "DEV_KEY_PATH": dev_key_path,
+        "PATIENT_DETAILS_ENABLED": "false",
+        "TEBRA_POLL_INTERVAL_S": "0",
+    }
+    settings = load_settings(env)
+    published = Clients(settings).publisher.publish(events.SCHEDULE_SYNCED, {"date": "2026-03-04"})
+    primary = tls_group.client(tls_group.primary(), db=3, decode_responses=True)
+    assert primary.xrange("agent_updates")[-1][0] == published["id"]
+    # /ready's 50 ms connect budget may not cover a first TLS handshake with a sentinel and then with the
+    # primary on a busy machine: its next probes reuse the connections.
+    app = create_app(settings)
+    wait_until(lambda: redis_probes_ok(app), 10, "ready probes over TLS through the sentinels")
+    worker = start_worker(env, tmp_path / "worker.log", name="tls-sentinel-worker", concurrency=1)
+    celery = create_celery(settings)
+    try:
+        assert celery.send_task(NOOP_TASK, args=[11]).get(timeout=30) == 11
+    finally:
+        celery.close()
+        stop(worker)

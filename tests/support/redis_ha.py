@@ -17,6 +17,7 @@ import redis
 
 from scripts import redis_server
 from tests.support.processes import free_port, wait_until
+from tests.support.tls import Pair
 
 MASTER = "relay"
 
@@ -29,6 +30,25 @@ class SentinelGroup:
     replica_port: int = 0
     sentinel_ports: list[int] = field(default_factory=list)
     procs: dict[int, subprocess.Popen[bytes]] = field(default_factory=dict)
+    # TLS everywhere when given: every server and sentinel listens on TLS only (this certificate, signed by
+    # ``tls_ca``), replication and the sentinels' own links are TLS too.
+    tls: Pair | None = None
+    tls_ca: Path | None = None
+
+    def client(self, port: int, **options: object) -> redis.Redis:
+        """A client of one server or sentinel of the group (TLS when the group is)."""
+        if self.tls is not None:
+            options.update(ssl=True, ssl_ca_certs=str(self.tls_ca))
+        return redis.Redis(port=port, socket_timeout=2, **options)  # type: ignore[arg-type]
+
+    def _tls_args(self, port: int) -> list[str]:
+        if self.tls is None:
+            return ["--port", str(port)]
+        return [
+            *("--port", "0", "--tls-port", str(port), "--tls-replication", "yes"),
+            *("--tls-cert-file", str(self.tls.cert), "--tls-key-file", str(self.tls.key)),
+            *("--tls-ca-cert-file", str(self.tls_ca), "--tls-auth-clients", "no"),
+        ]
 
     @property
     def sentinels(self) -> str:
@@ -39,21 +59,23 @@ class SentinelGroup:
         self.primary_port, self.replica_port = free_port(), free_port()
         self._server(self.primary_port)
         self._server(self.replica_port, "--replicaof", "127.0.0.1", str(self.primary_port))
-        replica = redis.Redis(port=self.replica_port, socket_timeout=2)
+        replica = self.client(self.replica_port)
         wait_until(lambda: replica.info("replication")["master_link_status"] == "up", 20, "replica link")
         for _ in range(3):
             port = free_port()
             self.sentinel_ports.append(port)
             conf = self.folder / f"sentinel-{port}.conf"
+            args = self._tls_args(port)  # the same directives a server gets, as config lines
+            listen = "".join(f"{args[i].lstrip('-')} {args[i + 1]}\n" for i in range(0, len(args), 2))
             conf.write_text(
-                f"port {port}\nbind 127.0.0.1\ndir {self.folder}\n"
+                f"{listen}bind 127.0.0.1\ndir {self.folder}\n"
                 f"sentinel monitor {MASTER} 127.0.0.1 {self.primary_port} 2\n"
                 f"sentinel down-after-milliseconds {MASTER} {self.down_after_ms}\n"
                 f"sentinel failover-timeout {MASTER} 10000\n"
             )
             self._spawn(port, [str(conf), "--sentinel"])
         for port in self.sentinel_ports:  # every sentinel knows the replica and the other sentinels
-            sentinel = redis.Redis(port=port, socket_timeout=2, decode_responses=True)
+            sentinel = self.client(port, decode_responses=True)
             wait_until(lambda s=sentinel: self._sees_everyone(s), 30, f"sentinel {port}")
         return self
 
@@ -65,9 +87,9 @@ class SentinelGroup:
     def _server(self, port: int, *extra: str) -> None:
         data = self.folder / f"data-{port}"
         data.mkdir(exist_ok=True)
-        args = ["--port", str(port), "--bind", "127.0.0.1", "--dir", str(data), "--save", "", *extra]
+        args = [*self._tls_args(port), "--bind", "127.0.0.1", "--dir", str(data), "--save", "", *extra]
         self._spawn(port, args)
-        wait_until(lambda: redis_server.answers(f"redis://127.0.0.1:{port}"), 10, f"redis {port}")
+        wait_until(lambda: self.client(port).ping(), 10, f"redis {port}")
 
     def _spawn(self, port: int, args: list[str]) -> None:
         log = (self.folder / f"{port}.log").open("ab")
@@ -79,7 +101,7 @@ class SentinelGroup:
         """The primary's port as the first sentinel that answers says it is."""
         for port in self.sentinel_ports:
             try:
-                found = redis.Redis(port=port, socket_timeout=1).sentinel_get_master_addr_by_name(MASTER)
+                found = self.client(port).sentinel_get_master_addr_by_name(MASTER)
             except redis.RedisError:
                 continue
             if found:
@@ -99,7 +121,7 @@ class SentinelGroup:
 
         def promoted() -> bool:
             port = self.primary()
-            role = redis.Redis(port=port, socket_timeout=1).info("replication")["role"]
+            role = self.client(port).info("replication")["role"]
             return port != old and role == "master"
 
         wait_until(promoted, timeout_s, "failover")
@@ -118,7 +140,7 @@ class SentinelGroup:
         """Wait until the primary has a replica with its link up (what ``WAIT 1`` needs)."""
 
         def linked() -> bool:
-            info = redis.Redis(port=self.primary(), socket_timeout=1).info("replication")
+            info = self.client(self.primary()).info("replication")
             return any(
                 isinstance(value, dict) and value.get("state") == "online"
                 for key, value in info.items()
