@@ -7,6 +7,13 @@ Views are wrapped with :func:`audited` (outermost, so refused calls, 403s includ
     @require_scope(READ_SCHEDULE)
     def list_appointments(): ...
 
+A view whose change cannot be fetched again from Tebra (a status change, an accepted sync) is
+``audited(action, kept=True)``: with a replica (REDIS_SENTINELS), its ``ok`` record goes in one round trip
+with ``WAIT 1 <REDIS_WAIT_REPLICA_MS>``, which returns once a replica holds everything this request wrote
+before it (the change, the queue entry, the record: Redis copies its writes in order). No replica in time:
+a second record with outcome ``SERVICE_UNAVAILABLE`` and a 503, never a 2xx for a write a failover could
+still lose (docs/reliability.md, "Acknowledged means kept").
+
 A view that reads PHI from Redis sends its record in the same round trip as the read: it passes
 :func:`record_on` to the store, which queues the record (outcome ``ok``) on the read's pipeline. Should the
 answer fail after that read, the wrapper appends a second record, same request id, with the failure.
@@ -22,6 +29,7 @@ with 503: a PHI read nobody can account for does not happen. Each record is tagg
 from __future__ import annotations
 
 import functools
+import logging
 import re
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
@@ -34,7 +42,9 @@ from ulid import ULID
 
 from app.errors import ApiError
 from app.services import services
-from tasks import audit, keys
+from tasks import audit, connections, keys
+
+log = logging.getLogger(__name__)
 
 View = TypeVar("View", bound=Callable[..., Any])
 
@@ -77,9 +87,28 @@ def _outcome(exc: BaseException | None) -> str:
     return "INTERNAL"
 
 
-def record(action: str, exc: BaseException | None = None) -> None:
-    """Append this request's record for ``action`` to the audit stream."""
-    _append(services().redis, action, exc)
+def record(action: str, exc: BaseException | None = None, *, kept: bool = False) -> None:
+    """Append this request's record for ``action`` to the audit stream; ``kept``: and wait for a replica."""
+    svc = services()
+    wait_ms = connections.wait_replica_ms(svc.settings) if kept else 0
+    if not wait_ms:
+        _append(svc.redis, action, exc)
+        return
+    # One pipeline is one connection: WAIT counts the replicas that hold this connection's last write, and
+    # the record is written after the view's own writes, so a replica holding it holds them too.
+    pipe = svc.redis.pipeline(transaction=False)
+    _append(pipe, action, exc)
+    pipe.wait(1, wait_ms)
+    if int(pipe.execute()[-1]) >= 1:
+        return
+    log.warning("no replica acknowledged %s within %d ms; answering 503", action, wait_ms)
+    refused = ApiError(
+        "SERVICE_UNAVAILABLE",
+        "The change could not be confirmed on a replica; it may not have been kept. Try again shortly.",
+        headers={"Retry-After": "2"},
+    )
+    _append(svc.redis, action, refused)
+    raise refused
 
 
 def record_on(pipe: Pipeline) -> None:
@@ -113,8 +142,9 @@ def _refuse_if_writer_behind() -> None:
         raise audit.AuditBacklog("the audit writer is behind")
 
 
-def audited(action: str) -> Callable[[View], View]:
-    """Record ``action`` with its outcome each time the view is called (after it answers or fails)."""
+def audited(action: str, *, kept: bool = False) -> Callable[[View], View]:
+    """Record ``action`` with its outcome each time the view is called (after it answers or fails); with
+    ``kept``, a success is answered only once a replica holds it (module docstring)."""
 
     def decorate(view: View) -> View:
         @functools.wraps(view)
@@ -128,7 +158,7 @@ def audited(action: str) -> Callable[[View], View]:
                 record(action, exc)
                 raise
             if not g.get("audit_recorded"):  # else sent with the read (record_on)
-                record(action)
+                record(action, kept=kept)
             return result
 
         wrapped.audit_action = action  # type: ignore[attr-defined]

@@ -18,7 +18,8 @@ import redis
 from flask import Blueprint, Response, jsonify
 
 from app.services import services
-from tasks import credentials_latch, keys
+from config import Settings
+from tasks import connections, credentials_latch, keys
 from tasks.liveness import AUDIT_WRITER_ALIVE
 
 bp = Blueprint("health", __name__)
@@ -42,8 +43,8 @@ def health() -> Response:
 @bp.get("/ready")
 def ready() -> Response:
     settings = services().settings
-    data = _client(settings.redis_url)
-    broker = _client(settings.broker_url)
+    data = _client(settings, settings.redis_url)
+    broker = _client(settings, settings.broker_url)
     probes: dict[str, Callable[[], Any]] = {
         "redis": lambda: bool(data.ping()),
         "broker": lambda: bool(broker.ping()),
@@ -91,15 +92,16 @@ def _timed(probe: Callable[[], Any]) -> tuple[bool, Any, float]:
     return ok, detail, round((time.perf_counter() - started) * 1000, 1)
 
 
-def _client(url: str) -> redis.Redis:
+def _client(settings: Settings, url: str) -> redis.Redis:
     """One client per URL per process: no connection setup per probe, short timeouts, no retries."""
     with _clients_lock:
         client = _clients.get(url)
         if client is None:
-            client = redis.Redis.from_url(
+            client = connections.client(
+                settings,
                 url,
-                socket_timeout=CHECK_TIMEOUT_S,
-                socket_connect_timeout=CHECK_TIMEOUT_S,
+                socket_timeout_s=CHECK_TIMEOUT_S,
+                connect_timeout_s=CHECK_TIMEOUT_S,
                 decode_responses=True,
                 retry=None,  # redis-py retries a timeout 3 times with backoff by default
             )

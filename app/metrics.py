@@ -36,21 +36,21 @@ KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPT
 def init_app(app: Flask, settings: Settings) -> None:
     """Time every request by route and status; serve /metrics."""
     app.extensions["metrics_redis"] = metrics.RedisCollector(
-        data=_client_factory(settings.redis_url),
-        broker=_client_factory(settings.broker_url),
+        data=_client_factory(settings, settings.redis_url),
+        broker=_client_factory(settings, settings.broker_url),
         queues=(SYNC_QUEUE, DETAILS_QUEUE),
     )
     app.after_request(_observe)
     app.register_blueprint(bp)
 
 
-def _client_factory(url: str) -> Any:
+def _client_factory(settings: Settings, url: str) -> Any:
     client = None
 
     def get() -> Any:
         nonlocal client
         if client is None:
-            client = metrics.scrape_client(url)
+            client = metrics.scrape_client(settings, url)
         return client
 
     return get

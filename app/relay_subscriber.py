@@ -21,7 +21,7 @@ from redis.retry import Retry
 
 from app.relay_stream import entries_after, newest_id
 from config import Settings
-from tasks import keys
+from tasks import connections, keys
 from tasks.events import stream_id_key
 
 log = logging.getLogger(__name__)
@@ -59,10 +59,10 @@ class EventSubscriber:
     def _client(self) -> redis.Redis:
         # Bytes in, bytes out: the event text goes to the sockets as received. No hidden retries: redis-py
         # would reconnect and resubscribe by itself and we would never know to replay the gap.
-        return redis.Redis.from_url(
-            self._settings.redis_url,
-            socket_timeout=self._settings.redis_socket_timeout_s,
-            socket_connect_timeout=self._settings.redis_connect_timeout_s,
+        # With REDIS_SENTINELS each new session asks the sentinels for the primary: after a failover the
+        # subscriber reconnects to the new one, subscribes again and replays the gap from the stream.
+        return connections.client(
+            self._settings,
             health_check_interval=15,  # PING an idle subscription: a silent half-open link is found
             client_name=CLIENT_NAME,  # how ops (and the reconnect test) find it in CLIENT LIST
             retry=Retry(NoBackoff(), 0),

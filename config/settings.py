@@ -55,6 +55,18 @@ class Settings:
     celery_result_backend: str = ""  # empty: same as REDIS_URL
     redis_socket_timeout_s: float = 5.0
     redis_connect_timeout_s: float = 2.0
+    # Redis high availability and transport security (docs/operations.md, "High availability"). With
+    # REDIS_SENTINELS set every client asks the sentinels for the primary of REDIS_SENTINEL_MASTER; the URLs
+    # above then give only the scheme (rediss:// is TLS), user, password and database.
+    redis_sentinels: str = ""  # host:port,host:port,...; empty: REDIS_URL's server is the one Redis
+    redis_sentinel_master: str = "relay"
+    redis_sentinel_password: str = ""  # the sentinels' own requirepass, if they have one
+    redis_tls_ca_file: str = ""  # rediss://: the CA the server's certificate is verified against
+    redis_tls_cert_file: str = ""  # rediss://: a client certificate, for servers that ask for one
+    redis_tls_key_file: str = ""
+    # Acknowledged means kept: with REDIS_SENTINELS set, a clinic's status change, its audit record and an
+    # accepted sync answer 2xx only once a replica has them (WAIT 1 <ms>), else 503. 0: never wait.
+    redis_wait_replica_ms: int = 1000
 
     # Tebra (the default is the local simulator and its development account).
     tebra_wsdl_url: str = "http://127.0.0.1:8089/KareoServices.svc?wsdl"
@@ -219,6 +231,7 @@ class Settings:
                 "SYNC_COALESCE_DAYS must be between 1 (off) and 31 (one GetAppointments window)"
             )
         self._validate_watch()
+        self._validate_redis()
         if min(self.ws_max_per_ip, self.ws_max_per_user, self.ws_max_unauthenticated) < 1:
             raise SettingsError("WS_MAX_PER_IP, WS_MAX_PER_USER, WS_MAX_UNAUTHENTICATED must be at least 1")
         if not 0 < self.ws_auth_timeout_s <= 30 or self.ws_replay_max_events < 1:
@@ -242,6 +255,22 @@ class Settings:
                     f"production refuses {len(problems)} setting(s):\n  " + "\n  ".join(problems)
                 )
         return self
+
+    def _validate_redis(self) -> None:
+        for part in self.redis_sentinels.split(","):
+            host, _, port = part.strip().rpartition(":")
+            if part.strip() and not (host and port.isdigit()):
+                raise SettingsError(f"REDIS_SENTINELS must be host:port,host:port,... not {part.strip()!r}")
+        if self.redis_sentinels and not self.redis_sentinel_master:
+            raise SettingsError("REDIS_SENTINEL_MASTER must name the primary the sentinels watch")
+        if bool(self.redis_tls_cert_file) != bool(self.redis_tls_key_file):
+            raise SettingsError("REDIS_TLS_CERT_FILE and REDIS_TLS_KEY_FILE go together")
+        if not 0 <= self.redis_wait_replica_ms <= 60000:
+            raise SettingsError("REDIS_WAIT_REPLICA_MS must be between 0 (off) and 60000")
+        # Only with sentinels is there a WAIT (tasks/connections.py), and then it must end before the socket
+        # timeout, or it would be cut off as a lost connection.
+        if self.redis_sentinels and self.redis_wait_replica_ms >= self.redis_socket_timeout_s * 1000:
+            raise SettingsError("REDIS_WAIT_REPLICA_MS must be below REDIS_SOCKET_TIMEOUT_S (in ms)")
 
     def _validate_watch(self) -> None:
         if not 0 <= self.sync_horizon_days <= 30:

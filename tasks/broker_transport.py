@@ -18,15 +18,49 @@ from __future__ import annotations
 from typing import Any
 
 import redis
+from kombu import transport as kombu_transport
 from kombu.transport import redis as kombu_redis
 
 
-class Channel(kombu_redis.Channel):
+class _ReleasedRefused:
+    """Refuse a client asked of a released connection (mixed into both channels below)."""
+
+    connection: Any
+
     def _connparams(self, asynchronous: bool = False) -> Any:
         if self.connection.client is None:
             raise redis.exceptions.ConnectionError("the broker connection was released")
-        return super()._connparams(asynchronous=asynchronous)
+        return super()._connparams(asynchronous=asynchronous)  # type: ignore[misc]
+
+
+class Channel(_ReleasedRefused, kombu_redis.Channel):
+    pass
 
 
 class Transport(kombu_redis.Transport):
     Channel = Channel
+
+
+class SentinelChannel(_ReleasedRefused, kombu_redis.SentinelChannel):
+    """The same fix for the sentinel transport (REDIS_SENTINELS): its pool comes from ``_connparams`` too."""
+
+
+class SentinelTransport(kombu_redis.SentinelTransport):
+    Channel = SentinelChannel
+
+
+TRANSPORT = "tasks.broker_transport:Transport"
+SENTINEL_TRANSPORT = "tasks.broker_transport:SentinelTransport"
+
+
+def claim_sentinel_scheme() -> None:
+    """Make ``sentinel://`` URLs resolve to :class:`SentinelTransport`, not kombu's own.
+
+    With several sentinels the broker URL is a ``;``-separated list, which kombu treats as failover
+    alternates: after a lost connection it switches to the next one and takes the transport from that URL's
+    scheme, dropping the ``broker_transport`` it was given. Seen in the failover drill: the worker's
+    second reconnect ran kombu's plain sentinel transport and died of the very AttributeError this module
+    fixes ("Unrecoverable error"). kombu resolves a scheme through its alias table at connect time, so the
+    alias is pointed here (by tasks/celery_factory.py, only when REDIS_SENTINELS is set).
+    """
+    kombu_transport.TRANSPORT_ALIASES["sentinel"] = SENTINEL_TRANSPORT

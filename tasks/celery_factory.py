@@ -6,6 +6,7 @@ from celery import Celery
 from kombu import Exchange, Queue
 
 from config import Settings
+from tasks import broker_transport, connections
 
 SYNC_QUEUE = "sync"
 DETAILS_QUEUE = "details"  # GetPatient lookups: lower priority, never ahead of a day's sync
@@ -22,7 +23,7 @@ def _queue(name: str) -> Queue:
 
 def celery_config(settings: Settings) -> dict[str, object]:
     """Celery settings as data; each choice says why."""
-    redis_options = {
+    redis_options: dict[str, object] = {
         # Every network edge has a timeout: a hung Redis must not hang a worker or the API's enqueue.
         "socket_timeout": settings.redis_socket_timeout_s,
         "socket_connect_timeout": settings.redis_connect_timeout_s,
@@ -39,13 +40,28 @@ def celery_config(settings: Settings) -> dict[str, object]:
         # turn: a free process always picks a waiting sync before any patient lookup (docs/tebra.md).
         "queue_order_strategy": "priority",
     }
+    backend_options: dict[str, object] = {"retry_policy": {"timeout": settings.redis_socket_timeout_s}}
+    # With REDIS_SENTINELS, kombu's sentinel transport and Celery's sentinel backend ask the sentinels for
+    # the primary of REDIS_SENTINEL_MASTER, again after each lost connection (tasks/connections.py).
+    ha = connections.celery_options(settings)
+    sentinel = "broker_sentinel" in ha
+    if sentinel:
+        broker_transport.claim_sentinel_scheme()
+    redis_options.update(ha.pop("broker_sentinel", {}))
+    backend_options.update(ha.pop("backend_sentinel", {}))
+    broker_url = connections.celery_url(settings, settings.broker_url)
     return {
-        "broker_url": settings.broker_url,
+        "broker_url": broker_url,
+        # Celery lets the CELERY_BROKER_URL variable (one of our settings too) win over broker_url; these two
+        # win over it, so the sentinels' form of the URL is what every connection uses.
+        "broker_read_url": broker_url,
+        "broker_write_url": broker_url,
         # kombu's Redis transport with the fix for a worker killed by a lost connection (the module says why).
-        "broker_transport": "tasks.broker_transport:Transport",
-        "result_backend": settings.result_backend,
+        "broker_transport": broker_transport.SENTINEL_TRANSPORT if sentinel else broker_transport.TRANSPORT,
+        "result_backend": connections.celery_url(settings, settings.result_backend),
         "broker_transport_options": redis_options,
-        "result_backend_transport_options": {"retry_policy": {"timeout": settings.redis_socket_timeout_s}},
+        "result_backend_transport_options": backend_options,
+        **ha,
         "redis_socket_timeout": settings.redis_socket_timeout_s,
         "redis_socket_connect_timeout": settings.redis_connect_timeout_s,
         "broker_connection_retry_on_startup": True,
@@ -87,6 +103,9 @@ def celery_config(settings: Settings) -> dict[str, object]:
 def create_celery(settings: Settings, *, main: str = "clinic_relay") -> Celery:
     """A Celery app configured from ``settings``; the task modules are imported when it finalizes."""
     app = Celery(main)
+    # The backend named here too, not only as result_backend: Celery prefers the CELERY_RESULT_BACKEND
+    # variable (one of our settings) to that setting, and with REDIS_SENTINELS the URL it needs is another.
+    app.backend_cls = connections.celery_url(settings, settings.result_backend)
     app.conf.update(celery_config(settings))
     app.conf.clinic_settings = settings
     app.conf.imports = TASK_MODULES

@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 
-from tasks import keys
+from config import Settings
+from tasks import connections, keys
 from tasks.events import parse_instant
 
 if TYPE_CHECKING:
@@ -265,12 +266,13 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def scrape_client(url: str) -> redis.Redis:
+def scrape_client(settings: Settings, url: str) -> redis.Redis:
     """A Redis client for scrape-time reads: short timeouts, no retries."""
-    return redis.Redis.from_url(
+    return connections.client(
+        settings,
         url,
         decode_responses=True,
-        socket_timeout=SCRAPE_TIMEOUT_S,
-        socket_connect_timeout=SCRAPE_TIMEOUT_S,
+        socket_timeout_s=SCRAPE_TIMEOUT_S,
+        connect_timeout_s=SCRAPE_TIMEOUT_S,
         retry=None,
     )

@@ -22,6 +22,7 @@ import orjson
 import redis
 
 from config import load_settings
+from tasks.connections import make_redis
 from tasks.phi import (
     APPOINTMENT_SEALED_FIELDS,
     DETAILS_FIELD,
@@ -124,12 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--dry-run", action="store_true", help="count what would change, write nothing")
     args = parser.parse_args(argv)
     settings = load_settings()
-    client = redis.Redis.from_url(
-        settings.redis_url,
-        decode_responses=True,
-        socket_timeout=settings.redis_socket_timeout_s,
-        socket_connect_timeout=settings.redis_connect_timeout_s,
-    )
+    client = make_redis(settings)  # the primary the sentinels name, over TLS, as every other client
     counts = Migration(client, PhiCipher.from_settings(settings), dry_run=args.dry_run).run()
     verb = "would reseal" if args.dry_run else "resealed"
     kinds = ("appointments", "patient_entries", "patient_details")

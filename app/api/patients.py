@@ -48,7 +48,7 @@ def list_patients() -> Response:
 
 
 @bp.patch("/patients/<hpid>/status")
-@audited("patients.status_change")
+@audited("patients.status_change", kept=True)
 @require_scope(WRITE_PATIENTS)
 def change_status(hpid: str) -> Response:
     """Move one patient along the flow; refused with 409 when the state machine or the version says no."""

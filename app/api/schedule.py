@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 
 
 @bp.post("/schedule/sync")
-@audited("schedule.sync_requested")
+@audited("schedule.sync_requested", kept=True)
 @require_scope(SYNC_SCHEDULE)
 def request_sync() -> Response:
     """Queue a sync of one clinic day; a sync of that day already queued or running is reused."""

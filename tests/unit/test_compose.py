@@ -16,6 +16,22 @@ from scripts.redis_server import SERVER_ARGS
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICES = {"redis", "tebra-sim", "api", "worker", "beat", "flower", "audit"}
+# The `ha` profile: started only when asked for (docker compose --profile ha ...).
+HA_SERVICES = {
+    "ha-redis-primary",
+    "ha-redis-replica",
+    "ha-sentinel-1",
+    "ha-sentinel-2",
+    "ha-sentinel-3",
+    "ha-api-1",
+    "ha-api-2",
+    "ha-balancer",
+    "ha-worker-1",
+    "ha-worker-2",
+    "ha-audit",
+}
+# What deploy/haproxy.cfg reads from its environment (the balancer is HAProxy, not our code).
+BALANCER_ENV = {"RELAY_LB_BIND", "RELAY_LB_CERT", "RELAY_API_1", "RELAY_API_2", "RELAY_LB_ADMIN"}
 # Variables read by the libraries the processes run, not by config/settings.py.
 THIRD_PARTY_ENV = {"PROMETHEUS_MULTIPROC_DIR", "WEB_CONCURRENCY", "GUNICORN_CMD_ARGS", "PYTHONUNBUFFERED"}
 SECRET_WORDS = ("PASSWORD", "SECRET", "TOKEN", "KEY")
@@ -48,7 +64,42 @@ def option(command: list[str], flag: str) -> str | None:
 
 
 def test_every_process_of_the_system_is_a_service(compose: dict[str, Any]) -> None:
-    assert set(compose["services"]) == SERVICES
+    assert set(compose["services"]) == SERVICES | HA_SERVICES
+    for name, service in compose["services"].items():
+        if name != "tebra-sim":  # the dev profile's (below)
+            assert service.get("profiles") == (["ha"] if name in HA_SERVICES else None), name
+
+
+def test_the_ha_profile_reaches_redis_only_through_the_sentinels(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    sentinels = {f"ha-sentinel-{n}" for n in (1, 2, 3)}
+    for name, role in (
+        ("ha-api-1", "api"),
+        ("ha-api-2", "api"),
+        ("ha-worker-1", "worker"),
+        ("ha-audit", "audit"),
+    ):
+        env = services[name]["environment"]
+        assert "REDIS_URL" not in env, f"{name}: the user, password and database come from its secrets file"
+        assert [entry["path"] for entry in services[name]["env_file"]] == [".env", f"secrets/{role}.env"], (
+            name
+        )
+        assert {part.split(":")[0] for part in env["REDIS_SENTINELS"].split(",")} == sentinels, name
+        assert sentinels <= set(services[name]["depends_on"]), name
+    for name in ("ha-redis-primary", "ha-redis-replica"):
+        command = services[name]["command"]
+        assert command[command.index("--aclfile") + 1] == "/run/secrets/redis_acl", name
+        assert set(services[name]["secrets"]) == {"redis_acl", "redis_ha"}, name
+    acl = (ROOT / "secrets/redis.acl.example").read_text()
+    assert "user replica on >" in acl and "user sentinel on >" in acl
+    for example in ("redis-ha.conf.example", "sentinel-ha.conf.example"):
+        assert "CHANGE-ME" in (ROOT / "secrets" / example).read_text(), example
+    balancer = services["ha-balancer"]
+    assert "./deploy/haproxy.cfg:/usr/local/etc/haproxy/haproxy.cfg:ro" in balancer["volumes"]
+    assert {balancer["environment"]["RELAY_API_1"], balancer["environment"]["RELAY_API_2"]} == {
+        "ha-api-1:8000",
+        "ha-api-2:8000",
+    }
 
 
 def test_every_project_command_resolves_in_the_project(compose: dict[str, Any]) -> None:
@@ -76,7 +127,7 @@ def test_every_project_command_resolves_in_the_project(compose: dict[str, Any]) 
 
 
 def test_every_variable_set_is_a_setting_or_a_known_library_one(compose: dict[str, Any]) -> None:
-    known = set(setting_names()) | THIRD_PARTY_ENV
+    known = set(setting_names()) | THIRD_PARTY_ENV | BALANCER_ENV
     for name, service in compose["services"].items():
         for variable in service.get("environment", {}) or {}:
             assert variable in known, f"{name}: {variable} is not a setting (config/settings.py)"
@@ -155,7 +206,10 @@ def test_nothing_starts_without_app_env_and_the_simulator_is_dev_only(compose: d
         if name == "tebra-sim":
             assert service["profiles"] == ["dev"], "the simulator (an open admin API) only in the dev profile"
             continue
-        assert "profiles" not in service, f"{name} runs in every profile"
+        if name in HA_SERVICES:
+            assert service["profiles"] == ["ha"], f"{name} runs only in the ha profile"
+        else:
+            assert "profiles" not in service, f"{name} runs in every profile"
         assert service["environment"]["APP_ENV"].startswith("${APP_ENV:?"), f"{name}: APP_ENV is required"
     for name in ("worker", "beat", "api", "flower", "audit"):
         environment = compose["services"][name]["environment"]
