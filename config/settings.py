@@ -18,8 +18,22 @@ DEV_PHI_ENCRYPTION_KEY = "ZGV2LW9ubHktcGhpLWVuY3J5cHRpb24ta2V5LTMyYiE="  # base6
 DEV_AUDIT_SIGNING_KEY = "dev-only-audit-signing-key-change-me"
 
 
+SIGN_IN_MODES = ("oidc", "auth0")  # AUTH_MODE values that sign people in with an identity provider
+
+
 class SettingsError(ValueError):
     """A setting has a value the system cannot run with."""
+
+
+def parse_role_scopes(table: str) -> dict[str, tuple[str, ...]]:
+    """``"front-desk=read:schedule sync:schedule;ops=ops:breaker"`` -> {role: scopes}, or SettingsError."""
+    roles: dict[str, tuple[str, ...]] = {}
+    for entry in filter(None, (part.strip() for part in table.split(";"))):
+        role, sep, scopes = entry.partition("=")
+        if not sep or not role.strip() or not scopes.split():
+            raise SettingsError(f"OIDC_ROLE_SCOPES: expected role=scope scope…, got {entry!r}")
+        roles[role.strip()] = tuple(scopes.split())
+    return roles
 
 
 @dataclass(frozen=True)
@@ -101,9 +115,25 @@ class Settings:
     phi_open_memory_s: float = 60.0
     audit_signing_key: str = DEV_AUDIT_SIGNING_KEY
     audit_log_path: str = "var/audit/audit.jsonl"
-    auth_mode: str = "dev"  # dev: local signing key; auth0: Auth0 JWKS
+    # Sign-in (docs/security.md, "Sign-in with the clinic's identity provider"). AUTH_MODE: dev (a local
+    # signing key, `make token`), oidc (any OpenID provider: OIDC_ISSUER's discovery document names the
+    # rest), auth0 (oidc with the issuer https://AUTH0_DOMAIN/).
+    auth_mode: str = "dev"
     auth0_domain: str = ""
     auth0_audience: str = "https://clinic-relay.local/api"
+    oidc_issuer: str = ""  # exactly as the provider writes `issuer` (Auth0: with the trailing slash)
+    oidc_audience: str = ""  # the API's identifier in access tokens; empty: AUTH0_AUDIENCE
+    oidc_client_id: str = ""  # the board's public client (Authorization Code + PKCE, no secret)
+    oidc_scopes: str = "openid profile email offline_access"  # offline_access: refresh-token renewal
+    oidc_discovery_ttl_s: float = 3600.0  # the discovery document is refreshed in the background after this
+    # Roles: the access-token claim naming the user's roles (a list or one string; "a.b" also looks inside
+    # nested objects, Keycloak's realm_access.roles) and what each role may do: "role=scope scope;…".
+    oidc_role_claim: str = "roles"
+    oidc_role_scopes: str = (
+        "front-desk=read:schedule sync:schedule write:patients;"
+        "clinician=read:schedule write:patients;"
+        "ops=read:schedule ops:breaker"
+    )
     dev_key_path: str = "var/dev-signing-key.pem"
     rate_limit_capacity: int = 60
     rate_limit_refill_per_s: float = 10.0
@@ -133,6 +163,43 @@ class Settings:
     def is_production(self) -> bool:
         return self.app_env == "production"
 
+    # Sign-in, derived.
+
+    @property
+    def issuer(self) -> str:
+        """The identity provider's issuer (oidc, auth0 modes); empty in dev mode."""
+        if self.auth_mode == "auth0" and not self.oidc_issuer:
+            domain = self.auth0_domain.strip().removeprefix("https://").rstrip("/")
+            return f"https://{domain}/" if domain else ""
+        return self.oidc_issuer.strip() if self.auth_mode in SIGN_IN_MODES else ""
+
+    @property
+    def audience(self) -> str:
+        """The API's audience: OIDC_AUDIENCE, or AUTH0_AUDIENCE when that is empty."""
+        return self.oidc_audience.strip() or self.auth0_audience
+
+    @property
+    def role_scopes(self) -> dict[str, tuple[str, ...]]:
+        """OIDC_ROLE_SCOPES as role -> scopes (validated by :meth:`validate`)."""
+        return parse_role_scopes(self.oidc_role_scopes)
+
+    def _validate_sign_in(self) -> None:
+        if self.auth_mode not in {"dev", *SIGN_IN_MODES}:
+            raise SettingsError(f"AUTH_MODE must be dev, oidc or auth0, not {self.auth_mode!r}")
+        self.role_scopes  # noqa: B018 - parses, raising SettingsError on a malformed table
+        if self.auth_mode == "dev":
+            return
+        issuer = self.issuer
+        if not issuer:
+            raise SettingsError("AUTH_MODE=oidc needs OIDC_ISSUER (auth0: AUTH0_DOMAIN)")
+        loopback = issuer.startswith(("http://127.0.0.1", "http://localhost"))
+        if not issuer.startswith("https://") and (self.is_production or not loopback):
+            raise SettingsError(
+                "OIDC_ISSUER must be https:// (plain http on loopback only, not in production)"
+            )
+        if self.is_production and not self.oidc_client_id:
+            raise SettingsError("production needs OIDC_CLIENT_ID (the board's sign-in client)")
+
     def validate(self) -> Settings:
         """Refuse values the system cannot run with; production refuses development secrets."""
         if self.app_env not in {"development", "test", "production"}:
@@ -154,14 +221,14 @@ class Settings:
             )
         if not 0 <= self.phi_open_memory_s <= 3600:
             raise SettingsError("PHI_OPEN_MEMORY_S must be between 0 (off) and 3600")
+        self._validate_sign_in()
         if self.is_production:
             dev_values = {
                 "PHI_HMAC_KEY": self.phi_hmac_key == DEV_PHI_HMAC_KEY,
                 "PHI_ENCRYPTION_KEYS": DEV_PHI_ENCRYPTION_KEY in self.phi_encryption_keys,
                 "AUDIT_SIGNING_KEY": self.audit_signing_key == DEV_AUDIT_SIGNING_KEY,
-                "AUTH_MODE": self.auth_mode != "auth0",
-                "AUTH0_DOMAIN": not self.auth0_domain,
-                "AUTH0_AUDIENCE": self.auth0_audience in ("", Settings.auth0_audience),
+                "AUTH_MODE": self.auth_mode not in SIGN_IN_MODES,
+                "AUTH0_AUDIENCE": self.audience in ("", Settings.auth0_audience),
                 "METRICS_TOKEN": not self.metrics_token,
                 "TEBRA_PASSWORD": self.tebra_password == Settings.tebra_password,
                 "FLOWER_PASSWORD": self.flower_password == Settings.flower_password,
