@@ -11,10 +11,11 @@ A view that reads PHI from Redis sends its record in the same round trip as the 
 :func:`record_on` to the store, which queues the record (outcome ``ok``) on the read's pipeline. Should the
 answer fail after that read, the wrapper appends a second record, same request id, with the failure.
 
-The record names the caller by ``sub``, the resource by the route's path parameters (dates, hpids, task
-ids) and its date query parameters, never by anything from a body; a view adds ids it learns (a task id)
-with :func:`note`. The outcome is ``ok`` or the envelope's error code. If the record cannot be appended
-(Redis down) the request fails with 503: a PHI read nobody can account for does not happen.
+The record names the caller by ``sub`` and the roles their token carries (``role``, ``-`` for none),
+the resource by the route's path parameters (dates, hpids, task ids) and its date query parameters, never
+by anything from a body; a view adds ids it learns (a task id) with :func:`note`. The outcome is ``ok``
+or the envelope's error code. If the record cannot be appended (Redis down) the request fails with 503: a
+PHI read nobody can account for does not happen.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from marshmallow import ValidationError
 from redis.client import Pipeline
 from ulid import ULID
 
+from app.auth import roles_of
 from app.errors import ApiError
 from app.services import services
 from tasks import audit
@@ -95,6 +97,7 @@ def _append(client: redis.Redis | Pipeline, action: str, exc: BaseException | No
     audit.append(
         client,
         sub=str(claims.get("sub", "-")),
+        role=",".join(roles_of(claims)) or "-",
         action=action,
         resource={"method": request.method, **_resource()},
         outcome=_outcome(exc),

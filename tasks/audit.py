@@ -19,7 +19,7 @@ from redis.client import Pipeline
 from tasks import keys
 from tasks.events import utc_now_iso
 
-FIELDS = ("ts", "sub", "action", "resource", "outcome", "request_id")
+FIELDS = ("ts", "sub", "role", "action", "resource", "outcome", "request_id")
 MAX_VALUE_CHARS = 256  # a record field is an id or a date; anything longer is cut, never logged whole
 
 
@@ -30,12 +30,15 @@ def make_record(
     resource: Mapping[str, Any],
     outcome: str,
     request_id: str,
+    role: str = "-",
     ts: str | None = None,
 ) -> dict[str, str]:
-    """One record as stream fields (strings; ``resource`` as compact JSON)."""
+    """One record as stream fields (strings; ``resource`` as compact JSON; ``role``: the caller's roles,
+    comma-separated, ``-`` when the token names none)."""
     return {
         "ts": ts or utc_now_iso(),
         "sub": sub[:MAX_VALUE_CHARS],
+        "role": role[:MAX_VALUE_CHARS],
         "action": action[:MAX_VALUE_CHARS],
         "resource": json.dumps(dict(resource), separators=(",", ":"), sort_keys=True),
         "outcome": outcome[:MAX_VALUE_CHARS],
@@ -52,7 +55,10 @@ def append(
     outcome: str,
     request_id: str,
     maxlen: int,
+    role: str = "-",
 ) -> Any:
     """Append one record to ``audit``: its stream id, or, given a pipeline, the pipeline (sent with it)."""
-    fields = make_record(sub=sub, action=action, resource=resource, outcome=outcome, request_id=request_id)
+    fields = make_record(
+        sub=sub, action=action, resource=resource, outcome=outcome, request_id=request_id, role=role
+    )
     return client.xadd(keys.AUDIT, fields, maxlen=maxlen, approximate=True)
