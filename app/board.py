@@ -126,6 +126,7 @@ def _sign_in_config(settings: Settings) -> dict[str, Any]:
         "client_id": settings.oidc_client_id,
         "audience": settings.audience,
         "scope": settings.oidc_scopes,
+        "audience_params": settings.oidc_audience_params.split(),
         "authorization_endpoint": metadata.authorization_endpoint,
         "token_endpoint": metadata.token_endpoint,
         "end_session_endpoint": metadata.end_session_endpoint,

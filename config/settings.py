@@ -125,6 +125,9 @@ class Settings:
     oidc_audience: str = ""  # the API's identifier in access tokens; empty: AUTH0_AUDIENCE
     oidc_client_id: str = ""  # the board's public client (Authorization Code + PKCE, no secret)
     oidc_scopes: str = "openid profile email offline_access"  # offline_access: refresh-token renewal
+    # The request parameters that name OIDC_AUDIENCE at sign-in: Auth0 reads `audience`, RFC 8707 providers
+    # `resource`; each ignores the other. Empty for providers that take the API in OIDC_SCOPES (Entra ID).
+    oidc_audience_params: str = "audience resource"
     oidc_discovery_ttl_s: float = 3600.0  # the discovery document is refreshed in the background after this
     # Roles: the access-token claim naming the user's roles (a list or one string; "a.b" also looks inside
     # nested objects, Keycloak's realm_access.roles) and what each role may do: "role=scope scope;…".

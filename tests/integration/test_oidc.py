@@ -157,6 +157,7 @@ def test_the_board_config_names_the_provider_and_the_page_may_reach_only_its_ori
         "client_id": "relay-board",
         "audience": AUDIENCE,
         "scope": "openid profile email offline_access",
+        "audience_params": ["audience", "resource"],
         "authorization_endpoint": f"{provider.issuer}/authorize",
         "token_endpoint": f"{provider.issuer}/oauth/token",
         "end_session_endpoint": f"{provider.issuer}/logout",
