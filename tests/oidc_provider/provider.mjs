@@ -72,6 +72,9 @@ const provider = new Provider(issuer, {
     await grant.save();
     return grant;
   },
+  // Refresh tokens for the board as Auth0 issues them with "Allow Offline Access" (this library otherwise
+  // keeps offline_access for prompt=consent requests only). They end with the provider's session.
+  issueRefreshToken: async (_ctx, c) => c.grantTypeAllowed('refresh_token'),
   async extraTokenClaims(_ctx, token) {
     if (token.kind !== 'AccessToken') return undefined;
     const role = ROLES[String(token.accountId).split('-')[0]];
