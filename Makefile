@@ -30,7 +30,8 @@ run: $(STAMP) ## start Redis (if none answers), the Tebra simulator, API, worker
 # OIDC_AUDIENCE=https://clinic-relay.test/api OIDC_ROLE_CLAIM=https://clinic-relay.test/roles make run`.
 IDP_OPTIONS := {"port": 8090, "board": "http://127.0.0.1:8000", "audience": "https://clinic-relay.test/api", \
   "other_audience": "", "access_ttl_s": 300, "role_claim": "https://clinic-relay.test/roles", \
-  "client_id": "relay-board", "short_client_id": "relay-board-short-session"}
+  "client_id": "relay-board", "short_client_id": "relay-board-short-session", \
+  "no_refresh_client_id": "relay-board-no-refresh"}
 idp: ## a local OpenID provider on 127.0.0.1:8090 (needs node and npm; any login: frontdesk-…, clinician-…, ops-…)
 	cd tests/oidc_provider && (test -d node_modules || npm ci --no-audit --no-fund) && node provider.mjs '$(IDP_OPTIONS)'
 

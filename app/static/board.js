@@ -8,6 +8,7 @@
   const SignIn = window.RelaySignIn;
   const FRESH_TOKEN_MS = 30000; // a token this young refused by the API: signing in again will not help
   const RENEW_FLOOR_MS = 5000;
+  const RETRY_RENEW_MS = 5000; // a renewal the provider did not answer is tried again this much later
   const RECONNECT_MIN_MS = 500;
   const RECONNECT_MAX_MS = 10000;
   const ENDED = new Set(["cancelled", "no-show", "rescheduled"]);
@@ -168,6 +169,12 @@
         document.body.dataset.renewals = String(state.renewals);
         return true;
       } catch (err) {
+        if (err.kind === "provider" && state.session && state.session.expiresAt - Date.now() > RETRY_RENEW_MS) {
+          // The provider did not answer, and the token still has time: try again shortly, keep working.
+          window.clearTimeout(state.renewTimer);
+          state.renewTimer = window.setTimeout(renew, RETRY_RENEW_MS);
+          return false;
+        }
         failSignIn(err);
         return false;
       } finally {

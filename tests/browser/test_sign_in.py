@@ -354,6 +354,28 @@ def test_an_expired_session_ends_on_its_page_and_signs_in_back_to_the_day(browse
     tab.close()
 
 
+def test_without_a_refresh_token_the_board_renews_with_prompt_none_back_to_the_same_day(
+    browser: Any, stack: Stack
+) -> None:
+    # This board signs in with the provider's third client, which may not use refresh tokens.
+    day = clinic_weekday(54)
+    tab = Browsing(browser, stack, config={"client_id": stack.provider.no_refresh_client_id})
+    tab.open(day, "clinician-hu")
+    assert "refresh_token" not in tab.tokens()[0]
+    # Two thirds into the token's life the page goes through the provider without a form and comes back.
+    deadline = time.monotonic() + ACCESS_TTL_S + 20
+    while len(tab.token_responses) < 2:  # the second code exchange: the page is back from the provider
+        assert time.monotonic() < deadline, "the board did not renew"
+        tab.page.wait_for_timeout(250)
+    tab.page.wait_for_selector(
+        f"body[data-ready='true'][data-ws='live'] #board[data-date='{day}']", timeout=20000
+    )
+    assert parse_qs(urlsplit(tab.authorize_urls[1]).query)["prompt"] == ["none"]
+    assert len(tab.token_responses) == 2 and tab.page.input_value("#day") == day
+    assert tab.errors == [], tab.errors
+    tab.close()
+
+
 def test_the_page_allows_only_the_issuers_origin_and_serves_no_dev_token(stack: Stack) -> None:
     policy = requests.get(f"{stack.board}/", timeout=5).headers["Content-Security-Policy"]
     assert f"connect-src 'self' {stack.provider.issuer} " in policy and "unsafe-inline" not in policy

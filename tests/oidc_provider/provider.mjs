@@ -6,7 +6,8 @@
 //
 // Options: port, board (the board's origin), audience, other_audience (a second API: the tokens it gets
 // name another audience, for the wrong-audience test), access_ttl_s, role_claim, short_client_id (a second
-// client whose refresh tokens last 1 s: the "expired session" test). Users sign in on the library's
+// client whose refresh tokens last 1 s: the "expired session" test), no_refresh_client_id (a third client
+// that may not use refresh tokens: the board renews with prompt=none). Users sign in on the library's
 // development login form (any login, any password); the login's prefix picks the role: "frontdesk-…",
 // "clinician-…", "ops-…". Its keys and its store live in this process only. Never run this anywhere else.
 import Provider, { errors } from 'oidc-provider';
@@ -16,12 +17,12 @@ const issuer = `http://127.0.0.1:${options.port}`;
 const scopes = 'read:schedule sync:schedule write:patients ops:breaker';
 const ROLES = { frontdesk: 'front-desk', clinician: 'clinician', ops: 'ops' };
 
-function client(clientId) {
+function client(clientId, grantTypes = ['authorization_code', 'refresh_token']) {
   return {
     client_id: clientId,
     token_endpoint_auth_method: 'none',
     application_type: 'web',
-    grant_types: ['authorization_code', 'refresh_token'],
+    grant_types: grantTypes,
     response_types: ['code'],
     redirect_uris: [`${options.board}/`],
     post_logout_redirect_uris: [`${options.board}/?signed_out=1`],
@@ -39,7 +40,11 @@ function resourceServer(audience) {
 }
 
 const provider = new Provider(issuer, {
-  clients: [client(options.client_id), client(options.short_client_id)],
+  clients: [
+    client(options.client_id),
+    client(options.short_client_id),
+    client(options.no_refresh_client_id, ['authorization_code']),
+  ],
   pkce: { required: () => true },
   scopes: ['openid', 'profile', 'email', 'offline_access', ...scopes.split(' ')],
   claims: { openid: ['sub'], profile: ['name'], email: ['email'] },

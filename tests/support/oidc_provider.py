@@ -29,6 +29,7 @@ OTHER_AUDIENCE = "https://other-resource.test/api"  # the provider mints these t
 ROLE_CLAIM = "https://clinic-relay.test/roles"
 CLIENT_ID = "relay-board"
 SHORT_CLIENT_ID = "relay-board-short-session"  # its refresh tokens last 1 s: an expired session
+NO_REFRESH_CLIENT_ID = "relay-board-no-refresh"  # gets no refresh token: renewal by prompt=none
 NPM_TIMEOUT_S = 300
 
 
@@ -40,6 +41,7 @@ class Provider:
     role_claim: str = ROLE_CLAIM
     client_id: str = CLIENT_ID
     short_client_id: str = SHORT_CLIENT_ID
+    no_refresh_client_id: str = NO_REFRESH_CLIENT_ID
 
 
 def missing_tools() -> str | None:
@@ -80,6 +82,7 @@ def start_provider(*, board: str, log: Path, access_ttl_s: int = 20) -> Iterator
         "role_claim": provider.role_claim,
         "client_id": provider.client_id,
         "short_client_id": provider.short_client_id,
+        "no_refresh_client_id": provider.no_refresh_client_id,
     }
     proc = spawn(["node", str(PROVIDER_DIR / "provider.mjs"), json.dumps(options)], {}, log)
     discovery = f"{provider.issuer}/.well-known/openid-configuration"
