@@ -682,6 +682,7 @@
       window.history.replaceState(null, "", `/?date=${state.date}`);
       showWho();
     } else {
+      document.body.dataset.auth = "dev";
       await fetchToken();
       if (!state.token && state.config.dev_token) notice("No development token: calls go unauthenticated.", true);
     }
