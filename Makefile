@@ -23,7 +23,7 @@ install: $(STAMP) ## create .venv and install the project with its dev tools
 
 run: $(STAMP) ## start Redis (if none answers), the Tebra simulator, API, worker, beat, Flower and the audit writer until Ctrl-C
 	@mkdir -p var
-	$(BIN)/honcho -f Procfile start
+	APP_ENV=development $(BIN)/honcho -f Procfile start
 
 # The sign-in tests' OpenID provider, for trying the real sign-in locally (docs/security.md, "Sign-in"):
 # `make idp` here, then `AUTH_MODE=oidc OIDC_ISSUER=http://127.0.0.1:8090 OIDC_CLIENT_ID=relay-board
@@ -35,6 +35,7 @@ IDP_OPTIONS := {"port": 8090, "board": "http://127.0.0.1:8000", "audience": "htt
 idp: ## a local OpenID provider on 127.0.0.1:8090 (needs node and npm; any login: frontdesk-…, clinician-…, ops-…)
 	cd tests/oidc_provider && (test -d node_modules || npm ci --no-audit --no-fund) && node provider.mjs '$(IDP_OPTIONS)'
 
+# The single-process targets take APP_ENV from the environment: none set, they refuse to start and say so.
 api: $(STAMP) ## the API alone (gunicorn gthread on API_HOST:API_PORT)
 	$(BIN)/gunicorn -c app/gunicorn_conf.py app.wsgi:app
 
@@ -51,13 +52,13 @@ sim: $(STAMP) ## the Tebra SOAP simulator on SIM_HOST:SIM_PORT
 	$(BIN)/python -m tebra_sim
 
 token: $(STAMP) ## print a development bearer token with every scope
-	@$(BIN)/python -m app.devtoken
+	@APP_ENV=development $(BIN)/python -m app.devtoken
 
 test: $(STAMP) ## the whole suite: unit, contract, integration (real Redis, worker, simulator), reliability
-	$(BIN)/pytest $(PYTEST_ARGS)
+	APP_ENV=test $(BIN)/pytest $(PYTEST_ARGS)
 
 test-fast: $(STAMP) ## unit and contract tests only
-	$(BIN)/pytest tests/unit tests/contract $(PYTEST_ARGS)
+	APP_ENV=test $(BIN)/pytest tests/unit tests/contract $(PYTEST_ARGS)
 
 lint: $(STAMP) ## ruff, mypy and the import-linter layering contracts
 	$(BIN)/ruff check .
@@ -70,7 +71,7 @@ fmt: $(STAMP) ## format and fix what ruff can
 	$(BIN)/ruff check --fix .
 
 bench: $(STAMP) ## the benchmarks (tables on stdout, JSON in bench/results/)
-	$(BIN)/python -m bench
+	APP_ENV=test $(BIN)/python -m bench
 
 up: ## the container stack (needs a Docker engine)
 	docker compose up -d --build

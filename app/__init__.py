@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Flask, request
 
-from app import auth, board, errors, headers, metrics, ratelimit, request_log, services
+from app import auth, board, errors, headers, metrics, ratelimit, request_log, services, trusted_hosts
 from app.errors import ApiError
 from app.json_provider import OrjsonProvider
 from config import Settings, load_settings
@@ -24,6 +24,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     services.init_app(app, settings)
     request_log.init_app(app)  # X-Request-ID in, out and into tasks; one access line per request
     metrics.init_app(app, settings)  # GET /metrics; request latency by route and status
+    trusted_hosts.init_app(app, settings)  # 400 for a Host not in TRUSTED_HOSTS (DNS rebinding), first of all
     app.before_request(_refuse_oversized_bodies)
     ratelimit.init_app(app)  # charges every /api request, bad tokens included, before anything else runs
     auth.init_app(app, settings)  # /api needs a valid bearer token; the /ws hook; the dev JWKS in dev mode

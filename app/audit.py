@@ -13,9 +13,11 @@ answer fail after that read, the wrapper appends a second record, same request i
 
 The record names the caller by ``sub`` and the roles their token carries (``role``, ``-`` for none),
 the resource by the route's path parameters (dates, hpids, task ids) and its date query parameters, never
-by anything from a body; a view adds ids it learns (a task id) with :func:`note`. The outcome is ``ok``
-or the envelope's error code. If the record cannot be appended (Redis down) the request fails with 503: a
-PHI read nobody can account for does not happen.
+by anything from a body; a view adds ids it learns (a task id) with :func:`note`. The outcome is ``ok`` or
+the envelope's error code. If the record cannot be appended (Redis down, or the audit writer so far behind
+that the stream is at ``STREAM_MAXLEN``) the request fails with 503: a PHI read nobody can account for does
+not happen. Each record is tagged with ``AUDIT_RECORD_KEY`` (tasks/audit.py), so the writer can tell it
+from one anyone with Redis access added.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from ulid import ULID
 from app.auth import roles_of
 from app.errors import ApiError
 from app.services import services
-from tasks import audit
+from tasks import audit, keys
 
 View = TypeVar("View", bound=Callable[..., Any])
 
@@ -94,16 +96,24 @@ def record_on(pipe: Pipeline) -> None:
 
 def _append(client: redis.Redis | Pipeline, action: str, exc: BaseException | None = None) -> None:
     claims = g.get("claims") or {}
+    settings = current_app.config["CLINIC_SETTINGS"]
     audit.append(
         client,
+        record_key=settings.audit_record_key.encode(),
         sub=str(claims.get("sub", "-")),
         role=",".join(roles_of(claims)) or "-",
         action=action,
         resource={"method": request.method, **_resource()},
         outcome=_outcome(exc),
         request_id=request_id(),
-        maxlen=current_app.config["CLINIC_SETTINGS"].stream_maxlen,
+        maxlen=settings.stream_maxlen,
     )
+
+
+def _refuse_if_writer_behind() -> None:
+    settings = current_app.config["CLINIC_SETTINGS"]
+    if services().redis.xlen(keys.AUDIT) >= settings.stream_maxlen:
+        raise audit.AuditBacklog("the audit writer is behind")
 
 
 def audited(action: str) -> Callable[[View], View]:
@@ -113,6 +123,8 @@ def audited(action: str) -> Callable[[View], View]:
         @functools.wraps(view)
         def wrapped(*args: Any, **kwargs: Any) -> Any:
             g.audit_action = action
+            if request.method not in {"GET", "HEAD"}:
+                _refuse_if_writer_behind()  # a change must not happen unless its record can follow it
             try:
                 result = view(*args, **kwargs)
             except Exception as exc:

@@ -3,12 +3,13 @@
 Static files only (app/static/: HTML, CSS, plain JavaScript) under a strict Content-Security-Policy: no
 inline script or style anywhere. ``/board/config`` gives the page what it cannot know by itself (the clinic's
 time zone and today there, the flow table, and how to sign in). ``/dev/token`` hands the page a development
-bearer token, and exists only when ``AUTH_MODE=dev`` outside production: the same token ``make token``
-prints, so the page works without a human in development and tests, and the route is simply absent
-everywhere else. With ``AUTH_MODE=oidc`` (or ``auth0``) the config's ``auth`` object names the provider's
-endpoints (from its discovery document), the board's public client id, the audience and the role table, and
-the page signs people in with Authorization Code + PKCE (app/static/signin.js); its policy then allows
-``connect-src`` to the issuer's origin (the token endpoint), nothing more.
+bearer token, and exists only with ``APP_ENV=development`` and ``AUTH_MODE=dev`` (which binds loopback only):
+the same token ``make token`` prints, so the page works without a human in development, and the route is
+simply absent everywhere else, tests and production included. With ``AUTH_MODE=oidc`` (or ``auth0``) the
+config's ``auth`` object names the provider's endpoints (from its discovery document), the board's public
+client id, the audience and the role table, and the page signs people in with Authorization Code + PKCE
+(app/static/signin.js); its policy then allows ``connect-src`` to the issuer's origin (the token endpoint),
+nothing more.
 """
 
 from __future__ import annotations
@@ -136,8 +137,8 @@ def _sign_in_config(settings: Settings) -> dict[str, Any]:
 
 
 def dev_token_enabled(settings: Settings) -> bool:
-    """The page may be handed a token: development signing mode, never in production."""
-    return settings.auth_mode == "dev" and not settings.is_production
+    """The page may be handed a token: development signing mode in development, nowhere else."""
+    return settings.auth_mode == "dev" and settings.app_env == "development"
 
 
 class _DevSigner:
@@ -161,7 +162,7 @@ class _DevSigner:
 
 
 def init_app(app: Flask, settings: Settings) -> None:
-    """Register the page; add ``/dev/token`` only in development signing mode outside production."""
+    """Register the page; add ``/dev/token`` only in development signing mode in development."""
     app.register_blueprint(bp)
     if not dev_token_enabled(settings):
         return

@@ -15,6 +15,7 @@ from flask import Flask, Response, jsonify
 from marshmallow import ValidationError
 from werkzeug.exceptions import HTTPException
 
+from tasks.audit import AuditBacklog, is_backlog
 from tasks.events import utc_now_iso
 
 log = logging.getLogger(__name__)
@@ -125,6 +126,19 @@ def register_error_handlers(app: Flask) -> None:
         return error_response(
             "SERVICE_UNAVAILABLE",
             "A backing service is unavailable; try again shortly.",
+            headers={"Retry-After": "5"},
+        )
+
+    @app.errorhandler(AuditBacklog)
+    @app.errorhandler(redis.exceptions.ResponseError)
+    def _audit_behind(exc: Exception) -> Response:
+        # A PHI read or a change nobody could account for does not happen: the audit writer is behind.
+        if not isinstance(exc, AuditBacklog) and not is_backlog(exc):
+            return _unexpected(exc)
+        log.error("audit stream full: the audit writer is behind; refusing audited requests")
+        return error_response(
+            "SERVICE_UNAVAILABLE",
+            "The audit trail cannot take this request now; try again shortly.",
             headers={"Retry-After": "5"},
         )
 

@@ -10,6 +10,7 @@ import os
 from typing import Any
 
 from config import load_settings
+from config.settings import is_loopback
 from tasks.logs import gunicorn_logconfig_dict
 
 _settings = load_settings()
@@ -37,6 +38,23 @@ accesslog = None
 loglevel = _settings.log_level.lower()
 # The arbiter's own lines in the same JSON as the app's (one formatter for every process).
 logconfig_dict = gunicorn_logconfig_dict(_settings)
+
+
+def on_starting(server: Any) -> None:
+    """Development refuses to listen beyond loopback, --bind on the command line included: its token route
+    hands any caller a token with every scope."""
+    if _settings.app_env != "development":
+        return
+    exposed = [address for address in server.cfg.bind if not _local_bind(address)]
+    if exposed:
+        raise SystemExit(f"APP_ENV=development binds loopback only; refusing --bind {', '.join(exposed)}")
+
+
+def _local_bind(address: str) -> bool:
+    if address.startswith(("unix:", "fd://")):
+        return True  # a Unix socket or an inherited descriptor: not a network listener of ours
+    host = address.rsplit(":", 1)[0] if address.count(":") == 1 or address.startswith("[") else address
+    return is_loopback(host.removeprefix("[").split("]")[0])
 
 
 def post_worker_init(worker: Any) -> None:

@@ -28,6 +28,9 @@ from tasks.celery_factory import DETAILS_QUEUE, SYNC_QUEUE
 bp = Blueprint("metrics", __name__)
 
 UNTIMED_ROUTES = frozenset({"/ws"})  # a socket's request lasts as long as the socket: not a latency
+# The methods HTTP defines; anything else a client makes up is counted as "other": each label value is a
+# series in every process's metric files, and an unauthenticated caller must not be able to mint them.
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE"})
 
 
 def init_app(app: Flask, settings: Settings) -> None:
@@ -56,9 +59,10 @@ def _client_factory(url: str) -> Any:
 def _observe(response: Response) -> Response:
     route = route_of()
     if route not in UNTIMED_ROUTES:
-        metrics.instruments().http_request_seconds.labels(
-            route, request.method, str(response.status_code)
-        ).observe(elapsed_s())
+        method = request.method if request.method in KNOWN_METHODS else "other"
+        metrics.instruments().http_request_seconds.labels(route, method, str(response.status_code)).observe(
+            elapsed_s()
+        )
     return response
 
 

@@ -148,6 +148,7 @@ DOCUMENT: dict[str, Any] = {
                     "date": DATE,
                     "status": SYNC_STATE,
                     "deduplicated": {"type": "boolean"},
+                    "mode": {"type": "string", "enum": ["full", "auto"]},
                 },
             },
         },
@@ -178,7 +179,15 @@ DOCUMENT: dict[str, Any] = {
                 {
                     "202": _ok("accepted", _ref("SyncAccepted")),
                 },
-                parameters=[_query("date", DATE, "clinic day, within 366 days of today (default today)")],
+                parameters=[
+                    _query("date", DATE, "clinic day, within 366 days of today (default today)"),
+                    _query(
+                        "mode",
+                        {"type": "string", "enum": ["full", "incremental"]},
+                        "full: read the whole day from Tebra (deletions too) whatever the last full read "
+                        "was; incremental or none: the worker chooses",
+                    ),
+                ],
             )
         },
         "/api/v1/schedule/status/{date}": {

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections import Counter
 from functools import cached_property
 from typing import Any
 
@@ -34,6 +35,10 @@ HANDLER_SEND_TIMEOUT_S = 10.0  # a reply or a replay that cannot be written in t
 READY_TIMEOUT_S = 5.0  # how long a subscribe waits for the subscriber to be on the channel
 
 
+class SocketRefused(Exception):
+    """A socket over one of the connection caps (closed with 4429)."""
+
+
 class Relay:
     """The sockets of one API process and the subscriber that feeds them."""
 
@@ -41,6 +46,10 @@ class Relay:
         self.settings = settings
         self._lock = threading.Lock()
         self._clients: set[ClientSocket] = set()
+        # Open sockets per client IP and per token subject, and those not authenticated yet: the caps.
+        self._per_ip: Counter[str] = Counter()
+        self._per_user: Counter[str] = Counter()
+        self._unauthenticated = 0
         self._by_topic: dict[str, tuple[ClientSocket, ...]] = {}
         self._subscriber: EventSubscriber | None = None
         self.closing = False
@@ -53,24 +62,70 @@ class Relay:
 
     # Sockets come and go (handler threads).
 
-    def attach(self, ws: Any) -> ClientSocket | None:
-        """Register a connected socket (no topics yet); None while the process is shutting down."""
+    def attach(self, ws: Any, ip: str = "", subject: str | None = None) -> ClientSocket | None:
+        """Register a connected socket (no topics yet) from ``ip``, authenticated as ``subject`` (None: not
+        yet); None while the process is shutting down; SocketRefused over a cap (WS_MAX_*)."""
         out = ws.sock
         assert isinstance(out, LockedSocket), "app/ws.py swaps a LockedSocket in before the reader starts"
         out.tune(self.settings.ws_send_buffer_bytes)
         client = ClientSocket(ws, out, max_pending=MAX_PENDING, send_timeout_s=HANDLER_SEND_TIMEOUT_S)
+        client.ip = ip
         with self._lock:
             if self.closing:
                 return None
+            if self._per_ip[ip] >= self.settings.ws_max_per_ip:
+                raise SocketRefused("too many sockets from this address")
+            if subject is None and self._unauthenticated >= self.settings.ws_max_unauthenticated:
+                raise SocketRefused("too many sockets waiting to authenticate")
+            if subject is not None:
+                self._count_user_locked(client, subject)
+            else:
+                self._unauthenticated += 1
+            self._per_ip[ip] += 1
             self._clients.add(client)
             self._start_subscriber_locked()
         return client
 
+    def identify(self, client: ClientSocket, subject: str) -> None:
+        """The socket authenticated (or re-authenticated) as ``subject``; SocketRefused over its user cap."""
+        with self._lock:
+            if client not in self._clients or client.subject == subject:
+                return
+            if self._per_user[subject] >= self.settings.ws_max_per_user:
+                raise SocketRefused("too many sockets for this user")
+            if client.subject is None:
+                self._unauthenticated -= 1
+            else:
+                self._uncount_user_locked(client)
+            self._per_user[subject] += 1
+            client.subject = subject
+
+    def _count_user_locked(self, client: ClientSocket, subject: str) -> None:
+        if self._per_user[subject] >= self.settings.ws_max_per_user:
+            raise SocketRefused("too many sockets for this user")
+        self._per_user[subject] += 1
+        client.subject = subject
+
+    def _uncount_user_locked(self, client: ClientSocket) -> None:
+        if client.subject is not None:
+            self._per_user[client.subject] -= 1
+            if self._per_user[client.subject] <= 0:
+                del self._per_user[client.subject]
+            client.subject = None
+
     def detach(self, client: ClientSocket) -> None:
         """Forget a socket whose handler is returning."""
         with self._lock:
+            if client not in self._clients:
+                return
             self._clients.discard(client)
             self._set_topics_locked(client, frozenset())
+            if client.subject is None:
+                self._unauthenticated -= 1
+            self._uncount_user_locked(client)
+            self._per_ip[client.ip] -= 1
+            if self._per_ip[client.ip] <= 0:
+                del self._per_ip[client.ip]
 
     def set_topics(self, client: ClientSocket, topics: frozenset[str]) -> None:
         """Make the socket receive exactly ``topics`` from now on."""
@@ -94,15 +149,24 @@ class Relay:
         subscriber = self._subscriber
         return subscriber is not None and subscriber.ready.wait(timeout_s)
 
-    def replay(self, client: ClientSocket, topics: frozenset[str], since: str) -> int:
-        """Send the socket the events of ``topics`` after ``since`` from the stream; how many were sent.
+    def replay_entries(self, topics: frozenset[str], since: str) -> list[tuple[str, bytes]] | None:
+        """The events of ``topics`` after ``since`` in the stream; None when more than WS_REPLAY_MAX_EVENTS
+        entries follow ``since`` (the client refetches over REST instead: a replay reads a bounded amount).
 
-        Runs inside ``client.exclusive()``: live events meanwhile wait and follow without duplicates.
+        Read inside ``client.exclusive()`` after the topics are set: live events meanwhile wait and follow
+        without duplicates.
         """
+        bound = self.settings.ws_replay_max_events
+        read = list(entries_after(self.redis, since, limit=bound + 1))
+        if len(read) > bound:
+            return None
+        return [(entry_id, text) for entry_id, text in read if _topic_of_text(text) in topics]
+
+    @staticmethod
+    def replay(client: ClientSocket, entries: list[tuple[str, bytes]]) -> int:
+        """Send the socket ``entries`` (from :meth:`replay_entries`); how many were sent."""
         sent = 0
-        for entry_id, text in entries_after(self.redis, since, limit=self.settings.stream_maxlen):
-            if _topic_of_text(text) not in topics:
-                continue
+        for entry_id, text in entries:
             if not client.send(text_frame(text), stream_id_key(entry_id)):
                 break
             sent += 1

@@ -46,9 +46,11 @@ class _ClinicSchema(_Strict):
 
 
 class SyncRequestSchema(_ClinicSchema):
-    """``POST /schedule/sync?date=``: the clinic day, default today."""
+    """``POST /schedule/sync?date=&mode=``: the clinic day, default today; ``mode=full`` reads the whole day
+    from Tebra whatever the last full read was, ``incremental`` (or none) lets the worker choose."""
 
     date = ClinicDate(load_default=None)
+    mode = fields.String(load_default=None, validate=validate.OneOf(["full", "incremental"]))
 
     @post_load
     def _default_today(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:

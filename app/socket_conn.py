@@ -152,6 +152,8 @@ class ClientSocket:
         self.out = out
         self.topics: frozenset[str] = frozenset()
         self.claims: dict[str, Any] | None = None
+        self.ip = ""  # the client's address and token subject, for the relay's connection caps
+        self.subject: str | None = None
         self.closed = False
         self._max_pending = max_pending
         self._send_timeout_s = send_timeout_s

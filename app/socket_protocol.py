@@ -28,6 +28,7 @@ CLOSE_GOING_AWAY = 1001  # the server is shutting down: reconnect (to another pr
 CLOSE_TRY_AGAIN_LATER = 1013  # events are unavailable (Redis down): reconnect with backoff
 CLOSE_UNAUTHORIZED = 4401  # the token was refused, or expired without a fresh ``auth`` message
 CLOSE_AUTH_TIMEOUT = 4408  # no header token and no first message within the auth timeout
+CLOSE_TOO_MANY = 4429  # over a connection cap (per IP, per user, or unauthenticated sockets): back off
 
 # Error codes in ``{"type": "error", "error": {"code": ...}}`` frames; the socket stays open.
 BAD_ENCODING = (
@@ -42,6 +43,7 @@ BAD_SINCE = "BAD_SINCE"
 UNAUTHORIZED = "UNAUTHORIZED"
 FORBIDDEN = "FORBIDDEN"  # the token's scopes do not cover a topic (the subscribe changes nothing)
 SERVICE_UNAVAILABLE = "SERVICE_UNAVAILABLE"
+TOO_MANY_SOCKETS = "TOO_MANY_SOCKETS"  # sent just before a 4429 close
 
 CLIENT_TYPES = frozenset({"auth", "subscribe", "unsubscribe", "ping"})
 

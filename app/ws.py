@@ -27,10 +27,10 @@ from flask import Flask, Response, current_app, g, request
 from flask_sock import Sock
 from simple_websocket import ConnectionClosed
 
-from app import socket_auth
+from app import ratelimit, socket_auth, trusted_hosts
 from app import socket_protocol as proto
 from app.errors import error_response
-from app.relay import Relay, relay_of
+from app.relay import Relay, SocketRefused, relay_of
 from app.relay import init_app as init_relay
 from app.socket_auth import SocketAuthError
 from app.socket_conn import ClientSocket, LockedSocket
@@ -39,7 +39,7 @@ from app.socket_frame import text_frame
 log = logging.getLogger(__name__)
 
 PATH = "/ws"
-AUTH_TIMEOUT_S = 5.0  # a socket without a header token must send its first message within this
+REPLAY_COST = 10  # rate-limit tokens a subscribe-with-since costs (a REST read costs 1): bounded replays
 
 sock = Sock()
 
@@ -57,22 +57,34 @@ class _ReaderThread(threading.Thread):
 def relay_socket(ws: Any) -> None:
     """One client: authenticate, then answer its messages until it goes away."""
     app = current_app._get_current_object()  # type: ignore[attr-defined]
-    Session(app, ws, g.get("ws_claims")).run()
+    settings = app.config["CLINIC_SETTINGS"]
+    ip = ratelimit.client_ip(
+        request.remote_addr, request.headers.get("X-Forwarded-For"), settings.trusted_proxies
+    )
+    Session(app, ws, g.get("ws_claims"), ip).run()
 
 
 class Session:
     """The conversation with one socket, on its flask-sock handler thread."""
 
-    def __init__(self, app: Flask, ws: Any, claims: dict[str, Any] | None) -> None:
+    def __init__(self, app: Flask, ws: Any, claims: dict[str, Any] | None, ip: str = "") -> None:
+        self.app = app
         self.ws = ws
+        self.ip = ip
         self.relay: Relay = relay_of(app)
         self.authenticate = socket_auth.authenticator(app)
-        self.auth_timeout_s = float(app.config.get("WS_AUTH_TIMEOUT_S", AUTH_TIMEOUT_S))
+        settings = app.config["CLINIC_SETTINGS"]
+        self.auth_timeout_s = float(app.config.get("WS_AUTH_TIMEOUT_S", settings.ws_auth_timeout_s))
         self.claims = claims
         self.may_subscribe = socket_auth.topic_authorizer(app)
 
     def run(self) -> None:
-        client = self.relay.attach(self.ws)
+        subject = None if self.claims is None else str(self.claims.get("sub", ""))
+        try:
+            client = self.relay.attach(self.ws, self.ip, subject)
+        except SocketRefused as exc:  # over a cap: the thread is given back at once
+            self.ws.sock.seal(proto.CLOSE_TOO_MANY, str(exc))
+            return
         if client is None:  # shutting down: go elsewhere
             self.ws.sock.seal(proto.CLOSE_GOING_AWAY, "server shutting down")
             return
@@ -124,12 +136,31 @@ class Session:
 
     def _authorize(self, client: ClientSocket, token: str | None) -> bool:
         try:
-            self.claims = client.claims = self.authenticate(token)
-            return True
+            claims = self.authenticate(token)
+            self.relay.identify(client, str(claims.get("sub", "")))
         except SocketAuthError as exc:
             self._reply(client, proto.error_message(proto.UNAUTHORIZED, str(exc) or "Not authenticated."))
             client.close(proto.CLOSE_UNAUTHORIZED, "unauthorized")
             return False
+        except SocketRefused as exc:
+            self._reply(client, proto.error_message(proto.TOO_MANY_SOCKETS, f"Refused: {exc}."))
+            client.close(proto.CLOSE_TOO_MANY, str(exc))
+            return False
+        self.claims = client.claims = claims
+        return True
+
+    def _reauthorize(self, client: ClientSocket, token: str) -> None:
+        """A fresh token: the socket keeps only the topics the new token covers (it may grant less)."""
+        if not self._authorize(client, token):
+            return
+        kept = frozenset(topic for topic in client.topics if self.may_subscribe(self.claims or {}, topic))
+        reply: dict[str, Any] = {"type": "authenticated"}
+        with client.exclusive():
+            if kept != client.topics:
+                reply["dropped"] = sorted(client.topics - kept)
+                reply["topics"] = sorted(kept)
+                self.relay.set_topics(client, kept)
+            client.send(text_frame(proto.dumps(reply)))
 
     def _handle_raw(self, client: ClientSocket, raw: str | bytes) -> None:
         try:
@@ -141,8 +172,7 @@ class Session:
 
     def _handle(self, client: ClientSocket, message: proto.ClientMessage) -> None:
         if message.type == "auth":  # a fresh token (e.g. before the old one expires)
-            if self._authorize(client, message.token):
-                self._reply(client, proto.dumps({"type": "authenticated"}))
+            self._reauthorize(client, message.token or "")
         elif message.type == "subscribe":
             self._subscribe(client, frozenset(message.topics), message.since)
         elif message.type == "unsubscribe":
@@ -171,15 +201,27 @@ class Session:
             return
         fresh = topics - client.topics  # replay only what the socket was not already receiving live
         try:
+            # A replay reads the stream: it costs REPLAY_COST of the caller's REST budget (IP + user), so a
+            # loop of subscribe-with-since is rate-limited like any other read.
+            wants_replay = since is not None and bool(fresh)
+            limited = wants_replay and not self._may_replay(client)
             with client.exclusive():
                 self.relay.set_topics(client, wanted)
                 reply: dict[str, Any] = {"type": "subscribed", "topics": sorted(wanted)}
-                if since is not None and self.relay.replay_has_gap(since):
-                    reply["replay_gap"] = True  # the stream was trimmed past since: refetch over REST
-                if client.send(text_frame(proto.dumps(reply))) and since is not None and fresh:
-                    self.relay.replay(client, fresh, since)
+                replay_from = since if wants_replay and not limited else None
+                entries = self.relay.replay_entries(fresh, replay_from) if replay_from is not None else []
+                if since is not None and (limited or entries is None or self.relay.replay_has_gap(since)):
+                    # Trimmed past since, more than WS_REPLAY_MAX_EVENTS behind, or over the rate limit:
+                    # the client refetches over REST (live events flow from now on either way).
+                    reply["replay_gap"] = True
+                if client.send(text_frame(proto.dumps(reply))) and entries:
+                    self.relay.replay(client, entries)
         except (redis.ConnectionError, redis.TimeoutError):
             self._unavailable(client)
+
+    def _may_replay(self, client: ClientSocket) -> bool:
+        identity = f"{self.ip}|{client.subject or '-'}"
+        return ratelimit.limiter(self.app).take(identity, REPLAY_COST).allowed
 
     def _unavailable(self, client: ClientSocket) -> None:
         message = "Events are unavailable; reconnect with since."
@@ -199,6 +241,7 @@ def _before_socket() -> Response | None:
     if request.headers.get("Upgrade", "").lower() != "websocket":
         return error_response("VALIDATION_ERROR", "This endpoint speaks WebSocket only.", status=400)
     request.environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
+    trusted_hosts.check_socket_origin(current_app, current_app.config["CLINIC_SETTINGS"])  # 403: hijacking
     header = request.headers.get("Authorization")
     if header is None:
         return None

@@ -2,7 +2,7 @@
 beside its floor and goal, also written to bench/results/summary.json.
 
     .venv/bin/python -m bench                 # all of them, sized to finish in under 10 minutes
-    .venv/bin/python -m bench relay sync      # some: relay, sync, throughput, reads, memory
+    .venv/bin/python -m bench relay sync      # some: relay, sync, throughput, reads, memory, freshness
 
 Each benchmark can also run alone with its own options (``python -m bench.sync_latency --help``).
 """
@@ -54,12 +54,19 @@ def _memory() -> dict[str, Any]:
     return result
 
 
+def _freshness() -> dict[str, Any]:
+    from bench import freshness
+
+    return freshness.main([])
+
+
 BENCHMARKS: dict[str, Callable[[], dict[str, Any]]] = {
     "relay": _relay,
     "sync": _sync,
     "throughput": _throughput,
     "reads": _reads,
     "memory": _memory,
+    "freshness": _freshness,
 }
 
 
@@ -128,6 +135,30 @@ def figures(name: str, result: dict[str, Any]) -> list[dict[str, Any]]:
             for route in ("appointments", "patients")
             if route in rows
         ]
+    if name == "freshness":
+        out = []
+        for row in result["results"]:
+            p95, goal = row["freshness_s"]["p95"], row["goal_p95_s"]
+            out.append(
+                {
+                    "figure": f"edit → socket p95 @{row['interval_s']} s poll (s; {row['missed']} missed)",
+                    "value": p95,
+                    "floor": row["interval_s"],
+                    "goal": f"≤ interval + 5 s ({goal})",
+                    "met": p95 <= goal and row["missed"] == 0,
+                }
+            )
+            if row["interval_s"] == 300:
+                out.append(
+                    {
+                        "figure": "GetAppointments per practice-hour @300 s",
+                        "value": row["calls_per_hour"],
+                        "floor": row["day_by_day_calls_per_hour"],
+                        "goal": "≤ 15 (floor: day by day)",
+                        "met": row["calls_per_hour"] <= 15,
+                    }
+                )
+        return out
     if name == "memory":
         out = []
         api, worker = result.get("api"), result.get("worker")

@@ -35,7 +35,8 @@ from typing import Any
 from bench.common import BIN, RESULTS, ROOT, percentiles, raise_file_limit, start_api
 from tests.support.processes import free_port
 
-REDIS_URL = "redis://127.0.0.1:6379/12"  # the relay's database (tests/integration/ws_support.py)
+# The relay's database (tests/integration/ws_support.py), on the test server TEST_REDIS_URL names.
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/11").rsplit("/", 1)[0] + "/12"
 FLOOR_CHANNEL = "events:" + REDIS_URL.rsplit("/", 1)[1]
 DAY = "2099-12-31"  # the benchmark's topic: nobody else publishes for it
 MARK = b'"sent_ns":'

@@ -23,7 +23,7 @@ from typing import Any
 
 import requests
 
-from bench.common import BIN, RESULTS, ROOT, raise_file_limit
+from bench.common import BIN, RESULTS, ROOT, UNCAPPED_SOCKETS, raise_file_limit
 from tests.support.processes import children_of, free_port, spawn, start_worker, stop
 from tests.support.processes import wait_until as wait_for
 
@@ -227,6 +227,10 @@ def bench_stack(
         # measure the day's sync itself, which never waits for them.
         "PATIENT_DETAILS_ENABLED": "false",
         "AUDIT_LOG_PATH": str(folder / "audit.jsonl"),
+        # No audit writer runs here: the audit stream keeps every record, and audited requests answer 503
+        # once STREAM_MAXLEN wait unwritten (docs/security.md). Room for a whole benchmark's reads.
+        "STREAM_MAXLEN": "10000000",
+        **UNCAPPED_SOCKETS,
         **(env or {}),
     }
     try:

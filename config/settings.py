@@ -4,18 +4,38 @@ Settings are data: a frozen dataclass built by :func:`load_settings` from a mapp
 default). Nothing here opens a connection or a file. Each default runs the whole stack locally (`make run`):
 Redis on 127.0.0.1:6379, the Tebra simulator on 127.0.0.1:8089 with its development credentials.
 ``.env.example`` lists every variable with its default and meaning; a test keeps the two in step.
+
+Fail closed: ``APP_ENV`` has no default. A process started without it stops at once and names it, so a
+deployment that forgot its environment never comes up in development mode (open token route, published
+keys). ``make run`` sets ``development``, ``make test`` sets ``test``. Production refuses weak or published
+secrets and development endpoints, and reports every refusal in one message (docs/security.md).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
+from datetime import time as time_of_day
 from typing import Any
+from urllib.parse import urlsplit
 
 DEV_PHI_HMAC_KEY = "dev-only-phi-hmac-key-change-me"
 DEV_PHI_ENCRYPTION_KEY = "ZGV2LW9ubHktcGhpLWVuY3J5cHRpb24ta2V5LTMyYiE="  # base64 of 32 bytes, dev only
 DEV_AUDIT_SIGNING_KEY = "dev-only-audit-signing-key-change-me"
+DEV_AUDIT_RECORD_KEY = "dev-only-audit-record-key-change-me"
+APP_ENVS = ("development", "test", "production")
+# A secret shorter than this many bytes (after base64 decoding, when it is base64) is refused in production.
+MIN_SECRET_BYTES = 32
+# 32 random bytes show ~30 distinct values (43 base64 characters ~28); a key with fewer than this is a
+# pattern ("aaaa…", "0000…", a repeated word), not randomness.
+MIN_DISTINCT_SECRET_BYTES = 12
+# Host names that reach the machine itself: development binds nothing else, production's Tebra is never one.
+LOOPBACK_NAMES = ("localhost", "ip6-localhost")
+SIMULATOR_HOSTS = ("tebra-sim",)  # compose's name of the simulator service
 
 
 SIGN_IN_MODES = ("oidc", "auth0")  # AUTH_MODE values that sign people in with an identity provider
@@ -40,7 +60,7 @@ def parse_role_scopes(table: str) -> dict[str, tuple[str, ...]]:
 class Settings:
     """The whole configuration. Field names are the environment variables, lower-cased."""
 
-    app_env: str = "development"  # development | test | production
+    app_env: str = ""  # development | test | production; no default: a process without it refuses to start
     log_level: str = "INFO"
 
     # Redis: one server carries the broker, the result backend, the data and the events.
@@ -71,10 +91,21 @@ class Settings:
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     cors_origins: str = ""  # comma-separated allow-list; empty: same origin only
+    # Host names the API answers to, besides loopback (DNS rebinding; ".example.org" covers subdomains).
+    trusted_hosts: str = ""
+    # Origins whose pages may open /ws, besides the API's own (and loopback in development and tests).
+    allowed_origins: str = ""
     trusted_proxies: int = 0  # how many X-Forwarded-For hops to trust
     max_range_days: int = 31
     ws_ping_interval_s: float = 25.0
     ws_send_buffer_bytes: int = 262144  # a socket whose kernel buffer is this full is dropped as slow
+    # /ws bounds (docs/realtime.md, "Limits"): open sockets per client IP and per token subject, sockets still
+    # waiting for their auth message per process, and how fast those must authenticate.
+    ws_max_per_ip: int = 50
+    ws_max_per_user: int = 20
+    ws_max_unauthenticated: int = 64
+    ws_auth_timeout_s: float = 2.0
+    ws_replay_max_events: int = 1000  # stream entries one subscribe-with-since may read; more: replay_gap
 
     # Worker.
     worker_concurrency: int = 4
@@ -89,7 +120,17 @@ class Settings:
     # A full sync also takes the queued full syncs of the days that follow it, up to this many days in all,
     # into its one GetAppointments (docs/tebra.md, "Coalesced syncs"); 1 turns it off.
     sync_coalesce_days: int = 7
-    periodic_sync_minutes: int = 0  # 0: no periodic sync of today
+    periodic_sync_minutes: int = 0  # 0: no periodic sync of today (the watch keeps the horizon fresh)
+    # The watch (docs/tebra.md, "The watch"): one GetAppointments per poll, for every appointment modified
+    # since the last poll whose start is today .. today + SYNC_HORIZON_DAYS (one Tebra window of <= 31 days).
+    sync_horizon_days: int = 14
+    tebra_poll_interval_s: int = 300  # during CLINIC_HOURS; 0: no watch
+    tebra_poll_interval_off_hours_s: int = 3600
+    clinic_hours: str = "07:00-19:00"  # in CLINIC_TZ
+    full_reconcile_minutes: int = 60  # a full read (which catches deletions) at least this often
+    # Incremental reads ask from this long before the last read began, plus how far Tebra's LastModifiedDate
+    # stamps were measured to run behind our clock (tasks/tebra_clock.py).
+    tebra_modified_overlap_s: int = 300
     patient_details_enabled: bool = True
 
     # Tebra breaker (cb:tebra, docs/breaker.md): one state in Redis shared by every worker process.
@@ -115,6 +156,11 @@ class Settings:
     phi_open_memory_s: float = 60.0
     audit_signing_key: str = DEV_AUDIT_SIGNING_KEY
     audit_log_path: str = "var/audit/audit.jsonl"
+    # The producers' key: the API tags each record with it, the writer refuses records without a valid tag.
+    audit_record_key: str = DEV_AUDIT_RECORD_KEY
+    # The signed checkpoint of the log's head, outside Redis and best on other storage; empty: the log's
+    # path + ".anchor". An emptied, shortened or replaced log no longer matches it (docs/security.md).
+    audit_anchor_path: str = ""
     # Sign-in (docs/security.md, "Sign-in with the clinic's identity provider"). AUTH_MODE: dev (a local
     # signing key, `make token`), oidc (any OpenID provider: OIDC_ISSUER's discovery document names the
     # rest), auth0 (oidc with the issuer https://AUTH0_DOMAIN/).
@@ -186,26 +232,38 @@ class Settings:
         """OIDC_ROLE_SCOPES as role -> scopes (validated by :meth:`validate`)."""
         return parse_role_scopes(self.oidc_role_scopes)
 
-    def _validate_sign_in(self) -> None:
+    def sign_in_problems(self) -> list[str]:
+        """What is wrong with the sign-in settings, each naming its setting (empty: nothing)."""
         if self.auth_mode not in {"dev", *SIGN_IN_MODES}:
-            raise SettingsError(f"AUTH_MODE must be dev, oidc or auth0, not {self.auth_mode!r}")
+            return [f"AUTH_MODE: must be dev, oidc or auth0, not {self.auth_mode!r}"]
         self.role_scopes  # noqa: B018 - parses, raising SettingsError on a malformed table
         if self.auth_mode == "dev":
-            return
+            return []
         issuer = self.issuer
         if not issuer:
-            raise SettingsError("AUTH_MODE=oidc needs OIDC_ISSUER (auth0: AUTH0_DOMAIN)")
+            return ["OIDC_ISSUER: AUTH_MODE=oidc needs it (auth0: AUTH0_DOMAIN)"]
+        problems = []
         loopback = issuer.startswith(("http://127.0.0.1", "http://localhost"))
         if not issuer.startswith("https://") and (self.is_production or not loopback):
-            raise SettingsError(
-                "OIDC_ISSUER must be https:// (plain http on loopback only, not in production)"
-            )
+            problems.append("OIDC_ISSUER: must be https:// (plain http on loopback only, not in production)")
         if self.is_production and not self.oidc_client_id:
-            raise SettingsError("production needs OIDC_CLIENT_ID (the board's sign-in client)")
+            problems.append("OIDC_CLIENT_ID: production needs it (the board's sign-in client)")
+        return problems
+
+    def bind_addresses(self) -> dict[str, str]:
+        """Every address a process of the system listens on, by setting name."""
+        return {
+            "API_HOST": self.api_host,
+            "FLOWER_ADDRESS": self.flower_address,
+            "WORKER_METRICS_ADDRESS": self.worker_metrics_address,
+            "SIM_HOST": self.sim_host,
+        }
 
     def validate(self) -> Settings:
         """Refuse values the system cannot run with; production refuses development secrets."""
-        if self.app_env not in {"development", "test", "production"}:
+        if not self.app_env:
+            raise SettingsError("APP_ENV is not set: choose development, test or production")
+        if self.app_env not in APP_ENVS:
             raise SettingsError(f"APP_ENV must be development, test or production, not {self.app_env!r}")
         if self.task_soft_time_limit_s >= self.task_time_limit_s:
             raise SettingsError("TASK_SOFT_TIME_LIMIT_S must be below TASK_TIME_LIMIT_S")
@@ -222,24 +280,188 @@ class Settings:
             raise SettingsError(
                 "SYNC_COALESCE_DAYS must be between 1 (off) and 31 (one GetAppointments window)"
             )
+        self._validate_watch()
+        if min(self.ws_max_per_ip, self.ws_max_per_user, self.ws_max_unauthenticated) < 1:
+            raise SettingsError("WS_MAX_PER_IP, WS_MAX_PER_USER, WS_MAX_UNAUTHENTICATED must be at least 1")
+        if not 0 < self.ws_auth_timeout_s <= 30 or self.ws_replay_max_events < 1:
+            raise SettingsError("WS_AUTH_TIMEOUT_S must be in (0, 30] and WS_REPLAY_MAX_EVENTS at least 1")
         if not 0 <= self.phi_open_memory_s <= 3600:
             raise SettingsError("PHI_OPEN_MEMORY_S must be between 0 (off) and 3600")
-        self._validate_sign_in()
+        sign_in = self.sign_in_problems()
+        if sign_in and not self.is_production:  # production lists them with all its other refusals
+            raise SettingsError(sign_in[0])
+        if self.app_env == "development":
+            exposed = [name for name, host in self.bind_addresses().items() if not is_loopback(host)]
+            if exposed:
+                raise SettingsError(
+                    f"development binds loopback only (its token route mints any scope): {', '.join(exposed)}"
+                )
         if self.is_production:
-            dev_values = {
-                "PHI_HMAC_KEY": self.phi_hmac_key == DEV_PHI_HMAC_KEY,
-                "PHI_ENCRYPTION_KEYS": DEV_PHI_ENCRYPTION_KEY in self.phi_encryption_keys,
-                "AUDIT_SIGNING_KEY": self.audit_signing_key == DEV_AUDIT_SIGNING_KEY,
-                "AUTH_MODE": self.auth_mode not in SIGN_IN_MODES,
-                "AUTH0_AUDIENCE": self.audience in ("", Settings.auth0_audience),
-                "METRICS_TOKEN": not self.metrics_token,
-                "TEBRA_PASSWORD": self.tebra_password == Settings.tebra_password,
-                "FLOWER_PASSWORD": self.flower_password == Settings.flower_password,
-            }
-            bad = sorted(name for name, is_dev in dev_values.items() if is_dev)
-            if bad:
-                raise SettingsError(f"production refuses development values for: {', '.join(bad)}")
+            problems = production_problems(self)
+            if problems:
+                raise SettingsError(
+                    f"production refuses {len(problems)} setting(s):\n  " + "\n  ".join(problems)
+                )
         return self
+
+    def _validate_watch(self) -> None:
+        if not 0 <= self.sync_horizon_days <= 30:
+            raise SettingsError("SYNC_HORIZON_DAYS must be between 0 and 30 (one GetAppointments window)")
+        if self.tebra_poll_interval_s != 0 and not 5 <= self.tebra_poll_interval_s <= 3600:
+            raise SettingsError("TEBRA_POLL_INTERVAL_S must be 0 (off) or between 5 and 3600")
+        if not 5 <= self.tebra_poll_interval_off_hours_s <= 86400:
+            raise SettingsError("TEBRA_POLL_INTERVAL_OFF_HOURS_S must be between 5 and 86400")
+        if not 1 <= self.full_reconcile_minutes <= 1440:
+            raise SettingsError("FULL_RECONCILE_MINUTES must be between 1 and 1440")
+        if not 0 <= self.tebra_modified_overlap_s <= 86400:
+            raise SettingsError("TEBRA_MODIFIED_OVERLAP_S must be between 0 and 86400")
+        self.clinic_hours_range()
+
+    def clinic_hours_range(self) -> tuple[time_of_day, time_of_day]:
+        """CLINIC_HOURS as (opens, closes) wall times in CLINIC_TZ."""
+        try:
+            opens, closes = (time_of_day.fromisoformat(part.strip()) for part in self.clinic_hours.split("-"))
+        except ValueError:
+            raise SettingsError(f"CLINIC_HOURS must be HH:MM-HH:MM, not {self.clinic_hours!r}") from None
+        if opens >= closes:
+            raise SettingsError("CLINIC_HOURS must open before it closes (HH:MM-HH:MM, same day)")
+        return opens, closes
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a name, IPv4 or IPv6 address, possibly in brackets) reaches this machine only."""
+    bare = host.strip().strip("[]").lower()
+    if bare in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(bare).is_loopback
+    except ValueError:
+        return False
+
+
+def secret_bytes(value: str) -> bytes:
+    """The key material of a secret setting: its base64 decoding when it is canonical base64 of at least
+    MIN_SECRET_BYTES, else its UTF-8 bytes (a long random string is fine as it is)."""
+    text = value.strip()
+    try:
+        decoded = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        return text.encode()
+    if len(decoded) >= MIN_SECRET_BYTES and base64.b64encode(decoded).decode() == text:
+        return decoded
+    return text.encode()
+
+
+def weak_secret(material: bytes) -> str | None:
+    """Why ``material`` is no key (too short, all zero, a pattern), or None when it may be one."""
+    if len(material) < MIN_SECRET_BYTES:
+        return f"shorter than {MIN_SECRET_BYTES} bytes"
+    if not material.strip(b"\x00") or not material.strip(b"0"):
+        return "all zero"
+    if len(set(material)) < MIN_DISTINCT_SECRET_BYTES:
+        return "not random (too few distinct bytes)"
+    return None
+
+
+def _key_problems(settings: Settings) -> list[str]:
+    """Refusals of PHI_HMAC_KEY, AUDIT_SIGNING_KEY, AUDIT_RECORD_KEY and every PHI_ENCRYPTION_KEYS key (an
+    empty one is a key this process is not given: compose hands each service only its own secrets)."""
+    problems: list[str] = []
+    held = {
+        "PHI_HMAC_KEY": settings.phi_hmac_key,
+        "AUDIT_SIGNING_KEY": settings.audit_signing_key,
+        "AUDIT_RECORD_KEY": settings.audit_record_key,
+    }
+    materials = {name: secret_bytes(value) for name, value in held.items() if value}
+    published = {secret_bytes(key) for key in (DEV_PHI_HMAC_KEY, DEV_AUDIT_SIGNING_KEY, DEV_AUDIT_RECORD_KEY)}
+    published.add(base64.b64decode(DEV_PHI_ENCRYPTION_KEY))
+    for item in filter(None, settings.phi_encryption_keys.split(",")):
+        key_id, _, encoded = item.strip().partition(":")
+        name = f"PHI_ENCRYPTION_KEYS[{key_id or '?'}]"
+        try:
+            decoded = base64.b64decode(encoded, validate=True)
+        except (binascii.Error, ValueError):
+            problems.append(f"{name}: not base64")
+            continue
+        if len(decoded) != 32:
+            problems.append(f"{name}: an AES-256 key is exactly 32 bytes, not {len(decoded)}")
+            continue
+        materials[name] = decoded
+    seen: dict[bytes, str] = {}
+    for name, material in materials.items():
+        if material in published:
+            problems.append(f"{name}: the published development key (anyone can compute with it)")
+        elif why := weak_secret(material):
+            problems.append(f"{name}: {why}; use at least {MIN_SECRET_BYTES} random bytes")
+        if material in seen:
+            problems.append(f"{name}: the same key as {seen[material]}; every key must be distinct")
+        seen.setdefault(material, name)
+    return problems
+
+
+def _url_problems(settings: Settings) -> list[str]:
+    problems: list[str] = []
+    tebra = {"TEBRA_WSDL_URL": settings.tebra_wsdl_url, "TEBRA_ENDPOINT_URL": settings.tebra_endpoint_url}
+    for name, url in tebra.items():
+        if not url and name == "TEBRA_ENDPOINT_URL":
+            continue  # empty: the WSDL's own soap:address
+        parts = urlsplit(url)
+        if parts.scheme != "https":
+            problems.append(f"{name}: must be https:// (credentials and patient data cross it)")
+        host = parts.hostname or ""
+        if is_loopback(host) or host in SIMULATOR_HOSTS or parts.port == settings.sim_port or "/_sim" in url:
+            problems.append(f"{name}: points at the simulator or this machine, not Tebra")
+    redis_urls = {
+        "REDIS_URL": settings.redis_url,
+        "CELERY_BROKER_URL": settings.celery_broker_url,
+        "CELERY_RESULT_BACKEND": settings.celery_result_backend,
+    }
+    for name, url in redis_urls.items():
+        if not url:
+            continue  # empty: REDIS_URL, checked above
+        parts = urlsplit(url)
+        if parts.scheme != "rediss" and not parts.password:
+            problems.append(f"{name}: needs a password (redis://:pw@…) or TLS (rediss://)")
+    return problems
+
+
+def production_problems(settings: Settings) -> list[str]:
+    """Every reason production refuses these settings, each naming its setting (empty: none).
+
+    A secret set to the empty string is one this process does not hold (compose gives each service only the
+    secrets it uses, docs/operations.md): it is not refused here, and whatever would use it fails there. An
+    unset secret is the published development value, and that is refused.
+    """
+    problems = _key_problems(settings) + _url_problems(settings) + settings.sign_in_problems()
+    defaults = Settings()
+    refused = {
+        "AUTH_MODE": (
+            settings.auth_mode not in SIGN_IN_MODES,
+            "must be oidc or auth0 (dev trusts a key on local disk)",
+        ),
+        "OIDC_AUDIENCE": (
+            settings.audience in ("", defaults.auth0_audience),
+            "is empty or the development audience (AUTH0_AUDIENCE when OIDC_AUDIENCE is empty)",
+        ),
+        "TRUSTED_HOSTS": (not settings.trusted_hosts.strip(), "is empty: list the host names clients use"),
+        "LOG_LEVEL": (settings.log_level.upper() == "DEBUG", "DEBUG logs request details; use INFO"),
+        "TEBRA_USER": (settings.tebra_user == defaults.tebra_user, "is the simulator's development user"),
+        "TEBRA_PASSWORD": (
+            settings.tebra_password == defaults.tebra_password,
+            "is the simulator's development password",
+        ),
+        "TEBRA_CUSTOMER_KEY": (
+            settings.tebra_customer_key == defaults.tebra_customer_key,
+            "is the simulator's development customer key",
+        ),
+        "FLOWER_USER": (settings.flower_user == defaults.flower_user, "is the default"),
+        "FLOWER_PASSWORD": (
+            settings.flower_password == defaults.flower_password or 0 < len(settings.flower_password) < 16,
+            "is the default or shorter than 16 characters",
+        ),
+    }
+    problems += [f"{name}: {why}" for name, (bad, why) in refused.items() if bad]
+    return sorted(problems)
 
 
 def _convert(raw: str, default: Any) -> Any:
@@ -260,6 +482,8 @@ def _convert(raw: str, default: Any) -> Any:
 def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
     """Build the settings from ``environ`` (default ``os.environ``); keyword overrides win (for tests)."""
     env = os.environ if environ is None else environ
+    if "APP_ENV" not in env and "app_env" not in overrides:
+        raise SettingsError("APP_ENV is not set: choose development, test or production")
     values: dict[str, Any] = {}
     for field in fields(Settings):
         name = field.name.upper()

@@ -25,6 +25,8 @@ SCHEDULE_SYNC_DEFERRED = "schedule_sync_deferred"
 SCHEDULE_SYNC_FAILED = "schedule_sync_failed"
 PATIENT_STATUS_CHANGED = "patient_status_changed"
 PATIENT_DETAILS_UPDATED = "patient_details_updated"
+PATIENT_REMOVED = "patient_removed"
+PATIENT_CONFLICT = "patient_conflict"
 BREAKER_STATE_CHANGED = "breaker_state_changed"
 
 EVENT_TYPES = frozenset(
@@ -35,9 +37,23 @@ EVENT_TYPES = frozenset(
         SCHEDULE_SYNC_FAILED,
         PATIENT_STATUS_CHANGED,
         PATIENT_DETAILS_UPDATED,
+        PATIENT_REMOVED,
+        PATIENT_CONFLICT,
         BREAKER_STATE_CHANGED,
     }
 )
+
+# The same append-and-publish as a Lua function, for scripts that decide and announce in one step (a
+# patient leaving the board, tasks/reconcile.py): the envelope is the one EventPublisher sends.
+PUBLISH_LUA_FUNCTION = """
+local function publish_event(stream, maxlen, sender, channel, event_type, ts, payload)
+  local id = redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', 'sender', sender, 'action', event_type,
+                        'ts', ts, 'payload', payload)
+  redis.call('PUBLISH', channel, '{"id":"' .. id .. '","type":"' .. event_type .. '","ts":"' .. ts ..
+             '","data":' .. payload .. '}')
+  return id
+end
+"""
 
 # KEYS[1] stream; ARGV: maxlen, sender, type, ts, payload JSON, envelope tail, channel.
 _PUBLISH_LUA = """
@@ -58,7 +74,20 @@ def iso_utc(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _dumps(value: Any) -> str:
+def parse_instant(value: Any) -> datetime | None:
+    """An ISO-8601 time as an aware instant (``Z`` or an offset; a naive one is taken as UTC); None when empty
+    or unreadable."""
+    if not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def dumps(value: Any) -> str:
+    """An event payload's one JSON spelling (sorted keys, no spaces)."""
     return json.dumps(value, separators=(",", ":"), sort_keys=True)
 
 
@@ -96,7 +125,7 @@ class EventPublisher:
         if event_type not in EVENT_TYPES:
             raise ValueError(f"unknown event type {event_type!r}")
         ts = utc_now_iso()
-        payload = _dumps(data)
+        payload = dumps(data)
         tail = f'"type":{json.dumps(event_type)},"ts":"{ts}","data":{payload}}}'
         return ts, [self._maxlen, self._sender, event_type, ts, payload, tail, self._channel]
 

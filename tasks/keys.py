@@ -37,6 +37,17 @@ def patient(hpid: str, date: str) -> str:
     return f"patient:{hpid}:{date}"
 
 
+def appointment_index(appointment_id: str) -> str:
+    """String ``{"date", "modified", "seen"}``: the day an appointment is on, by its Tebra id (a Tebra
+    appointment id is no patient data); how a move between two days is recognised (tasks/reconcile.py)."""
+    return f"appointment:{appointment_id}"
+
+
+WATCH_STATE = "watch:tebra"  # hash: the watch's cursor, last runs and the Tebra clock it measured
+WATCH_LEASE = "watch:lease"  # SET NX PX: the one watch running now (its run id)
+TEBRA_CLOCK = "tebra:clock"  # hash: how far Tebra's LastModifiedDate stamps run behind ours (measured bounds)
+
+
 def patients_index(date: str) -> str:
     """Set of the hpids that have a flow entry on one clinic day."""
     return f"patients:{date}"

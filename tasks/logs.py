@@ -79,6 +79,12 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, default=str, ensure_ascii=False)
 
 
+# Libraries that log whole HTTP bodies below WARNING: zeep writes every SOAP envelope at DEBUG (Tebra's
+# password and customer key travel in each request header, names and dates of birth in the replies) and
+# urllib3 its request lines. Whatever LOG_LEVEL says, they speak at WARNING and above only.
+BODY_LOGGERS = ("zeep", "urllib3")
+
+
 def logging_dict(settings: Settings) -> dict[str, Any]:
     """The ``logging.config.dictConfig`` of every process: JSON lines on stderr at LOG_LEVEL."""
     return {
@@ -93,6 +99,7 @@ def logging_dict(settings: Settings) -> dict[str, Any]:
             "gunicorn.access": {"handlers": [], "propagate": False},  # the app logs access itself
             # One line per request is ours (clinic_relay.access); werkzeug's would repeat it with the query.
             "werkzeug": {"level": "WARNING"},
+            **{name: {"level": "WARNING"} for name in BODY_LOGGERS},
         },
     }
 
@@ -100,6 +107,14 @@ def logging_dict(settings: Settings) -> dict[str, Any]:
 def gunicorn_logconfig_dict(settings: Settings) -> dict[str, Any]:
     """For ``logconfig_dict`` in a gunicorn config: the arbiter's lines in the same JSON as the app's."""
     return logging_dict(settings)
+
+
+class _BodyLoggerFilter(logging.Filter):
+    """Drops a record of a body-logging library below WARNING, even if someone lowered its level."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        quiet = record.name.split(".", 1)[0] in BODY_LOGGERS
+        return not quiet or record.levelno >= logging.WARNING
 
 
 def configure_logging(settings: Settings, process_name: str) -> None:
@@ -114,9 +129,12 @@ def configure_logging(settings: Settings, process_name: str) -> None:
         root.removeHandler(handler)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
+    handler.addFilter(_BodyLoggerFilter())
     setattr(handler, _OURS, True)
     root.addHandler(handler)
     root.setLevel(settings.log_level.upper())
+    for name in BODY_LOGGERS:
+        logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
     # gunicorn's error logger has its own handler and does not propagate: same lines, same format.
     for existing in logging.getLogger("gunicorn.error").handlers:
         existing.setFormatter(JsonFormatter())

@@ -14,11 +14,13 @@ import functools
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import redis
 
 from tasks import keys
+from tasks.events import parse_instant
 
 if TYPE_CHECKING:
     from prometheus_client import Counter, Histogram
@@ -44,6 +46,10 @@ QUEUE_DEPTH = PREFIX + "queue_depth"  # queue: messages waiting in a Celery queu
 REDIS_UP = PREFIX + "redis_up"  # 1 when the scrape-time Redis reads answered
 WEBSOCKET_CONNECTIONS = PREFIX + "websocket_connections"
 WEBSOCKET_DROPPED = PREFIX + "websocket_dropped_total"  # slow sockets dropped by the relay
+WATCH_POLL_AGE = PREFIX + "watch_last_poll_age_seconds"  # since the last successful poll began (watch:tebra)
+TEBRA_CLOCK_BEHIND = (
+    PREFIX + "tebra_clock_behind_max_seconds"
+)  # measured bound on the stamps' lag (tebra:clock)
 
 BREAKER_STATES = {"closed": 0, "half": 1, "half-open": 1, "open": 2}
 STREAMS = (keys.AGENT_UPDATES, keys.TASK_RESULTS, keys.AUDIT)
@@ -144,15 +150,23 @@ class RedisCollector:
         )
         depth = GaugeMetricFamily(QUEUE_DEPTH, "Messages waiting in a Celery queue.", labels=["queue"])
         breaker = GaugeMetricFamily(BREAKER_STATE, "Tebra circuit breaker: 0 closed, 1 half-open, 2 open.")
+        watch_age = GaugeMetricFamily(
+            WATCH_POLL_AGE,
+            "Seconds since the watch's last successful poll of Tebra began (alert: 2x interval).",
+        )
+        clock = GaugeMetricFamily(
+            TEBRA_CLOCK_BEHIND, "How far Tebra's LastModifiedDate stamps may run behind our clock (measured)."
+        )
         up = 1.0
         try:
             self._read_streams(self._data(), length, lag, pending)
             self._read_queues(self._broker(), depth)
             breaker.add_metric([], self._read_breaker(self._data()))
+            self._read_watch(self._data(), watch_age, clock)
         except (redis.RedisError, OSError) as exc:
             log.warning("metrics: redis read failed: %s", type(exc).__name__)
             up = 0.0
-        yield from (length, lag, pending, depth, breaker)
+        yield from (length, lag, pending, depth, breaker, watch_age, clock)
         yield GaugeMetricFamily(REDIS_UP, "1 when the scrape-time Redis reads answered.", value=up)
 
     @staticmethod
@@ -182,6 +196,18 @@ class RedisCollector:
         pipe.exists(keys.BREAKER_FORCE_OPEN)
         state, forced = pipe.execute()
         return float(BREAKER_STATES["open"] if forced else BREAKER_STATES.get(_text(state or "closed"), 0))
+
+    @staticmethod
+    def _read_watch(client: redis.Redis, age: Any, clock: Any) -> None:
+        pipe = client.pipeline(transaction=False)
+        pipe.hget(keys.WATCH_STATE, "last_started_at")
+        pipe.hget(keys.TEBRA_CLOCK, "behind_max_s")
+        last, behind = pipe.execute()
+        started = parse_instant(last)
+        if started is not None:
+            age.add_metric([], max(0.0, (datetime.now(UTC) - started).total_seconds()))
+        if behind:
+            clock.add_metric([], float(behind))
 
     def _read_queues(self, client: redis.Redis, depth: Any) -> None:
         pipe = client.pipeline(transaction=False)

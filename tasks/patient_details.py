@@ -28,7 +28,7 @@ from config import Settings
 from tasks import events, keys
 from tasks.celery_factory import DETAILS_QUEUE
 from tasks.events import EventPublisher
-from tasks.phi import PhiCipher
+from tasks.phi import DETAILS_FIELD, PhiCipher, patient_binding
 from tasks.store import DETAILS_COMPLETE, DETAILS_INCOMPLETE, ScheduleStore
 
 log = logging.getLogger(__name__)
@@ -69,14 +69,18 @@ def read_cached(ctx: DetailsContext, hpid: str) -> dict[str, Any] | None:
     sealed = ctx.redis.get(keys.patient_details(hpid))
     if not sealed:
         return None
-    opened = ctx.cipher.open(sealed)
+    opened = ctx.cipher.open(sealed, patient_binding(hpid, DETAILS_FIELD))
     return dict(json.loads(opened)) if opened else None
 
 
 def write_cached(ctx: DetailsContext, hpid: str, details: dict[str, Any]) -> None:
     """Seal and cache what the board needs of a patient (only the date of birth today)."""
     blob = json.dumps({"dob": details.get("dob")}, sort_keys=True, separators=(",", ":"))
-    ctx.redis.set(keys.patient_details(hpid), ctx.cipher.seal(blob) or "", ex=ctx.cache_ttl_s)
+    ctx.redis.set(
+        keys.patient_details(hpid),
+        ctx.cipher.seal(blob, patient_binding(hpid, DETAILS_FIELD)) or "",
+        ex=ctx.cache_ttl_s,
+    )
 
 
 # -- one lookup -------------------------------------------------------------------------------------------

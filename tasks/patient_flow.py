@@ -22,13 +22,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import redis
 from redis.client import Pipeline
 from redis.exceptions import NoScriptError
 
 from tasks import events, flow, keys
 from tasks.events import EventPublisher, utc_now_iso
-from tasks.phi import PhiCipher
+from tasks.phi import Opener, PhiCipher, open_patient
+from tasks.reconcile import write_day
 from tasks.store import ScheduleStore, WriteCounts
 
 # The flow-entry fields the board shows, in the order the SORT ... GET below returns them (after the hpid).
@@ -48,6 +50,7 @@ BOARD_FIELDS = (
     "completed_time",
     "updated_at",
     "details",
+    "tebra_conflict",
 )
 _ALLOWED_NEXT = {state: flow.allowed_next(state) for state in flow.STATES}
 MAX_ROOM_CHARS = 32
@@ -83,6 +86,13 @@ end
 version = version + 1
 redis.call('HSET', KEYS[1], 'status', requested, 'status_source', 'local', 'version', version,
            'room', new_room, 'updated_at', ARGV[7])
+-- The clinic's change answers a Tebra conflict flag: remembered as resolved, so the same news is not raised
+-- again by the next read (tasks/store.py, the merge script).
+local flagged = redis.call('HGET', KEYS[1], 'tebra_conflict')
+if flagged and flagged ~= '' then
+  redis.call('HSET', KEYS[1], 'conflict_resolved', flagged)
+  redis.call('HDEL', KEYS[1], 'tebra_conflict')
+end
 if requested ~= current then
   local stamp = cjson.decode(ARGV[6])[requested]
   if stamp then redis.call('HSET', KEYS[1], stamp, ARGV[7]) end
@@ -235,24 +245,22 @@ class PatientFlow:
         return Board(rows, str(newest))
 
 
-def _row(
-    date: str, values: Sequence[str | None], now: datetime, open_phi: Callable[[str | None], str | None]
-) -> dict[str, Any] | None:
+def _row(date: str, values: Sequence[str | None], now: datetime, open_phi: Opener) -> dict[str, Any] | None:
     # One pass over the SORT row, unpacked by position ("#", then BOARD_FIELDS' order): the board builds
     # 40 of these per read, and the dict-of-fields version of this was a fifth of the read's CPU.
     (hpid, name, dob, appointment_time, provider, location, reason, room, status, status_source, version,
-     checkin, with_doctor, completed, updated_at, details) = values  # fmt: skip
+     checkin, with_doctor, completed, updated_at, details, conflict) = values  # fmt: skip
     if not hpid or status is None:  # indexed, but the entry has expired (no status)
         return None
     return {
         "hpid": hpid,
         "date": date,
-        "name": (open_phi(name) or "") if name else "",
-        "dob": (open_phi(dob) or None) if dob else None,
+        "name": open_patient(open_phi, hpid, date, "name", name) or "",
+        "dob": open_patient(open_phi, hpid, date, "dob", dob) or None,
         "appointment_time": appointment_time or "",
         "provider": provider or "",
         "location": location or "",
-        "reason": reason or "",
+        "reason": open_patient(open_phi, hpid, date, "reason", reason) or "",
         "room": room or "",
         "status": status,
         "status_source": status_source or "",
@@ -265,6 +273,9 @@ def _row(
         "wait_seconds": _wait(checkin, with_doctor, completed, now) if checkin else None,
         "updated_at": updated_at or None,
         "details": details or "pending",
+        # What Tebra says of a visit the clinic has under way (moved, cancelled, deleted), until the clinic's
+        # next change to the entry: docs/board.md.
+        "tebra_conflict": orjson.loads(conflict) if conflict else None,
     }
 
 
@@ -299,8 +310,15 @@ def _parse(value: str | None) -> datetime | None:
 
 
 def queue_status_moves(pipe: Pipeline, publisher: EventPublisher, date: str, counts: WriteCounts) -> None:
-    """Queue one ``patient_status_changed`` per status a sync changed, as the merge script left it."""
+    """Queue one ``patient_status_changed`` per status a sync changed, as the merge script left it, and one
+    ``patient_conflict`` per entry it flagged instead (docs/board.md, "When Tebra and the clinic
+    disagree")."""
     for move in counts.changed_statuses:
+        if move.flagged:
+            conflict = {"kind": "status", "status": move.tebra_status}
+            flagged = {"date": date, "hpid": move.hpid, "status": move.status, "conflict": conflict}
+            publisher.publish_on(pipe, events.PATIENT_CONFLICT, flagged)
+            continue
         data = {
             "date": date,
             "hpid": move.hpid,
@@ -326,7 +344,7 @@ def write_day_announced(
     The status before and the version after come from the merge script itself, so a clinic change landing
     just before or after the write is announced by its own event, in the true order.
     """
-    counts = store.write_day(date, appointments, full=full)
+    counts = write_day(store, date, appointments, full=full)
     if counts.changed_statuses:
         pipe = client.pipeline(transaction=False)
         queue_status_moves(pipe, publisher, date, counts)

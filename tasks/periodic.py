@@ -1,5 +1,7 @@
-"""Celery task shell for the periodic sync of today (beat, every PERIODIC_SYNC_MINUTES: workers/beat.py).
+"""Celery task shells for beat's periodic work (workers/beat.py): the watch, which keeps every day of the
+horizon in step with Tebra (tasks/watch.py), and the optional periodic sync of today.
 
+The periodic sync of today (every PERIODIC_SYNC_MINUTES, off by default now that the watch exists):
 It asks for a sync exactly as ``POST /api/v1/schedule/sync`` does (tasks/sync_request.py): the per-date lock
 and the ``queued`` status in one script, so a sync of today already queued or running (from the API or an
 earlier beat) is reused, never doubled; then ``schedule.sync`` with a ULID task id on the ``sync`` queue.
@@ -7,16 +9,49 @@ earlier beat) is reused, never doubled; then ``schedule.sync`` with a ULID task 
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
+from typing import Any
 from zoneinfo import ZoneInfo
 
+import redis
 from celery import Task, shared_task
+from celery.exceptions import SoftTimeLimitExceeded
 
+from tasks import watch
 from tasks.runtime import get_runtime
 from tasks.schedule import task_settings
 from tasks.sync_request import request_sync
+from tasks.tebra.breaker import BreakerOpen
+from tasks.tebra.errors import TebraError
+
+log = logging.getLogger(__name__)
 
 PERIODIC_TASK = "schedule.periodic_sync"
+
+
+@shared_task(name=watch.WATCH_TASK, bind=True, acks_late=True, ignore_result=True)
+def watch_tebra(self: Task, force: bool = False, full: bool = False) -> dict[str, Any]:
+    """One beat tick of the watch: poll Tebra for the horizon's changes when a poll is due.
+
+    No Celery retries: the next tick is the retry, and the cursor moves only when a poll succeeded, so a
+    refused or failed poll loses nothing (the next one reads from the same cursor).
+    """
+    settings = task_settings(self)
+    runtime = get_runtime(settings)
+    try:
+        return watch.run_watch(runtime.watch_context(), force=force, force_full=full)
+    except BreakerOpen as exc:
+        log.info("watch deferred by the tebra breaker", extra={"retry_in_s": exc.retry_after_s})
+        watch.note_refused(runtime.redis, code="CIRCUIT_OPEN", retry_after_s=exc.retry_after_s)
+        return {"deferred": "CIRCUIT_OPEN"}
+    except TebraError as exc:
+        log.warning("watch poll failed; the next tick catches up", extra={"code": exc.outcome})
+        watch.note_refused(runtime.redis, code=f"TEBRA_{exc.outcome.upper()}", retry_after_s=None)
+        return {"failed": exc.outcome}
+    except (SoftTimeLimitExceeded, redis.RedisError) as exc:
+        log.warning("watch poll interrupted; the next tick catches up", extra={"error": type(exc).__name__})
+        return {"failed": type(exc).__name__}
 
 
 @shared_task(name=PERIODIC_TASK, bind=True, acks_late=True, ignore_result=True)

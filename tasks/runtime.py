@@ -16,14 +16,16 @@ from typing import ClassVar
 import redis
 
 from config import Settings
-from tasks import metrics
+from tasks import metrics, tebra_clock
 from tasks.breaker_state import BreakerStore
 from tasks.clients import Clients
 from tasks.connections import get_redis, reset_redis
+from tasks.reconcile import Reconciler
 from tasks.sync import SyncContext
 from tasks.tebra import client as tebra_client
 from tasks.tebra.breaker import BreakerEvents, TebraBreaker
 from tasks.tebra.gateway import TebraGateway
+from tasks.watch import WatchContext
 
 
 @dataclass
@@ -60,10 +62,15 @@ class Runtime(Clients):
             on_wait=metrics.observe_throttle_wait,
         )
 
+    @cached_property
+    def reconciler(self) -> Reconciler:
+        return Reconciler(self.redis, self.store, sender=self.sender, maxlen=self.settings.stream_maxlen)
+
     def sync_context(self) -> SyncContext:
         return SyncContext(
             redis=self.redis,
             store=self.store,
+            reconciler=self.reconciler,
             publisher=self.publisher,
             source=self.gateway,
             clinic_tz=self.clinic_tz,
@@ -72,6 +79,22 @@ class Runtime(Clients):
             providers=self.gateway,
             providers_ttl_s=self.settings.providers_cache_ttl_s,
             coalesce_days=self.settings.sync_coalesce_days,
+            full_sync_max_age_s=self.settings.full_reconcile_minutes * 60,
+            modified_overlap_s=self._modified_overlap_s(),
+        )
+
+    def _modified_overlap_s(self) -> int:
+        """The overlap of an incremental day sync: the setting, plus Tebra's measured clock lag."""
+        allowance = tebra_clock.read(self.redis).allowance_s or 0.0
+        return self.settings.tebra_modified_overlap_s + round(allowance)
+
+    def watch_context(self) -> WatchContext:
+        return WatchContext(
+            redis=self.redis,
+            reconciler=self.reconciler,
+            publisher=self.publisher,
+            source=self.gateway,
+            settings=self.settings,
         )
 
 

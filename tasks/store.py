@@ -1,6 +1,7 @@
 """The day's schedule in Redis: appointments and patient-flow entries, written idempotently.
 
-``appointments:{date}`` holds appointment id -> JSON, with the patient's id and name sealed. Each
+``appointments:{date}`` holds appointment id -> JSON, with the patient's id, name and the reason sealed, each
+bound to its appointment, field and day (tasks/phi.py). Each
 ``patient:{hpid}:{date}`` hash is one patient's flow entry; ``patients:{date}`` indexes the day's hpids.
 A full sync makes the day's appointments exactly Tebra's set; the flow entries merge Tebra's status with
 what the clinic set locally (a sync never moves a patient backwards past a local change). Writing the same
@@ -21,31 +22,35 @@ from redis.client import Pipeline
 
 from tasks import flow, keys
 from tasks.events import utc_now_iso
-from tasks.phi import PhiCipher, hpid
-
-APPOINTMENT_PHI_FIELDS = ("patient_id", "patient_name")
-PATIENT_PHI_FIELDS = ("name", "dob", "patient_id")
+from tasks.phi import PhiCipher, Sealer, hpid, open_appointment, open_patient, seal_appointment, seal_patient
 
 # One call merges a whole day (one round trip, the day's ranks and stamps sent once). KEYS[1] the day index,
 # KEYS[2..] the patients' keys; ARGV[1] JSON {state: rank}; ARGV[2] TTL s; ARGV[3] now ISO; ARGV[4] JSON
 # {state: timestamp field}; ARGV[5] JSON list, per patient key in order, of [Tebra's flow status, [field,
-# value, field, value, ...] a sync owns]. Returns four values per patient: a code (0 unchanged, 1 created,
-# 2 fields changed, 3 status changed), the status before, the version after and the room, so a status
-# change is announced from what the script saw, with no read before or after. One HMGET of the four
-# control fields tells a new entry, which is written with the incoming list as it came (no copy); an
-# existing one is compared field by field with one HMGET and changed with one HSET. (One JSON argument, not
-# 900 flat ones: redis-py packs each argument in Python, which cost more than cjson saves in Redis.)
+# value, field, value, ...] a sync owns]; ARGV[6] JSON {state: true} of the states that end a visit before
+# arrival. Returns four values per patient: a code (0 unchanged, 1 created, 2 fields changed, 3 status
+# changed, 4 flagged: Tebra ended a visit the clinic has under way), the status before, the version after and
+# the room, so a change is announced from what the script saw, with no read before or after. One HMGET of the
+# control fields tells a new entry, which is written with the incoming list as it came (no copy); an existing
+# one is compared field by field with one HMGET and changed with one HSET. (One JSON argument, not 900 flat
+# ones: redis-py packs each argument in Python, which cost more than cjson saves in Redis.)
+# The flag (``tebra_conflict``, docs/board.md): Tebra cancels (or no-shows, reschedules) a visit the clinic
+# moved past "confirmed" itself. The entry keeps the clinic's status and says what Tebra says; the clinic's
+# next change resolves it (``conflict_resolved`` keeps the flag it answered, so the same news is not raised
+# again). An entry whose appointment Tebra shows as an ordinary visit again loses both.
 _MERGE_PATIENTS_LUA = """
 local ranks = cjson.decode(ARGV[1])
 local stamp_fields = cjson.decode(ARGV[4])
 local ttl, now = ARGV[2], ARGV[3]
 local entries = cjson.decode(ARGV[5])
+local ended = cjson.decode(ARGV[6])
 local codes, hpids = {}, {}
 for i, entry in ipairs(entries) do
   local key = KEYS[i + 1]
   local new_status, items = entry[1], entry[2]
   local result = 0
-  local control = redis.call('HMGET', key, 'status', 'status_source', 'version', 'room')
+  local control = redis.call('HMGET', key, 'status', 'status_source', 'version', 'room', 'tebra_conflict',
+                             'conflict_resolved')
   local current, source = control[1], control[2]
   local version, room = tonumber(control[3]) or 0, control[4] or ''
   if not current then
@@ -72,6 +77,7 @@ for i, entry in ipairs(entries) do
       redis.call('HSET', key, unpack(changed))
       result = 2
     end
+    local conflict = ''
     if current ~= new_status then
       local cur_rank = ranks[current] or 0
       local new_rank = ranks[new_status] or 0
@@ -86,7 +92,19 @@ for i, entry in ipairs(entries) do
           if not have or have == '' then redis.call('HSET', key, stamp, now) end
         end
         result = 3
+      elseif ended[new_status] and cur_rank >= ranks['arrived'] then
+        conflict = '{"kind":"status","status":' .. cjson.encode(new_status) .. '}'
       end
+    end
+    local flagged, resolved = control[5] or '', control[6] or ''
+    if conflict == '' then
+      if flagged ~= '' or resolved ~= '' then
+        redis.call('HDEL', key, 'tebra_conflict', 'conflict_resolved')
+        if result == 0 then result = 2 end
+      end
+    elseif conflict ~= flagged and conflict ~= resolved then
+      redis.call('HSET', key, 'tebra_conflict', conflict)
+      if result ~= 3 then result = 4 end
     end
   end
   hpids[#hpids + 1] = string.match(key, '^patient:([^:]+):')
@@ -115,8 +133,8 @@ return 1
 
 _RANKS = json.dumps(flow.RANKS)
 _STAMPS = json.dumps(flow.TIMESTAMP_FIELDS)
+_ENDED = json.dumps(dict.fromkeys(flow.ENDED_BEFORE_ARRIVAL, True))
 
-Sealer = Callable[[str | None], str | None]
 
 DETAILS_COMPLETE = "complete"
 DETAILS_INCOMPLETE = "incomplete"
@@ -124,13 +142,16 @@ DETAILS_INCOMPLETE = "incomplete"
 
 @dataclass(frozen=True)
 class StatusMove:
-    """A status the sync changed, as the merge script left it: announced as ``patient_status_changed``."""
+    """A status the sync changed, as the merge script left it: announced as ``patient_status_changed``;
+    or, with ``flagged``, a Tebra status the entry was flagged with instead (``patient_conflict``)."""
 
     hpid: str
     status: str
     previous: str
     version: int
     room: str
+    flagged: bool = False
+    tebra_status: str = ""
 
 
 @dataclass(frozen=True)
@@ -146,6 +167,10 @@ class WriteCounts:
     patients_changed: int
     status_changed: int
     changed_statuses: tuple[StatusMove, ...] = ()
+    moved_in: int = 0  # appointments that came from another day
+    moved_out: int = 0  # appointments that left for another day (counted in ``removed`` too)
+    patients_removed: int = 0  # patients who left the board: no appointment left that day
+    conflicts: int = 0  # entries newly flagged ``tebra_conflict``
 
     def as_dict(self) -> dict[str, int]:
         return {
@@ -153,11 +178,22 @@ class WriteCounts:
             "added": self.added,
             "updated": self.updated,
             "removed": self.removed,
+            "moved_in": self.moved_in,
+            "moved_out": self.moved_out,
             "patients": self.patients,
             "patients_created": self.patients_created,
             "patients_changed": self.patients_changed,
+            "patients_removed": self.patients_removed,
             "status_changed": self.status_changed,
+            "conflicts": self.conflicts,
         }
+
+    @property
+    def changed_anything(self) -> bool:
+        """Whether the write changed what the board or the API shows."""
+        return any(
+            value for name, value in self.as_dict().items() if name not in {"appointments", "patients"}
+        )
 
 
 def _entries_json(entries: dict[str, tuple[list[str], str]]) -> bytes:
@@ -165,22 +201,36 @@ def _entries_json(entries: dict[str, tuple[list[str], str]]) -> bytes:
     return orjson.dumps([(status, fields) for fields, status in entries.values()])
 
 
-def _counts(
+def counts_of(
     sealed: dict[str, str],
     current: dict[str, str],
     changed: dict[str, str],
     removed: list[str],
     entries: dict[str, Any],
     merged: Sequence[Any],
+    *,
+    moved_in: int = 0,
+    moved_out: int = 0,
+    left: Sequence[str] = (),
 ) -> WriteCounts:
-    """One day's write, counted from what the merge script answered (four values per patient)."""
+    """One day's write, counted from what the merge script answered (four values per patient) and what the
+    leave script answered for each patient left without an appointment (tasks/reconcile.py)."""
     codes = [int(code) for code in merged[::4]]
     moves = tuple(
-        StatusMove(entry_hpid, entries[entry_hpid][1], str(previous), int(version), str(room))
+        # A flagged entry keeps its status (the one before); what Tebra says is in ``tebra_status``.
+        StatusMove(
+            entry_hpid,
+            str(previous) if code == 4 else entries[entry_hpid][1],
+            str(previous),
+            int(version),
+            str(room),
+            flagged=code == 4,
+            tebra_status=entries[entry_hpid][1],
+        )
         for entry_hpid, code, previous, version, room in zip(
             entries, codes, merged[1::4], merged[2::4], merged[3::4], strict=True
         )
-        if code == 3
+        if code in (3, 4)
     )
     return WriteCounts(
         appointments=len(sealed),
@@ -189,9 +239,13 @@ def _counts(
         removed=len(removed),
         patients=len(entries),
         patients_created=sum(1 for code in codes if code == 1),
-        patients_changed=sum(1 for code in codes if code in (2, 3)),
-        status_changed=len(moves),
+        patients_changed=sum(1 for code in codes if code in (2, 3, 4)),
+        status_changed=sum(1 for move in moves if not move.flagged),
         changed_statuses=moves,
+        moved_in=moved_in,
+        moved_out=moved_out,
+        patients_removed=sum(1 for outcome in left if outcome == "removed"),
+        conflicts=sum(1 for outcome in left if outcome == "conflict") + sum(1 for m in moves if m.flagged),
     )
 
 
@@ -221,87 +275,48 @@ class ScheduleStore:
 
     # -- writes (worker) -------------------------------------------------------------------------------------
 
-    def write_day(
-        self, date: str, appointments: Sequence[dict[str, Any]], *, full: bool = True
-    ) -> WriteCounts:
-        """Store Tebra's appointments for ``date``; ``full`` makes them the day's whole set."""
-        return self.write_days([(date, appointments)], full=full)[0]
+    @property
+    def redis(self) -> redis.Redis:
+        return self._redis
 
-    def write_days(
-        self, days: Sequence[tuple[str, Sequence[dict[str, Any]]]], *, full: bool = True
-    ) -> list[WriteCounts]:
-        """Store several days' appointments in two round trips for them all (one read, one MULTI): a sync that
-        fetched a week writes it at once (docs/tebra.md, "Coalesced syncs")."""
-        # Each patient's id and name appear in the appointment and in the flow entry: seal and hash each value
-        # once per write (sealing is deterministic, so this changes no byte, only the work).
-        seal = functools.lru_cache(maxsize=None)(self._cipher.seal)
-        hpid_of = functools.lru_cache(maxsize=None)(self.hpid)
-        read = self._redis.pipeline(transaction=False)
-        for date, _ in days:
-            read.hgetall(keys.appointments(date))
-        currents: list[dict[str, str]] = read.execute()
-        pipe = self._redis.pipeline(transaction=True)
-        planned = []
-        for (date, appointments), current in zip(days, currents, strict=True):
-            sealed = {
-                str(appt["id"]): canonical(self._seal_appointment(appt, seal, hpid_of))
-                for appt in appointments
-            }
-            changed = {appt_id: value for appt_id, value in sealed.items() if current.get(appt_id) != value}
-            removed = [appt_id for appt_id in current if appt_id not in sealed] if full else []
-            day_key = keys.appointments(date)
-            if changed:
-                pipe.hset(day_key, mapping=changed)
-            if removed:
-                pipe.hdel(day_key, *removed)
-            if sealed or current:
-                pipe.expire(day_key, self._ttl)
-            # An incremental write brings only the changed rows: a touched patient's entry is still computed
-            # from all of their appointments that day (the earliest speaks for them), stored ones included.
-            day_rows = appointments if full else self._touched_patients_day(current, sealed, appointments)
-            entries = self._patient_entries(date, day_rows, seal, hpid_of)
-            merge_at = len(pipe) if entries else None
-            if entries:
-                entry_keys = [keys.patient(entry_hpid, date) for entry_hpid in entries]
-                self._merge(
-                    keys=[keys.patients_index(date), *entry_keys],
-                    args=[_RANKS, self._ttl, utc_now_iso(), _STAMPS, _entries_json(entries)],
-                    client=pipe,
-                )
-            planned.append((sealed, current, changed, removed, entries, merge_at))
-        results = pipe.execute()
-        return [
-            _counts(sealed, current, changed, removed, entries, [] if at is None else results[at])
-            for sealed, current, changed, removed, entries, at in planned
-        ]
+    @property
+    def ttl_s(self) -> int:
+        """How long a day's keys live after their last write (RETENTION_DAYS)."""
+        return self._ttl
 
-    def _touched_patients_day(
-        self, current: dict[str, str], sealed: dict[str, str], incoming: Sequence[dict[str, Any]]
-    ) -> list[dict[str, Any]]:
-        """The incoming rows plus the stored rows (opened) of the same patients that were not re-sent."""
-        touched = {json.loads(value).get("hpid") for value in sealed.values()} - {""}
-        rows = list(incoming)
-        for appt_id, value in current.items():
-            if appt_id in sealed:
-                continue
-            stored = json.loads(value)
-            if stored.get("hpid") in touched:
-                rows.append(self._cipher.open_fields(stored, APPOINTMENT_PHI_FIELDS))
-        return rows
+    # -- the building blocks of a write (tasks/reconcile.py writes reads of Tebra with these) ----------------
+
+    def sealers(self) -> tuple[Sealer, Callable[[str], str]]:
+        """The sealer and the hpid function of one write: each patient's id appears in several rows, so the
+        hpid is computed once per write (each sealed value is bound to its own record, field and day, so no
+        two seals are the same work)."""
+        return self._cipher.seal, functools.lru_cache(maxsize=None)(self.hpid)
+
+    def open_appointment(self, value: str, date: str) -> dict[str, Any]:
+        """A stored appointment of ``date`` as the row it was written from (PHI opened)."""
+        return open_appointment(self._cipher.open, orjson.loads(value), date)
+
+    def queue_merge(self, pipe: Pipeline, date: str, entries: dict[str, tuple[list[str], str]]) -> None:
+        """Queue the merge of the day's flow entries (see the script above) on ``pipe``."""
+        entry_keys = [keys.patient(entry_hpid, date) for entry_hpid in entries]
+        self._merge(
+            keys=[keys.patients_index(date), *entry_keys],
+            args=[_RANKS, self._ttl, utc_now_iso(), _STAMPS, _entries_json(entries), _ENDED],
+            client=pipe,
+        )
 
     @staticmethod
-    def _seal_appointment(
-        appt: dict[str, Any], seal: Sealer, hpid_of: Callable[[str], str]
+    def seal_appointment(
+        appt: dict[str, Any], date: str, seal: Sealer, hpid_of: Callable[[str], str]
     ) -> dict[str, Any]:
-        record = dict(appt)
+        """The appointment as stored on ``date``: the patient's id, name and reason sealed (bound to it), the
+        hpid beside them."""
+        record = seal_appointment(seal, appt, date)
         record["hpid"] = hpid_of(str(appt["patient_id"])) if appt.get("patient_id") else ""
-        for name in APPOINTMENT_PHI_FIELDS:
-            if record.get(name) is not None:
-                record[name] = seal(str(record[name]))
         return record
 
     @staticmethod
-    def _patient_entries(
+    def patient_entries(
         date: str, appointments: Iterable[dict[str, Any]], seal: Sealer, hpid_of: Callable[[str], str]
     ) -> dict[str, tuple[list[str], str]]:
         """One flow entry per patient (its fields as a flat field, value list, for the merge script's one
@@ -313,16 +328,17 @@ class ScheduleStore:
                 by_patient.setdefault(hpid_of(patient_id), appt)
         entries: dict[str, tuple[list[str], str]] = {}
         for entry_hpid, appt in by_patient.items():
+            sealed = functools.partial(seal_patient, seal, entry_hpid, date)
             fields = [
                 "hpid", entry_hpid,
                 "date", date,
                 "appointment_id", str(appt["id"]),
-                "patient_id", seal(str(appt["patient_id"])) or "",
-                "name", seal(str(appt.get("patient_name") or "")) or "",
+                "patient_id", sealed("patient_id", str(appt["patient_id"])),
+                "name", sealed("name", str(appt.get("patient_name") or "")),
                 "appointment_time", str(appt.get("start") or ""),
                 "provider", str(appt.get("provider_name") or ""),
                 "location", str(appt.get("location") or ""),
-                "reason", str(appt.get("reason") or ""),
+                "reason", sealed("reason", str(appt.get("reason") or "")),
                 "tebra_status", str(appt.get("tebra_status") or ""),
             ]  # fmt: skip
             entries[entry_hpid] = (fields, str(appt.get("status") or flow.SCHEDULED))
@@ -335,9 +351,7 @@ class ScheduleStore:
     def patient_id(self, date: str, entry_hpid: str) -> str | None:
         """The raw Tebra patient id behind ``entry_hpid`` on ``date``, or None when there is no such entry."""
         sealed = self._redis.hget(keys.patient(entry_hpid, date), "patient_id")
-        if not sealed:
-            return None
-        return self._cipher.open(sealed) or None
+        return open_patient(self._cipher.open, entry_hpid, date, "patient_id", sealed) or None
 
     def details_states(self, date: str) -> dict[str, tuple[str, str]]:
         """hpid -> (details, details_at) for every flow entry of the day ("" where none was fetched yet)."""
@@ -352,7 +366,7 @@ class ScheduleStore:
 
     def write_details(self, date: str, entry_hpid: str, *, dob: str | None, complete: bool, now: str) -> bool:
         """Seal ``dob`` into the day's flow entry and mark its details; False when the entry is gone."""
-        sealed = self._cipher.seal(dob) if dob else ""
+        sealed = seal_patient(self._cipher.seal, entry_hpid, date, "dob", dob)
         state = DETAILS_COMPLETE if complete else DETAILS_INCOMPLETE
         written = self._write_details(keys=[keys.patient(entry_hpid, date)], args=[sealed or "", state, now])
         return bool(written)
@@ -373,13 +387,11 @@ class ScheduleStore:
             pipe.hvals(keys.appointments(date))
         rows: list[dict[str, Any]] = []
         open_phi = self._cipher.opener()
-        for values in pipe.execute()[-len(dates) :] if dates else ():
+        for date, values in zip(dates, pipe.execute()[-len(dates) :] if dates else (), strict=True):
             for value in values:
                 record = orjson.loads(value)
                 record.pop("patient_id", None)  # the raw Tebra id stays inside the system: not even opened
-                if record.get("patient_name"):
-                    record["patient_name"] = open_phi(record["patient_name"])
-                rows.append(record)
+                rows.append(open_appointment(open_phi, record, date, ("patient_name", "reason")))
         rows.sort(key=lambda r: (str(r.get("start") or ""), str(r.get("id"))))
         return rows
 
@@ -390,7 +402,7 @@ class ScheduleStore:
         for entry_hpid in hpids:
             pipe.hget(keys.patient(entry_hpid, date), "patient_id")
         return {
-            entry_hpid: self._cipher.open(sealed) or ""
+            entry_hpid: open_patient(self._cipher.open, entry_hpid, date, "patient_id", sealed) or ""
             for entry_hpid, sealed in zip(hpids, pipe.execute(), strict=True)
             if sealed
         }

@@ -26,7 +26,8 @@ import redis
 
 from tasks import events, patient_flow, provider_cache, sync_status
 from tasks.events import EventPublisher
-from tasks.store import ScheduleStore
+from tasks.reconcile import Applied, DayRead, Reconciler
+from tasks.store import ScheduleStore, WriteCounts
 from tasks.sync_metrics import note_unknown_statuses
 from tasks.tebra.errors import TebraError
 
@@ -36,6 +37,7 @@ FULL = "full"
 INCREMENTAL = "incremental"
 FULL_SYNC_MAX_AGE_S = 3600  # a day's stored rows are made exactly Tebra's at least hourly (deletions)
 MODIFIED_OVERLAP_S = 300  # Tebra's clock and ours may disagree: ask for a little more than strictly needed
+MODES = (FULL, INCREMENTAL)
 
 
 class AppointmentSource(Protocol):
@@ -58,6 +60,7 @@ class SyncContext:
 
     redis: redis.Redis
     store: ScheduleStore
+    reconciler: Reconciler
     publisher: EventPublisher
     source: AppointmentSource
     clinic_tz: ZoneInfo
@@ -67,6 +70,7 @@ class SyncContext:
     providers_ttl_s: int = 3600
     full_sync_max_age_s: int = FULL_SYNC_MAX_AGE_S
     coalesce_days: int = 1  # SYNC_COALESCE_DAYS: 1 fetches the task's own day only
+    modified_overlap_s: int = MODIFIED_OVERLAP_S  # widened by what tasks/tebra_clock.py measured
 
 
 @dataclass(frozen=True)
@@ -133,7 +137,11 @@ def begin(ctx: SyncContext, date: str, task_id: str, *, attempt: int) -> Begun |
         "last_success_started_at": start.last_success_started_at,
         "last_full_started_at": start.last_full_started_at,
     }
-    plan = SyncPlan(FULL) if start.days else plan_sync(last, now, ctx.full_sync_max_age_s)
+    plan = (
+        SyncPlan(FULL)
+        if start.days
+        else plan_sync(last, now, ctx.full_sync_max_age_s, ctx.modified_overlap_s)
+    )
     days = ((date, task_id), *start.days)
     pipe = ctx.redis.pipeline(transaction=False)
     for day, day_task in days:
@@ -147,27 +155,20 @@ def begin(ctx: SyncContext, date: str, task_id: str, *, attempt: int) -> Begun |
     return Begun(plan, days, started_at, started)
 
 
-def plan_sync(status: dict[str, Any] | None, now: datetime, full_max_age_s: int) -> SyncPlan:
-    """Full unless the date had a successful sync and a full one within ``full_max_age_s``."""
+def plan_sync(
+    status: dict[str, Any] | None, now: datetime, full_max_age_s: int, overlap_s: int = MODIFIED_OVERLAP_S
+) -> SyncPlan:
+    """Full unless the date had a successful sync and a full one within ``full_max_age_s`` (a full sync asked
+    for with ``mode=full`` reaches here with no last full one: the start script hides it)."""
     if not status:
         return SyncPlan(FULL)
-    last_success = _instant(status.get("last_success_started_at"))
-    last_full = _instant(status.get("last_full_started_at"))
+    last_success = events.parse_instant(status.get("last_success_started_at"))
+    last_full = events.parse_instant(status.get("last_full_started_at"))
     if last_success is None or last_full is None:
         return SyncPlan(FULL)
     if (now - last_full).total_seconds() >= full_max_age_s:
         return SyncPlan(FULL)
-    return SyncPlan(INCREMENTAL, last_success - timedelta(seconds=MODIFIED_OVERLAP_S))
-
-
-def _instant(value: Any) -> datetime | None:
-    if not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    return SyncPlan(INCREMENTAL, last_success - timedelta(seconds=overlap_s))
 
 
 def fill_providers(ctx: SyncContext, appointments: Sequence[dict[str, Any]]) -> bool | None:
@@ -224,8 +225,9 @@ def run_sync(ctx: SyncContext, begun: Begun) -> dict[str, Any]:
     # The own day last: when it reads succeeded, every day of this fetch is done, so a redelivery of this
     # task that finds it so has nothing left to do (tasks/sync_status.py, the start script).
     order = [*taken, (date, task_id)]
+    fetched = {str(appointment["id"]) for appointment in appointments}
     summaries = finish_days(
-        ctx, begun, [(day, day_task, by_day[day]) for day, day_task in order], providers_stale
+        ctx, begun, [(day, day_task, by_day[day]) for day, day_task in order], providers_stale, fetched
     )
     return summaries[-1]
 
@@ -250,12 +252,19 @@ def finish_days(
     begun: Begun,
     days: Sequence[tuple[str, str, Sequence[dict[str, Any]]]],
     providers_stale: bool | None,
+    fetched: set[str] | None = None,
 ) -> list[dict[str, Any]]:
-    """Store each (day, task id, rows), then record, announce and release every day, in order: three round
-    trips for all of them (the store's read and MULTI, then one pipeline). Returns each day's summary."""
+    """Store each (day, task id, rows), reconciled by appointment id (tasks/reconcile.py), then record,
+    announce and release every day, in order: the write's transaction, then one pipeline for the rest.
+    Returns each day's summary."""
     own_task = begun.days[0][1]
     mode = begun.plan.mode
-    written = ctx.store.write_days([(day, rows) for day, _, rows in days], full=mode == FULL)
+    applied = ctx.reconciler.apply(
+        [DayRead(day, rows, mode == FULL) for day, _, rows in days],
+        read_started_at=begun.started_at,
+        fetched=fetched or (),
+    )
+    written = [applied.counts[day] for day, _, _ in days]
     finished_at = events.utc_now_iso()
     duration_ms = round((time.perf_counter() - begun.started) * 1000)
     done: dict[str, Any] = {"last_success_started_at": begun.started_at}
@@ -299,5 +308,25 @@ def finish_days(
         )
         sync_status.queue_release(pipe, date, task_id)
         summaries.append(summary)
+    announce_other_days(pipe, ctx.publisher, applied, {day for day, _, _ in days}, mode, own_task)
     pipe.execute()
     return summaries
+
+
+def announce_other_days(
+    pipe: Any, publisher: EventPublisher, applied: Applied, announced: set[str], mode: str, by: str
+) -> None:
+    """A day this read changed without syncing it (an appointment moved out of it): its status moves and
+    one ``schedule_synced`` naming the read that changed it, so its board follows."""
+    for day, counts in applied.counts.items():
+        if day in announced or not counts.changed_anything:
+            continue
+        announce_day(pipe, publisher, day, counts, {"mode": mode, "run_by": by})
+
+
+def announce_day(
+    pipe: Any, publisher: EventPublisher, day: str, counts: WriteCounts, extra: dict[str, Any]
+) -> None:
+    """One day's status moves and flags, and its ``schedule_synced`` (counts, no PHI)."""
+    patient_flow.queue_status_moves(pipe, publisher, day, counts)
+    publisher.publish_on(pipe, events.SCHEDULE_SYNCED, {"date": day, "counts": counts.as_dict(), **extra})

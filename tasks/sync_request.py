@@ -28,12 +28,19 @@ class SyncRequest:
 
 
 def request_sync(
-    client: redis.Redis, celery: Celery, settings: Settings, date: str, *, requested_by: str
+    client: redis.Redis,
+    celery: Celery,
+    settings: Settings,
+    date: str,
+    *,
+    requested_by: str,
+    full: bool = False,
 ) -> SyncRequest:
-    """Queue a sync of ``date`` unless one is queued or running; raises what the broker raised."""
+    """Queue a sync of ``date`` unless one is queued or running; raises what the broker raised. ``full``
+    (``mode=full``): read the whole day from Tebra whatever the last full read was (deletions included)."""
     status_ttl_s = settings.retention_days * 86400
     task_id, deduplicated = sync_status.claim_queued(
-        client, date, str(ULID()), settings.sync_lock_ttl_s, status_ttl_s,
+        client, date, str(ULID()), settings.sync_lock_ttl_s, status_ttl_s, force_full=full,
         state=sync_status.QUEUED, requested_at=events.utc_now_iso(), requested_by=requested_by,
         started_at="", finished_at="", duration_ms="", counts="", error="", attempt=0,
     )  # fmt: skip

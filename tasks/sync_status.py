@@ -30,30 +30,41 @@ return 0
 
 # Claim a day's lock and record it queued, one round trip (POST /schedule/sync, beat): KEYS[1] the lock,
 # KEYS[2] the day's status, KEYS[3] the task's record; ARGV[1] task id, ARGV[2] lock TTL s, ARGV[3] status
-# TTL s, ARGV[4] date, ARGV[5..] the status fields as field, value pairs. Returns {1, task id} when claimed,
-# else {0, holder} ('' when the holder released between the SET and the GET: the caller tries again).
+# TTL s, ARGV[4] date, ARGV[5] '1' when a full read was asked for (mode=full), ARGV[6..] the status fields as
+# field, value pairs. Returns {1, task id} when claimed, else {0, holder} ('' when the holder released between
+# the SET and the GET: the caller tries again). A full read asked for while a sync is queued or running marks
+# the day (``force_full``): that sync reads it in full if it has not started, else the day's next one does.
 _CLAIM_QUEUED_LUA = """
+if ARGV[5] == '1' then redis.call('HSET', KEYS[2], 'force_full', '1') end
 if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then
   return {0, redis.call('GET', KEYS[1]) or ''}
 end
-redis.call('HSET', KEYS[2], 'task_id', ARGV[1], unpack(ARGV, 5))
+redis.call('HSET', KEYS[2], 'task_id', ARGV[1], unpack(ARGV, 6))
 redis.call('EXPIRE', KEYS[2], ARGV[3])
-redis.call('HSET', KEYS[3], 'task_id', ARGV[1], 'action', 'schedule.sync', 'date', ARGV[4], unpack(ARGV, 5))
+redis.call('HSET', KEYS[3], 'task_id', ARGV[1], 'action', 'schedule.sync', 'date', ARGV[4], unpack(ARGV, 6))
 redis.call('EXPIRE', KEYS[3], ARGV[3])
 return {1, ARGV[1]}
 """
 
 
 def claim_queued(
-    client: redis.Redis, date: str, task_id: str, lock_ttl_s: int, status_ttl_s: int, **fields: Any
+    client: redis.Redis,
+    date: str,
+    task_id: str,
+    lock_ttl_s: int,
+    status_ttl_s: int,
+    *,
+    force_full: bool = False,
+    **fields: Any,
 ) -> tuple[str, bool]:
     """Take the sync lock of ``date`` and, when taken, :func:`record` ``fields`` (state queued …), in one
-    round trip; else the holder's id and ``True`` (deduplicated)."""
+    round trip; else the holder's id and ``True`` (deduplicated). ``force_full`` marks the day for a full
+    read either way."""
     flat = [part for name, value in fields.items() for part in (name, _flat(value))]
     keys_ = [keys.sync_lock(date), keys.sync_status(date), keys.task_meta(task_id)]
     for _ in range(3):
         claimed, holder = client.register_script(_CLAIM_QUEUED_LUA)(
-            keys=keys_, args=[task_id, lock_ttl_s, status_ttl_s, date, *flat]
+            keys=keys_, args=[task_id, lock_ttl_s, status_ttl_s, date, "1" if force_full else "", *flat]
         )
         if int(claimed):
             return task_id, False
@@ -88,7 +99,7 @@ local function due_full(last_success, last_full)
   return (not last_success) or last_success == '' or (not last_full) or last_full == '' or last_full < ARGV[5]
 end
 local own = redis.call('HMGET', KEYS[1], 'task_id', 'state', 'run_by', 'last_success_started_at',
-                       'last_full_started_at')
+                       'last_full_started_at', 'force_full')
 if own[1] == me and (own[2] == 'succeeded' or own[2] == 'failed') then return {'done'} end
 if own[1] == me and own[3] and own[3] ~= '' and own[3] ~= me and active[own[2]] then
   return {'taken', own[3]}
@@ -96,6 +107,11 @@ end
 local running = {'state', 'running', 'started_at', ARGV[2], 'attempt', ARGV[4], 'error', '', 'run_by', me}
 redis.call('HSET', KEYS[1], 'task_id', me, unpack(running))
 redis.call('EXPIRE', KEYS[1], ARGV[3])
+if own[6] == '1' then
+  -- mode=full: answered as a day with no full sync yet, so the plan reads it whole
+  own[5] = ''
+  redis.call('HDEL', KEYS[1], 'force_full')
+end
 local answer = {'ok', own[4] or '', own[5] or ''}
 if not due_full(own[4], own[5]) then return answer end
 for i = 2, #KEYS, 2 do

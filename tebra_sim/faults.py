@@ -13,6 +13,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 THROTTLE_SHAPES = ("error_response", "http_429", "out_of_order")
 SECURITY_MODES = (None, "bad_password", "bad_customer_key", "permissions_missing")
@@ -51,6 +52,9 @@ class Switches:
     business_error: CountedFault | None = None  # IsError=true with the null-Filter .NET message (SPEC §8)
     hang: CountedFault | None = None
     hang_seconds: float = 0.0
+    # LastModifiedDate and CreatedDate stamped as wall time in this zone instead of the practice's (None):
+    # Tebra's stamp zone is undocumented; a server in another zone skews them (docs/simulator.md).
+    stamp_tz: str | None = None
 
 
 @dataclass
@@ -192,5 +196,12 @@ def _apply(s: Switches, key: str, value: Any) -> None:
         else:
             s.hang = _counted({"count": value.get("count", 1), "operations": value.get("operations")})
             s.hang_seconds = float(value["seconds"])
+    elif key == "stamp_tz":
+        if value is not None:
+            try:
+                ZoneInfo(str(value))
+            except (ZoneInfoNotFoundError, ValueError):
+                raise FaultError(f"stamp_tz must be an IANA zone name or null, not {value!r}") from None
+        s.stamp_tz = None if value is None else str(value)
     else:
         raise FaultError(f"unknown switch {key!r}")

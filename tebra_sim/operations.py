@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from datetime import date, datetime, time, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from tebra_sim import dates, envelope
 from tebra_sim.clinic import REASONS, Appointment, Patient, Provider
@@ -107,8 +108,22 @@ def appointment_window(
 _REASON_IDS = {reason: str(number) for number, reason in enumerate(REASONS, start=1)}
 
 
-def appointment_row(sim: Simulation, appointment: Appointment) -> dict[str, Any]:
-    """Every AppointmentData column this simulator knows, all as strings (the wire type of every column)."""
+def stamper(sim: Simulation) -> Callable[[datetime], datetime]:
+    """How a practice-local wall time is stamped: as it is, or (switch ``stamp_tz``) as the same instant's
+    wall time in another zone, the way a Tebra server in that zone would write LastModifiedDate."""
+    zone = sim.faults.switches.stamp_tz
+    if zone is None:
+        return lambda wall: wall
+    other = ZoneInfo(zone)
+    return lambda wall: wall.replace(tzinfo=sim.tz).astimezone(other).replace(tzinfo=None)
+
+
+def appointment_row(
+    sim: Simulation, appointment: Appointment, stamp: Callable[[datetime], datetime] | None = None
+) -> dict[str, Any]:
+    """Every AppointmentData column this simulator knows, all as strings (the wire type of every column);
+    ``stamp`` is :func:`stamper`'s answer, taken once per reply (the switches are read under a lock)."""
+    stamp = stamp or stamper(sim)
     clinic = sim.clinic
     provider = clinic.provider(appointment.provider_id)
     location = clinic.location(appointment.location_id)
@@ -118,10 +133,10 @@ def appointment_row(sim: Simulation, appointment: Appointment) -> dict[str, Any]
         "AppointmentReason1": appointment.reason,
         "AppointmentReasonID1": _REASON_IDS.get(appointment.reason, "0"),
         "ConfirmationStatus": appointment.status,
-        "CreatedDate": dates.render(appointment.created),
+        "CreatedDate": dates.render(stamp(appointment.created)),
         "EndDate": dates.render(appointment.end),
         "ID": str(appointment.id),
-        "LastModifiedDate": dates.render(appointment.last_modified),
+        "LastModifiedDate": dates.render(stamp(appointment.last_modified)),
         "Notes": appointment.notes or None,
         "PatientCaseID": str(appointment.patient_id * 10 + 1),
         "PatientCaseName": "Self Pay",
@@ -196,13 +211,16 @@ def get_appointments(sim: Simulation, request: Payload) -> Payload:
         raise ServerFault(f"date range above {limit} days")
     created, modified = _windows(sim, filt, "GetAppointments")
     checks = _row_checks(filt)
+    stamp = stamper(sim)
     rows = []
     for appointment in sim.store.between(start, end):
+        # The created and modified filters compare wall times as Tebra stamped them (switch stamp_tz).
         if not (
-            _in_window(appointment.created, *created) and _in_window(appointment.last_modified, *modified)
+            _in_window(stamp(appointment.created), *created)
+            and _in_window(stamp(appointment.last_modified), *modified)
         ):
             continue
-        row = appointment_row(sim, appointment)
+        row = appointment_row(sim, appointment, stamp)
         if _matches(row, checks):
             rows.append(row)
     columns = _columns(request.get("Fields"))

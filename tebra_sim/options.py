@@ -35,7 +35,8 @@ def _flag(raw: str) -> bool:
 
 def parse_options(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> SimOptions:
     env = os.environ if environ is None else environ
-    settings = load_settings(env)
+    # The simulator is a development and test tool: it runs as development unless told otherwise.
+    settings = load_settings({"APP_ENV": "development", **env})
     parser = argparse.ArgumentParser(
         prog="python -m tebra_sim", description="Local Tebra (Kareo) SOAP simulator"
     )

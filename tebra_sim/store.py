@@ -11,6 +11,7 @@ import functools
 import itertools
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import date, datetime, timedelta
 
 from tebra_sim.clinic import ADDED_ID_BASE, STATUSES, Appointment, Clinic, seeded_day_of
@@ -28,23 +29,37 @@ class AppointmentStore:
         self._now = now
         self._lock = threading.Lock()
         self._edits: dict[int, Appointment] = {}
+        self._deleted: set[int] = set()  # ids Tebra no longer has (a deletion leaves no row to modify)
         self._next_added = itertools.count(ADDED_ID_BASE + 1)
         # Seeded days are immutable, so a cache of them is safe to share between threads.
-        self._seeded = functools.lru_cache(maxsize=512)(clinic.appointments_on)
+        self._seeded = functools.lru_cache(maxsize=512)(self._seeded_day)
+        # The seed books days ahead "created and last touched before the day began", which for a day in the
+        # future is a moment still to come. Real Tebra never stamps a row later than the moment it is read
+        # (its clock aside): a seeded stamp is capped an hour before the simulator started, so that only
+        # run-time edits are "recent".
+        self._started = now() - timedelta(hours=1)
+
+    def _seeded_day(self, day: date) -> list[Appointment]:
+        return [_stamped_by(row, self._started) for row in self.clinic.appointments_on(day)]
 
     def reset(self) -> None:
         with self._lock:
             self._edits.clear()
+            self._deleted.clear()
             self._next_added = itertools.count(ADDED_ID_BASE + 1)
 
     def day(self, day: date) -> list[Appointment]:
         """Every appointment starting on ``day`` (practice-local), edits applied, by start time."""
         with self._lock:
             edits = dict(self._edits)
+            deleted = set(self._deleted)
         rows = [edits.get(row.id, row) for row in self._seeded(day)]
         seen = {row.id for row in rows}
         rows.extend(row for row in edits.values() if row.id not in seen)
-        return sorted((row for row in rows if row.start.date() == day), key=lambda row: (row.start, row.id))
+        return sorted(
+            (row for row in rows if row.start.date() == day and row.id not in deleted),
+            key=lambda row: (row.start, row.id),
+        )
 
     def between(self, start: datetime, end: datetime) -> Iterator[Appointment]:
         """Appointments whose start lies in [start, end]."""
@@ -55,6 +70,8 @@ class AppointmentStore:
 
     def get(self, appointment_id: int) -> Appointment | None:
         with self._lock:
+            if appointment_id in self._deleted:
+                return None
             if appointment_id in self._edits:
                 return self._edits[appointment_id]
         seeded_day = seeded_day_of(appointment_id)
@@ -63,7 +80,7 @@ class AppointmentStore:
         return next((row for row in self._seeded(seeded_day) if row.id == appointment_id), None)
 
     def edit(self, request: dict[str, object]) -> Appointment:
-        """Apply one admin edit: ``{"action": "status"|"cancel"|"reschedule"|"add", …}``.
+        """Apply one admin edit: ``{"action": "status"|"cancel"|"reschedule"|"add"|"delete", …}``.
 
         The fields of each action are in docs/simulator.md.
         """
@@ -81,6 +98,12 @@ class AppointmentStore:
             updated = current.changed(now, status=_status(request.get("status")))
         elif action == "cancel":
             updated = current.changed(now, status="Cancelled")
+        elif action == "delete":
+            # Gone from every read, with no row left to carry a new LastModifiedDate: only a full read of
+            # its day can tell (what deleting an appointment in Tebra does).
+            with self._lock:
+                self._deleted.add(appointment_id)
+            return current
         elif action == "reschedule":
             start = _datetime(request, "start")
             minutes = int(str(request.get("duration_minutes") or current.duration_minutes))
@@ -89,7 +112,7 @@ class AppointmentStore:
                 fields["status"] = _status(request.get("status"))
             updated = current.changed(now, **fields)
         else:
-            raise EditError(f"unknown action {action!r}: use status, cancel, reschedule or add")
+            raise EditError(f"unknown action {action!r}: use status, cancel, reschedule, add or delete")
         with self._lock:
             self._edits[updated.id] = updated
         return updated
@@ -122,6 +145,14 @@ class AppointmentStore:
             )
             self._edits[appointment.id] = appointment
         return appointment
+
+
+def _stamped_by(row: Appointment, latest: datetime) -> Appointment:
+    """``row`` with CreatedDate and LastModifiedDate no later than ``latest``."""
+    if row.last_modified <= latest and row.created <= latest:
+        return row
+    created = min(row.created, latest)
+    return replace(row, created=created, last_modified=max(created, min(row.last_modified, latest)))
 
 
 def _int(request: dict[str, object], key: str) -> int:

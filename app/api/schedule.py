@@ -26,8 +26,11 @@ def request_sync() -> Response:
     svc = services()
     args = SyncRequestSchema(svc.clinic_tz).load(request.args)
     date = args["date"].isoformat()
+    full = args.get("mode") == "full"
     try:
-        sent = sync_request.request_sync(svc.redis, svc.celery, svc.settings, date, requested_by="api")
+        sent = sync_request.request_sync(
+            svc.redis, svc.celery, svc.settings, date, requested_by="api", full=full
+        )
     except OperationalError as exc:
         log.error("broker unavailable on enqueue: %s", type(exc).__name__)
         raise ApiError(
@@ -36,13 +39,14 @@ def request_sync() -> Response:
             headers={"Retry-After": "5"},
         ) from None
     task_id, deduplicated = sent.task_id, sent.deduplicated
-    note(date=date, task_id=task_id, deduplicated=deduplicated)
+    note(date=date, task_id=task_id, deduplicated=deduplicated, mode=args.get("mode") or "")
     status = sync_status.read_status(svc.redis, date) or {}
     body = {
         "task_id": task_id,
         "date": date,
         "status": status.get("state", sync_status.QUEUED),
         "deduplicated": deduplicated,
+        "mode": "full" if full else "auto",
     }
     response = success(body, status=202)
     response.headers["Location"] = f"/api/v1/tasks/{task_id}"

@@ -440,6 +440,17 @@
       case "patient_details_updated":
         reloadSoon(); // dates of birth arrive one patient at a time after a sync: one read for a burst
         break;
+      case "patient_removed": // no appointment left today in Tebra (moved away or deleted)
+        if (state.rows.delete(data.hpid)) render();
+        break;
+      case "patient_conflict": // Tebra moved, cancelled or deleted a visit the clinic has under way
+        if (state.rows.has(data.hpid)) {
+          state.rows.get(data.hpid).tebra_conflict = data.conflict;
+          render();
+        } else {
+          reloadSoon();
+        }
+        break;
       case "schedule_sync_failed":
       case "schedule_sync_deferred":
         loadSyncStatus();
@@ -585,6 +596,7 @@
       node.classList.add("flash");
       row.flash = false;
     }
+    if (row.tebra_conflict) node.classList.add("conflict"); // until the clinic's next change resolves it
     node.querySelector(".name").textContent = row.name || "(name pending)";
     node.querySelector(".time").textContent = clock(row.appointment_time);
     node.querySelector(".provider").textContent = row.provider;
@@ -638,8 +650,20 @@
     changeDay(iso);
   }
 
+  function conflictText(conflict) {
+    if (!conflict) return "";
+    if (conflict.kind === "moved") return `Tebra: moved to ${conflict.to_date}`;
+    if (conflict.kind === "deleted") return "Tebra: appointment deleted";
+    return `Tebra: ${conflict.status}`;
+  }
+
   function metaText(row) {
-    const parts = [row.dob ? `DOB ${row.dob}` : "", row.room ? `room ${row.room}` : "", waitText(row)];
+    const parts = [
+      conflictText(row.tebra_conflict),
+      row.dob ? `DOB ${row.dob}` : "",
+      row.room ? `room ${row.room}` : "",
+      waitText(row),
+    ];
     return parts.filter(Boolean).join(" · ");
   }
 

@@ -11,6 +11,7 @@ chromium``, as .ci/run does): no browser download.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,31 @@ LAYOUT_PROBLEMS_JS = """() => {
   if (document.documentElement.scrollWidth > window.innerWidth) problems.push("the page scrolls sideways");
   return problems;
 }"""
+
+
+@pytest.fixture(scope="module")
+def api_server(stack_env: dict[str, str], logs_dir: Path) -> Iterator[str]:
+    """The API as `make run` starts it (APP_ENV=development, loopback): the page takes its token from
+    /dev/token, which exists in development only."""
+    import requests
+
+    from tests.support.processes import BIN, free_port, spawn, stop, wait_until
+
+    port = free_port()
+    log = logs_dir / "api-development.log"
+    command = [
+        str(BIN / "gunicorn"),
+        "-c",
+        "app/gunicorn_conf.py",
+        "--bind",
+        f"127.0.0.1:{port}",
+        "app.wsgi:app",
+    ]
+    proc = spawn(command, {**stack_env, "APP_ENV": "development"}, log)
+    base = f"http://127.0.0.1:{port}"
+    wait_until(lambda: requests.get(f"{base}/health", timeout=1).ok, 30, "api", proc, log)
+    yield base
+    stop(proc)
 
 
 def open_board(browser: Any, base: str, day: str | None = None, width: int = LAPTOP) -> Any:
@@ -135,7 +161,9 @@ def test_the_page_is_served_under_a_strict_policy(api_server: str) -> None:
     assert "script-src 'self'" in policy and "style-src 'self'" in policy and "unsafe-inline" not in policy
     assert "<script>" not in response.text and "style=" not in response.text
     token = requests.get(f"{api_server}/dev/token", timeout=5)
-    assert token.status_code == 200 and token.headers["Cache-Control"] == "no-store"  # APP_ENV=test, dev auth
+    assert (
+        token.status_code == 200 and token.headers["Cache-Control"] == "no-store"
+    )  # APP_ENV=development, dev auth
     assert date.fromisoformat(requests.get(f"{api_server}/board/config", timeout=5).json()["today"])
 
 

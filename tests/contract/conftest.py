@@ -64,7 +64,7 @@ def kareo(real_client: zeep.Client) -> Any:
 @pytest.fixture
 def header(kareo: Any) -> Any:
     """A RequestHeader with the project's (development) Tebra account, which the simulator accepts."""
-    settings = load_settings({})
+    settings = load_settings({"APP_ENV": "test"})
     return kareo.RequestHeader(
         ClientVersion="clinic-relay-tests",
         CustomerKey=settings.tebra_customer_key,

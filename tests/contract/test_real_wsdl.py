@@ -35,7 +35,10 @@ def appointments_request(kareo: Any, header: Any, day: date, **filters: Any) -> 
         RequestHeader=header,
         Fields=kareo.AppointmentFieldsToReturn(),
         Filter=kareo.AppointmentFilter(
-            PracticeName=load_settings({}).tebra_practice_name, StartDate=us(day), EndDate=us(day), **filters
+            PracticeName=load_settings({"APP_ENV": "test"}).tebra_practice_name,
+            StartDate=us(day),
+            EndDate=us(day),
+            **filters,
         ),
     )
 
@@ -54,7 +57,7 @@ def test_get_appointments(service: ServiceProxy, kareo: Any, header: Any, sim: S
     held = sim.appointments(day)
     assert [row.ID for row in rows] == [str(item["id"]) for item in held]
     first = rows[0]
-    assert first.PracticeName == load_settings({}).tebra_practice_name
+    assert first.PracticeName == load_settings({"APP_ENV": "test"}).tebra_practice_name
     assert first.ResourceTypeID1 == "1" and first.ResourceName1 == held[0]["provider_full_name"]
     assert datetime.strptime(first.StartDate, "%m/%d/%Y %I:%M:%S %p") == datetime.fromisoformat(
         held[0]["start"]
@@ -67,7 +70,7 @@ def test_get_providers(service: ServiceProxy, kareo: Any, header: Any, sim: Simu
         request=kareo.GetProvidersReq(
             RequestHeader=header,
             Fields=kareo.ProviderFieldsToReturn(ID=True, FullName=True, Active=True),
-            Filter=kareo.ProviderFilter(PracticeName=load_settings({}).tebra_practice_name),
+            Filter=kareo.ProviderFilter(PracticeName=load_settings({"APP_ENV": "test"}).tebra_practice_name),
         )
     )
     assert result.ErrorResponse.IsError is False
@@ -80,7 +83,7 @@ def test_get_providers(service: ServiceProxy, kareo: Any, header: Any, sim: Simu
 
 
 def test_get_practices(service: ServiceProxy, kareo: Any, header: Any) -> None:
-    name = load_settings({}).tebra_practice_name
+    name = load_settings({"APP_ENV": "test"}).tebra_practice_name
     result = service.GetPractices(
         request=kareo.GetPracticesReq(
             RequestHeader=header, Fields=None, Filter=kareo.PracticeFilter(PracticeName=name.lower())
@@ -221,7 +224,7 @@ def test_security_failures(
 
 
 def test_real_wrong_password_is_refused(service: ServiceProxy, kareo: Any, sim: Simulator) -> None:
-    settings = load_settings({})
+    settings = load_settings({"APP_ENV": "test"})
     wrong = kareo.RequestHeader(
         CustomerKey=settings.tebra_customer_key, Password="nope", User=settings.tebra_user
     )

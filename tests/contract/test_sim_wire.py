@@ -18,7 +18,7 @@ from tests.contract.conftest import real_wsdl_path
 from tests.support.simulator import Simulator, start_simulator
 
 ACTION = "http://www.kareo.com/api/schemas/KareoServices/"
-SETTINGS = load_settings({})
+SETTINGS = load_settings({"APP_ENV": "test"})
 HEADER = (
     f"<RequestHeader><CustomerKey>{SETTINGS.tebra_customer_key}</CustomerKey>"
     f"<Password>{SETTINGS.tebra_password}</Password><User>{SETTINGS.tebra_user}</User></RequestHeader>"

@@ -24,6 +24,20 @@ def clinic_date(offset_days: int) -> str:
     return (datetime.now(CLINIC_TZ).date() + timedelta(days=offset_days)).isoformat()
 
 
+def weekday_ahead(n: int) -> str:
+    """The ``n``-th weekday after today in the clinic's zone (n >= 1; distinct n, distinct days).
+
+    For tests that need appointments: the simulator books weekdays only, so "tomorrow" fails on a Saturday
+    (and "today + n" on whichever day of the week lands it on a weekend).
+    """
+    day = datetime.now(CLINIC_TZ).date()
+    found = 0
+    while found < n:
+        day += timedelta(days=1)
+        found += day.weekday() < 5
+    return day.isoformat()
+
+
 def clinic_weekday(offset_days: int) -> str:
     """The clinic day ``offset_days`` from today, moved back to a weekday (the simulator books weekdays)."""
     day = datetime.now(CLINIC_TZ).date() + timedelta(days=offset_days)
@@ -90,11 +104,12 @@ def wait_for_events(
 
 
 def day_snapshot(client: redis.Redis, date: str) -> dict[str, Any]:
-    """Appointments and flow entries of a day, without the write-time stamps."""
+    """Appointments and flow entries of a day, without the write-time stamps and without what the patient
+    details lookups write (they run after a sync, on their own time: not the sync's bytes)."""
     out: dict[str, Any] = {"appointments": client.hgetall(keys.appointments(date))}
     for hpid in sorted(client.smembers(keys.patients_index(date))):
         entry = client.hgetall(keys.patient(hpid, date))
-        for stamp in ("updated_at", "details_at"):
+        for stamp in ("updated_at", "details_at", "details", "dob"):
             entry.pop(stamp, None)
         out[hpid] = entry
     return out

@@ -18,10 +18,10 @@ import pytest
 import redis
 
 from tasks import audit, keys
+from tests.integration.audit_support import KEY, RECORD_KEY
 from tests.support.processes import BIN, spawn, stop, wait_until
 from workers.audit import GROUP, HEAD_KEY, AuditWriter, verify_file
 
-KEY = b"test-audit-key"
 TODAY = date.today().isoformat()
 
 
@@ -29,6 +29,7 @@ def append(client: redis.Redis, n: int, start: int = 0) -> list[str]:
     return [
         audit.append(
             client,
+            record_key=RECORD_KEY,
             sub=f"auth0|user-{i}",
             action="appointments.read",
             resource={"date": TODAY, "hpid": f"{i:024x}"},
@@ -43,19 +44,6 @@ def append(client: redis.Redis, n: int, start: int = 0) -> list[str]:
 def drain(writer: AuditWriter) -> None:
     while writer.step(block_ms=50):
         pass
-
-
-@pytest.fixture
-def log_file(tmp_path: Path) -> Path:
-    return tmp_path / "audit" / "audit.jsonl"
-
-
-@pytest.fixture
-def writer(redis_client: redis.Redis, log_file: Path) -> Any:
-    opened = AuditWriter(redis_client, log_file, KEY)
-    opened.open()
-    yield opened
-    opened.close()
 
 
 def lines_of(path: Path) -> list[bytes]:
@@ -161,7 +149,7 @@ def test_a_crash_between_write_and_ack_writes_no_duplicate(
     writer.close()
     assert redis_client.xpending(keys.AUDIT, GROUP)["pending"] == 4
 
-    restarted = AuditWriter(redis_client, log_file, KEY)
+    restarted = AuditWriter(redis_client, log_file, KEY, record_key=RECORD_KEY)
     restarted.open()
     try:
         append(redis_client, 2, start=7)
@@ -187,7 +175,7 @@ def test_a_torn_last_line_is_cut_and_rewritten(
     with open(log_file, "ab") as handle:
         handle.write(b'{"mac":"abc","n":3,"prev')
     assert not verify_file(log_file, KEY).ok
-    restarted = AuditWriter(redis_client, log_file, KEY)
+    restarted = AuditWriter(redis_client, log_file, KEY, record_key=RECORD_KEY)
     restarted.open()
     try:
         drain(restarted)
@@ -202,14 +190,19 @@ def test_a_second_writer_on_the_same_file_is_refused(
     redis_client: redis.Redis, writer: AuditWriter, log_file: Path
 ) -> None:
     with pytest.raises(RuntimeError, match="another audit writer"):
-        AuditWriter(redis_client, log_file, KEY).open()
+        AuditWriter(redis_client, log_file, KEY, record_key=RECORD_KEY).open()
 
 
 def test_the_writer_process_survives_kill_9_without_loss_or_duplicates(
     redis_client: redis.Redis, base_env: dict[str, str], tmp_path: Path
 ) -> None:
     log_file = tmp_path / "audit.jsonl"
-    env = {**base_env, "AUDIT_SIGNING_KEY": KEY.decode(), "AUDIT_LOG_PATH": str(log_file)}
+    env = {
+        **base_env,
+        "AUDIT_SIGNING_KEY": KEY.decode(),
+        "AUDIT_RECORD_KEY": RECORD_KEY.decode(),
+        "AUDIT_LOG_PATH": str(log_file),
+    }
     total = 0
     for round_ in range(4):
         writer_log = tmp_path / f"writer-{round_}.log"
@@ -264,4 +257,5 @@ def test_api_access_and_state_changes_are_audited(
     assert (
         sync_resource["date"] == TODAY and sync_resource["task_id"] and sync_resource["deduplicated"] is False
     )
-    assert all(set(r) == set(audit.FIELDS) for r in records)
+    assert all(set(r) == {*audit.FIELDS, "seq", "tag"} for r in records)
+    assert [int(r["seq"]) for r in records] == [1, 2, 3]

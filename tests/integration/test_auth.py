@@ -30,6 +30,7 @@ from app.socket_auth import EXTENSION_KEY as WS_KEY
 from app.socket_auth import SocketAuthError
 from config import SettingsError, load_settings
 from tests.support.jwks_server import JwksServer, new_key
+from tests.unit.test_fail_closed import STRONG
 
 ISSUER = "https://clinic-test.us.auth0.com/"
 AUDIENCE = "https://clinic-relay.test/api"
@@ -365,7 +366,12 @@ def test_make_token_refuses_auth0_mode(base_env: dict[str, str]) -> None:
 
 def test_auth0_mode_derives_the_issuer_and_its_discovery_url_from_the_domain() -> None:
     settings = load_settings(
-        {"AUTH_MODE": "auth0", "AUTH0_DOMAIN": "clinic.us.auth0.com", "AUTH0_AUDIENCE": "x"}
+        {
+            "APP_ENV": "test",
+            "AUTH_MODE": "auth0",
+            "AUTH0_DOMAIN": "clinic.us.auth0.com",
+            "AUTH0_AUDIENCE": "x",
+        }
     )
     discovery = Discovery(settings.issuer)
     verifier = auth.verifier_from_settings(settings, discovery)
@@ -374,15 +380,9 @@ def test_auth0_mode_derives_the_issuer_and_its_discovery_url_from_the_domain() -
     assert discovery.url == "https://clinic.us.auth0.com/.well-known/openid-configuration"
 
 
+# Everything production needs but the auth settings these tests vary.
 PRODUCTION_SECRETS = {
-    "APP_ENV": "production",
-    "PHI_HMAC_KEY": "prod-hmac",
-    "PHI_ENCRYPTION_KEYS": "k9:" + base64.b64encode(b"p" * 32).decode(),
-    "AUDIT_SIGNING_KEY": "prod-audit",
-    "TEBRA_PASSWORD": "prod-tebra",
-    "FLOWER_PASSWORD": "prod-flower",
-    "AUTH0_AUDIENCE": "https://api.clinic.example/",
-    "METRICS_TOKEN": "prod-metrics",
+    name: value for name, value in STRONG.items() if name not in {"AUTH_MODE", "AUTH0_DOMAIN"}
 }
 
 

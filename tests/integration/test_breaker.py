@@ -27,6 +27,7 @@ from tests.support.processes import ROOT, free_port, wait_until
 
 # The rules at test scale: 3 failures in 1.5 s open it for 1.5 s; p95 above 0.5 s over 20 s half-opens it.
 BREAKER_ENV = {
+    "APP_ENV": "test",
     "BREAKER_FAILURE_THRESHOLD": "3",
     "BREAKER_WINDOW_S": "1.5",
     "BREAKER_OPEN_S": "1.5",

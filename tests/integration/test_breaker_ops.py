@@ -22,7 +22,7 @@ from tasks.celery_factory import create_celery
 from tasks.runtime import Runtime
 from tasks.tebra.breaker import BreakerOpen
 from tests.integration.test_breaker import BREAKER_ENV
-from tests.support.processes import start_worker, stop
+from tests.support.processes import start_worker, stop, wait_until
 from tests.support.sync_state import wait_for_stored_state
 
 BREAKER_URL = "/api/v1/ops/breaker"
@@ -139,6 +139,12 @@ def test_a_sync_meeting_an_open_breaker_is_deferred_then_succeeds_after_clear(
 
     deferred = wait_for_stored_state(redis_client, date, sync_status.DEFERRED)
     assert deferred["error"] == "CIRCUIT_OPEN" and deferred["task_id"] == task_id
+    # The status is recorded a moment before the event is published: wait for the event itself.
+    wait_until(
+        lambda: any(e["type"] == events.SCHEDULE_SYNC_DEFERRED for e in event_types(redis_client)),
+        10,
+        "schedule_sync_deferred",
+    )
     sent = [e for e in event_types(redis_client) if e["type"] == events.SCHEDULE_SYNC_DEFERRED]
     assert sent and sent[0]["data"]["breaker"] == {"state": "open", "reason": "forced"}
     assert sent[0]["data"]["date"] == date and sent[0]["data"]["retry_in_s"] >= 1.5

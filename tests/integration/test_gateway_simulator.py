@@ -43,7 +43,7 @@ def fresh_sim(sim: Simulator) -> Simulator:
 
 def make_settings(sim: Simulator, **overrides: Any) -> Settings:
     values: dict[str, Any] = {"tebra_wsdl_url": sim.wsdl_url, "tebra_operation_timeout_s": 5.0, **overrides}
-    return load_settings(environ={}, **values)
+    return load_settings(environ={"APP_ENV": "test"}, **values)
 
 
 def make_gateway(sim: Simulator, *, throttle: TebraThrottle | None = None, **kwargs: Any) -> TebraGateway:
@@ -247,3 +247,30 @@ def test_a_range_tebra_refuses_is_fetched_in_31_day_calls(fresh_sim: Simulator) 
     rows = gateway.get_appointments(start, end)
     assert fresh_sim.stats()["accepted"]["GetAppointments"] == 2
     assert len(rows) == len({a["id"] for a in rows})
+
+
+def test_debug_logging_never_writes_the_envelopes(
+    fresh_sim: Simulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """LOG_LEVEL=DEBUG used to print every SOAP envelope (zeep): the Tebra password, the customer key and the
+    replies' names. Now the body-logging libraries speak at WARNING at most, whatever the level."""
+    import logging
+
+    from tasks import logs
+
+    settings = make_settings(fresh_sim, log_level="DEBUG")
+    root = logging.getLogger()
+    saved, level = list(root.handlers), root.level
+    try:
+        logs.configure_logging(settings, "worker")
+        logging.getLogger("zeep.transports").setLevel(logging.DEBUG)  # someone lowers it: still nothing
+        start, end = clinic_day_bounds(date(2026, 6, 16), ZoneInfo(settings.clinic_tz))
+        rows = make_gateway(fresh_sim, settings=settings).get_appointments(start, end)
+        logging.getLogger("tasks").debug("a debug line of our own still gets through")
+    finally:
+        root.handlers = saved
+        root.setLevel(level)
+    written = capsys.readouterr().err
+    assert rows and "a debug line of our own" in written
+    for secret in (settings.tebra_password, settings.tebra_customer_key, rows[0]["patient_name"], "Envelope"):
+        assert secret not in written

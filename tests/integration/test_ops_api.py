@@ -97,6 +97,24 @@ def test_metrics_time_requests_by_route_and_read_streams_and_queues(
     assert "clinic_relay_tebra_breaker_state 0.0" in body
     redis_client.set(keys.BREAKER_FORCE_OPEN, "ops")
     assert "clinic_relay_tebra_breaker_state 2.0" in client.get("/metrics").get_data(as_text=True)
+    assert "\nclinic_relay_watch_last_poll_age_seconds " not in body  # no poll yet: no sample, not zero
+    redis_client.hset(keys.WATCH_STATE, "last_started_at", "2026-11-26T15:00:00.000Z")
+    redis_client.hset(keys.TEBRA_CLOCK, "behind_max_s", "7212.5")
+    body = client.get("/metrics").get_data(as_text=True)
+    assert "\nclinic_relay_watch_last_poll_age_seconds " in body
+    assert "clinic_relay_tebra_clock_behind_max_seconds 7212.5" in body
+
+
+def test_made_up_http_methods_are_one_other_label(client: Any, redis_client: redis.Redis) -> None:
+    """40 unauthenticated requests with invented methods used to mint 40 label values (40 series)."""
+    for n in range(40):
+        client.open("/health", method=f"Q{n:03d}")
+    client.open("/health", method="PATCH")
+    body = client.get("/metrics").get_data(as_text=True)
+    counts = r'clinic_relay_http_request_duration_seconds_count\{[^}]*method="([^"]+)"'
+    methods = set(re.findall(counts, body))
+    assert "other" in methods and "PATCH" in methods
+    assert not any(method.startswith("Q") for method in methods), methods
 
 
 def test_metrics_answer_loopback_only_unless_a_token_is_set(

@@ -159,3 +159,22 @@ def test_flower_shows_the_finished_sync_without_phi(
 
 def _json_lines(path: Path) -> list[str]:
     return [line for line in path.read_text(errors="replace").splitlines() if line.startswith("{")]
+
+
+def test_flowers_shared_account_cannot_send_tasks_or_control_workers(flower: str) -> None:
+    """Its one basic-auth account could send any task with any arguments and shut workers down."""
+    attempts = [
+        ("/api/task/async-apply/schedule.sync", {"args": ["2026-11-30"]}),
+        ("/api/task/send-task/schedule.sync", {"args": ["2026-11-30"]}),
+        ("/api/task/apply/diagnostics.noop", {"args": [1]}),
+        ("/api/task/revoke/0123", None),
+        ("/api/task/abort/0123", None),
+        ("/api/task/rate-limit/schedule.sync", None),
+        ("/api/worker/shutdown/test-worker", None),
+        ("/api/worker/pool/restart/test-worker", None),
+        ("/api/worker/queue/add-consumer/test-worker", None),
+    ]
+    for path, body in attempts:
+        response = requests.post(f"{flower}{path}", json=body, auth=FLOWER_AUTH, timeout=10)
+        assert response.status_code == 404, (path, response.status_code)
+    assert requests.get(f"{flower}/api/workers", auth=FLOWER_AUTH, timeout=10).ok  # reading still works

@@ -33,6 +33,8 @@ from tests.conftest import TEST_BROKER_URL, TEST_REDIS_URL
 pytestmark = pytest.mark.usefixtures("worker")
 
 _BASE64_RUN = re.compile(rb"[A-Za-z0-9+/_-]{16,}={0,2}")
+# Free text a practice might write into an appointment's reason: clinical words that must never be in clear.
+REASON_MARKER = "Zelmoric rash, suspected Vantrel allergy"
 
 
 def _db(url: str) -> int:
@@ -138,6 +140,7 @@ def markers_for(simulator: Any, days: list[str]) -> tuple[set[str], set[str]]:
             }
             if len(patient.last_name) >= 6:
                 markers.add(patient.last_name)
+            markers.add(str(row["reason"]))  # the appointment reason is free text: as private as the name
     return markers, patient_ids
 
 
@@ -158,13 +161,18 @@ def wait_for_details(client: redis.Redis, days: list[str], timeout: float = 60) 
 
 def test_no_phi_in_redis_broker_results_or_logs(
     api_server: str,
-    simulator: Any,
+    sim: Any,
     redis_client: redis.Redis,
     auth_headers: dict[str, str],
     logs_dir: Path,
 ) -> None:
     days = clinic_days(2)
-    markers, patient_ids = markers_for(simulator, days)
+    booked = sim.appointments(days[0])[0]
+    sim.edit_appointment(
+        "add", patient_id=booked["patient_id"], start=f"{days[0]}T16:30:00", reason=REASON_MARKER
+    )
+    markers, patient_ids = markers_for(sim, days)
+    assert REASON_MARKER in markers
     assert len(markers) > 20, "the days have patients"
     tapped = {_db(TEST_REDIS_URL), _db(TEST_BROKER_URL)}
 
@@ -186,6 +194,7 @@ def test_no_phi_in_redis_broker_results_or_logs(
     assert patients > 0 and rows
     served = {row["patient_name"] for row in rows}
     assert served & markers, "the markers are the names the API serves"
+    assert REASON_MARKER in {row["reason"] for row in rows}, "and the reasons"
 
     sources: dict[str, bytes] = {}
     for url in (TEST_REDIS_URL, TEST_BROKER_URL):

@@ -7,7 +7,6 @@ serves, compared with what the simulator holds for that day.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import pytest
@@ -17,12 +16,12 @@ from websockets.sync.client import connect
 
 from tasks import keys
 from tests.integration.tebra_flow import (
-    clinic_date,
     day_snapshot,
     request_sync,
     subscribe,
     wait_for_state,
     wait_for_ws_event,
+    weekday_ahead,
     ws_url,
 )
 from tests.support.processes import wait_until
@@ -33,20 +32,18 @@ pytestmark = pytest.mark.usefixtures("worker")
 def test_sync_reaches_the_socket_and_matches_the_simulator(
     api_server: str, simulator: Any, redis_client: redis.Redis, auth_headers: dict[str, str]
 ) -> None:
-    date = clinic_date(1)
+    date = weekday_ahead(1)
     expected = simulator.appointments(date)
     assert expected, "the simulator has appointments every clinic day"
     with connect(ws_url(api_server), open_timeout=5, additional_headers=auth_headers) as ws:
         subscribe(ws, [f"schedule:{date}"])
-        started = time.monotonic()
         accepted = request_sync(api_server, date, auth_headers)
         event = wait_for_ws_event(ws, "schedule_synced")
-        elapsed = time.monotonic() - started
-    assert accepted["status"] == "queued" and accepted["deduplicated"] is False
+    # The answer reports the day's state when it was written: a free worker may have started it already.
+    assert accepted["status"] in {"queued", "running"} and accepted["deduplicated"] is False
     assert event["data"]["task_id"] == accepted["task_id"]
     assert event["data"]["date"] == date
     assert event["data"]["counts"]["appointments"] == len(expected)
-    assert elapsed < 5, f"schedule_synced took {elapsed:.2f}s"
 
     status = wait_for_state(api_server, date, {"succeeded"}, auth_headers)
     assert status["counts"]["appointments"] == len(expected)
@@ -73,7 +70,7 @@ def test_sync_reaches_the_socket_and_matches_the_simulator(
 def test_a_second_request_while_queued_is_deduplicated(
     api_server: str, simulator: Any, redis_client: redis.Redis, auth_headers: dict[str, str]
 ) -> None:
-    date = clinic_date(2)
+    date = weekday_ahead(2)
     simulator.set_faults(latency_ms=1500)
     try:
         first = request_sync(api_server, date, auth_headers)
@@ -92,7 +89,7 @@ def test_a_second_request_while_queued_is_deduplicated(
 def test_running_the_same_sync_twice_changes_nothing(
     api_server: str, redis_client: redis.Redis, auth_headers: dict[str, str]
 ) -> None:
-    date = clinic_date(3)
+    date = weekday_ahead(3)
     request_sync(api_server, date, auth_headers)
     wait_for_state(api_server, date, {"succeeded"}, auth_headers)
     before = day_snapshot(redis_client, date)
@@ -109,7 +106,7 @@ def test_a_finished_sync_delivered_again_is_acknowledged_not_rerun(
     it must not run or announce again."""
     from tasks.celery_factory import SYNC_QUEUE, create_celery
 
-    date = clinic_date(4)
+    date = weekday_ahead(4)
     accepted = request_sync(api_server, date, auth_headers)
     wait_for_state(api_server, date, {"succeeded"}, auth_headers)
     calls = simulator.stats()["calls"].get("GetAppointments", 0)

@@ -17,7 +17,9 @@ TZ = ZoneInfo("America/Chicago")
 
 @pytest.mark.parametrize("day", ["2026-11-30", "2026-03-08", "2026-11-01", "2027-01-04"])
 def test_fast_and_zeep_readers_agree(simulator: Any, monkeypatch: pytest.MonkeyPatch, day: str) -> None:
-    settings = load_settings({"TEBRA_WSDL_URL": simulator.wsdl_url, "TEBRA_THROTTLE_ENABLED": "false"})
+    settings = load_settings(
+        {"APP_ENV": "test", "TEBRA_WSDL_URL": simulator.wsdl_url, "TEBRA_THROTTLE_ENABLED": "false"}
+    )
     gateway = TebraGateway(settings, None)
     start = datetime.fromisoformat(day).replace(tzinfo=TZ)
     end = datetime.combine(start.date() + timedelta(days=1), start.time(), tzinfo=TZ)

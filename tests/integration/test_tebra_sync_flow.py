@@ -14,7 +14,7 @@ import redis
 
 from config.settings import Settings
 from tasks import keys
-from tasks.phi import PhiCipher
+from tasks.phi import DETAILS_FIELD, PhiCipher, patient_binding
 from tests.conftest import TEST_BROKER_URL
 from tests.integration.tebra_flow import (
     clinic_date,
@@ -77,11 +77,12 @@ def test_details_follow_the_sync_sealed_cached_and_announced(
         entry = redis_client.hgetall(keys.patient(hpid, date))
         states[hpid] = entry["details"]
         if entry["details"] == "complete":
-            patient_id = cipher.open(entry["patient_id"])
-            assert entry["dob"].startswith("v1.")
+            patient_id = cipher.open(entry["patient_id"], patient_binding(hpid, "patient_id", date))
+            assert entry["dob"].startswith("v2.")
             cached = redis_client.get(keys.patient_details(hpid))
-            assert cached and cached.startswith("v1.")
-            assert json.loads(cipher.open(cached) or "{}")["dob"] == cipher.open(entry["dob"])
+            assert cached and cached.startswith("v2.")
+            dob = cipher.open(entry["dob"], patient_binding(hpid, "dob", date))
+            assert json.loads(cipher.open(cached, patient_binding(hpid, DETAILS_FIELD)) or "{}")["dob"] == dob
             assert 0 < redis_client.ttl(keys.patient_details(hpid)) <= settings.retention_days * 86400
             assert patient_id not in hpid
         else:

@@ -24,9 +24,11 @@ import redis
 import requests
 
 from app.socket_auth import SocketAuthError
+from tests.conftest import TEST_REDIS_URL
 from tests.support.processes import BIN, free_port, spawn, stop, wait_until
 
-REDIS_URL = "redis://127.0.0.1:6379/12"
+# db 12 of the test server (TEST_REDIS_URL's host and port): never another session's Redis.
+REDIS_URL = TEST_REDIS_URL.rsplit("/", 1)[0] + "/12"
 OPEN_APP = "tests.integration.ws_support:open_app()"
 STRICT_APP = "tests.integration.ws_support:strict_app()"
 GOOD_TOKEN = "good-token"

@@ -11,6 +11,7 @@ import redis
 
 from config import Settings
 from tasks.phi import PhiCipher
+from tasks.reconcile import write_day
 from tasks.store import ScheduleStore
 
 
@@ -43,7 +44,7 @@ def seed_day(
         }
         for index, status in enumerate(statuses)
     ]
-    store.write_day(date, appointments)
+    write_day(store, date, appointments)
     return [store.hpid(str(appt["patient_id"])) for appt in appointments]
 
 

@@ -21,7 +21,7 @@ from tests.conftest import TEST_BROKER_URL
 
 
 def released_channel() -> tuple[Any, Any]:
-    app = create_celery(load_settings({"REDIS_URL": TEST_BROKER_URL}))
+    app = create_celery(load_settings({"APP_ENV": "test", "REDIS_URL": TEST_BROKER_URL}))
     conn = app.connection_for_write()
     channel = conn.channel()
     assert isinstance(conn.transport, Transport) and isinstance(channel, Channel)

@@ -87,9 +87,49 @@ def test_no_secret_is_written_in_the_file(compose: dict[str, Any]) -> None:
         for variable in service.get("environment", {}) or {}:
             assert not any(word in variable for word in SECRET_WORDS), f"{name} sets {variable}: use .env"
         if "build" in service:
-            assert {"path": ".env", "required": False} in service["env_file"], f"{name}: settings from .env"
+            assert service["env_file"][0] == {"path": ".env", "required": True}, f"{name}: settings from .env"
     assert (ROOT / ".env.example").is_file()
     assert ".env" in (ROOT / ".dockerignore").read_text().split(), "the image never carries a .env"
+
+
+# The secrets each service holds (secrets/<service>.env): only what it uses.
+SERVICE_SECRETS = {
+    "api": {"REDIS_URL", "PHI_HMAC_KEY", "PHI_ENCRYPTION_KEYS", "METRICS_TOKEN", "AUDIT_RECORD_KEY"},
+    "worker": {"REDIS_URL", "PHI_HMAC_KEY", "PHI_ENCRYPTION_KEYS", "TEBRA_PASSWORD", "TEBRA_CUSTOMER_KEY"},
+    "beat": {"REDIS_URL"},
+    "flower": {"REDIS_URL", "FLOWER_USER", "FLOWER_PASSWORD"},
+    "audit": {"REDIS_URL", "AUDIT_SIGNING_KEY", "AUDIT_RECORD_KEY"},
+}
+
+
+def test_each_service_gets_only_its_own_secrets(compose: dict[str, Any]) -> None:
+    """Every container used to get every secret (one env_file); a broken-into beat held the PHI keys."""
+    for name, expected in SERVICE_SECRETS.items():
+        files = [entry["path"] for entry in compose["services"][name]["env_file"]]
+        assert files == [".env", f"secrets/{name}.env"], name
+        example = (ROOT / f"secrets/{name}.env.example").read_text()
+        held = set(re.findall(r"^([A-Z][A-Z0-9_]+)=", example, flags=re.MULTILINE))
+        assert held == expected, name
+        assert held <= set(setting_names())
+    assert "env_file" not in compose["services"]["redis"]
+    ignored = (ROOT / ".gitignore").read_text().split()
+    assert "secrets/*" in ignored and "secrets" in (ROOT / ".dockerignore").read_text().split()
+
+
+def test_redis_requires_a_user_per_service_and_no_url_is_pinned(compose: dict[str, Any]) -> None:
+    redis_service = compose["services"]["redis"]
+    command = redis_service["command"]
+    assert command[command.index("--aclfile") + 1] == "/run/secrets/redis_acl"
+    assert redis_service["secrets"] == ["redis_acl"]
+    acl = (ROOT / "secrets/redis.acl.example").read_text().splitlines()
+    assert "user default off" in acl
+    for name in SERVICE_SECRETS:
+        line = next(line for line in acl if line.startswith(f"user {name} on >"))
+        assert "-@admin" in line and "-flushall" in line, name
+    for name, service in project_services(compose).items():
+        assert "REDIS_URL" not in (service.get("environment") or {}), (
+            f"{name}: REDIS_URL comes with its password"
+        )
 
 
 def test_every_service_has_a_healthcheck(compose: dict[str, Any]) -> None:
@@ -107,7 +147,19 @@ def test_dependencies_wait_until_healthy(compose: dict[str, Any]) -> None:
         for target, rule in depends.items():
             assert target in services, f"{name} depends on unknown {target}"
             assert rule == {"condition": "service_healthy"}, f"{name} -> {target}: {rule}"
-    assert "tebra-sim" in services["worker"]["depends_on"]
+    assert "tebra-sim" not in services["worker"]["depends_on"], "the simulator runs in the dev profile only"
+
+
+def test_nothing_starts_without_app_env_and_the_simulator_is_dev_only(compose: dict[str, Any]) -> None:
+    for name, service in project_services(compose).items():
+        if name == "tebra-sim":
+            assert service["profiles"] == ["dev"], "the simulator (an open admin API) only in the dev profile"
+            continue
+        assert "profiles" not in service, f"{name} runs in every profile"
+        assert service["environment"]["APP_ENV"].startswith("${APP_ENV:?"), f"{name}: APP_ENV is required"
+    for name in ("worker", "beat", "api", "flower", "audit"):
+        environment = compose["services"][name]["environment"]
+        assert "TEBRA_WSDL_URL" not in environment, f"{name}: Tebra's URL comes from .env"
 
 
 def test_redis_runs_with_the_settings_make_run_applies(compose: dict[str, Any]) -> None:

@@ -83,8 +83,8 @@ def test_configure_logging_adds_one_handler_and_keeps_others() -> None:
     others = [h for h in saved if not isinstance(h.formatter, logs.JsonFormatter)]
     level = root.level
     try:
-        logs.configure_logging(load_settings({"LOG_LEVEL": "WARNING"}), "api")
-        logs.configure_logging(load_settings({"LOG_LEVEL": "WARNING"}), "api")
+        logs.configure_logging(load_settings({"APP_ENV": "test", "LOG_LEVEL": "WARNING"}), "api")
+        logs.configure_logging(load_settings({"APP_ENV": "test", "LOG_LEVEL": "WARNING"}), "api")
         ours = [h for h in root.handlers if isinstance(h.formatter, logs.JsonFormatter)]
         assert len(ours) == 1
         assert all(h in root.handlers for h in others)

@@ -10,8 +10,10 @@ import redis
 from app.relay_stream import entries_after, entry_text, newest_id
 from tasks import keys
 from tasks.events import EventPublisher
+from tests.conftest import TEST_REDIS_URL
 
-REDIS_URL = "redis://127.0.0.1:6379/12"
+# db 12 of the test server (TEST_REDIS_URL's host and port): never another session's Redis.
+REDIS_URL = TEST_REDIS_URL.rsplit("/", 1)[0] + "/12"
 
 
 @pytest.fixture

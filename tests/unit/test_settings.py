@@ -23,7 +23,7 @@ PRODUCTION = {
 
 
 def test_defaults_run_locally() -> None:
-    settings = load_settings({})
+    settings = load_settings({"APP_ENV": "test"})
     assert settings.redis_url == "redis://127.0.0.1:6379/0"
     assert settings.broker_url == settings.redis_url
     assert settings.tebra_wsdl_url.startswith("http://127.0.0.1:8089/")
@@ -32,7 +32,12 @@ def test_defaults_run_locally() -> None:
 
 def test_environment_values_are_converted() -> None:
     settings = load_settings(
-        {"API_PORT": "9000", "TEBRA_THROTTLE_ENABLED": "off", "TEBRA_THROTTLE_MARGIN": "0.2"}
+        {
+            "APP_ENV": "test",
+            "API_PORT": "9000",
+            "TEBRA_THROTTLE_ENABLED": "off",
+            "TEBRA_THROTTLE_MARGIN": "0.2",
+        }
     )
     assert settings.api_port == 9000
     assert settings.tebra_throttle_enabled is False
@@ -60,7 +65,7 @@ def test_environment_values_are_converted() -> None:
 )
 def test_bad_values_are_refused_by_name(env: dict[str, str], message: str) -> None:
     with pytest.raises(SettingsError, match=message):
-        load_settings(env)
+        load_settings({"APP_ENV": "test", **env})
 
 
 def test_production_refuses_development_secrets() -> None:
@@ -83,15 +88,20 @@ def test_env_example_lists_every_setting() -> None:
 
 
 def test_sign_in_settings_derive_issuer_audience_and_roles() -> None:
-    auth0 = load_settings({"AUTH_MODE": "auth0", "AUTH0_DOMAIN": "clinic.us.auth0.com"})
+    auth0 = load_settings({"APP_ENV": "test", "AUTH_MODE": "auth0", "AUTH0_DOMAIN": "clinic.us.auth0.com"})
     assert (
         auth0.issuer == "https://clinic.us.auth0.com/" and auth0.audience == "https://clinic-relay.local/api"
     )
     oidc = load_settings(
-        {"AUTH_MODE": "oidc", "OIDC_ISSUER": "http://127.0.0.1:9000", "OIDC_AUDIENCE": "https://api.example/"}
+        {
+            "APP_ENV": "test",
+            "AUTH_MODE": "oidc",
+            "OIDC_ISSUER": "http://127.0.0.1:9000",
+            "OIDC_AUDIENCE": "https://api.example/",
+        }
     )
     assert oidc.issuer == "http://127.0.0.1:9000" and oidc.audience == "https://api.example/"
-    assert load_settings({}).role_scopes == {
+    assert load_settings({"APP_ENV": "test"}).role_scopes == {
         "front-desk": ("read:schedule", "sync:schedule", "write:patients"),
         "clinician": ("read:schedule", "write:patients"),
         "ops": ("read:schedule", "ops:breaker"),

@@ -51,7 +51,7 @@ def us(day: date) -> str:
 
 
 def get_appointments(client: zeep.Client, fields: dict[str, bool] | None = None, **filters: str) -> Any:
-    settings = load_settings({})
+    settings = load_settings({"APP_ENV": "test"})
     types = client.type_factory(KAREO)
     header = types.RequestHeader(
         CustomerKey=settings.tebra_customer_key, Password=settings.tebra_password, User=settings.tebra_user
@@ -152,7 +152,7 @@ def test_name_status_and_patient_filters(sim: Simulator, client: zeep.Client) ->
 def test_another_practice_name_finds_nothing(sim: Simulator, client: zeep.Client) -> None:
     day = today(sim)
     types = client.type_factory(KAREO)
-    settings = load_settings({})
+    settings = load_settings({"APP_ENV": "test"})
     result = client.service.GetAppointments(
         request=types.GetAppointmentsReq(
             RequestHeader=types.RequestHeader(

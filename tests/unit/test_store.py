@@ -10,6 +10,7 @@ import redis
 from config import load_settings
 from tasks import keys
 from tasks.phi import PhiCipher
+from tasks.reconcile import write_day
 from tasks.store import ScheduleStore
 
 DATE = "2026-11-25"
@@ -39,7 +40,7 @@ def make_appointment(n: int = 1, **overrides: Any) -> dict[str, Any]:
 @pytest.fixture
 def store(redis_client: redis.Redis) -> ScheduleStore:
     """A store on the flushed test database."""
-    settings = load_settings({})
+    settings = load_settings({"APP_ENV": "test"})
     return ScheduleStore(
         redis_client, PhiCipher.from_settings(settings), hmac_key=settings.phi_hmac_key, retention_days=1
     )
@@ -61,10 +62,10 @@ def snapshot(client: redis.Redis) -> dict[str, Any]:
 
 def test_writing_the_same_day_twice_changes_nothing(store: ScheduleStore, redis_client: redis.Redis) -> None:
     appointments = [make_appointment(n) for n in range(1, 6)]
-    first = store.write_day(DATE, appointments)
+    first = write_day(store, DATE, appointments)
     before = snapshot(redis_client)
     raw_before = {k: redis_client.hgetall(k) for k in redis_client.keys("appointments:*")}
-    second = store.write_day(DATE, appointments)
+    second = write_day(store, DATE, appointments)
     assert (first.added, first.patients_created) == (5, 5)
     assert (second.added, second.updated, second.removed, second.patients_changed) == (0, 0, 0, 0)
     assert snapshot(redis_client) == before
@@ -72,7 +73,7 @@ def test_writing_the_same_day_twice_changes_nothing(store: ScheduleStore, redis_
 
 
 def test_no_patient_data_in_keys_or_clear_in_values(store: ScheduleStore, redis_client: redis.Redis) -> None:
-    store.write_day(DATE, [make_appointment(1)])
+    write_day(store, DATE, [make_appointment(1)])
     for key in redis_client.keys("*"):
         assert "501" not in key and "Marker" not in key
         if redis_client.type(key) == "hash":
@@ -81,14 +82,14 @@ def test_no_patient_data_in_keys_or_clear_in_values(store: ScheduleStore, redis_
 
 
 def test_full_sync_removes_what_tebra_no_longer_has(store: ScheduleStore, redis_client: redis.Redis) -> None:
-    store.write_day(DATE, [make_appointment(1), make_appointment(2)])
-    counts = store.write_day(DATE, [make_appointment(1)])
+    write_day(store, DATE, [make_appointment(1), make_appointment(2)])
+    counts = write_day(store, DATE, [make_appointment(1)])
     assert counts.removed == 1
     assert list(redis_client.hkeys(keys.appointments(DATE))) == ["1001"]
 
 
 def test_reads_open_the_sealed_fields_and_hide_the_raw_id(store: ScheduleStore) -> None:
-    store.write_day(DATE, [make_appointment(2), make_appointment(1)])
+    write_day(store, DATE, [make_appointment(2), make_appointment(1)])
     rows = store.appointments_for([DATE])
     assert [r["id"] for r in rows] == ["1001", "1002"]  # ordered by start
     assert rows[0]["patient_name"] == "Testa Marker1"
@@ -96,12 +97,12 @@ def test_reads_open_the_sealed_fields_and_hide_the_raw_id(store: ScheduleStore) 
 
 
 def test_sync_never_moves_a_local_status_backwards(store: ScheduleStore, redis_client: redis.Redis) -> None:
-    store.write_day(DATE, [make_appointment(1)])
+    write_day(store, DATE, [make_appointment(1)])
     key = keys.patient(store.hpid("501"), DATE)
     redis_client.hset(key, mapping={"status": "with-doctor", "status_source": "local"})
-    store.write_day(DATE, [make_appointment(1, status="arrived", tebra_status="CheckedIn")])
+    write_day(store, DATE, [make_appointment(1, status="arrived", tebra_status="CheckedIn")])
     assert redis_client.hget(key, "status") == "with-doctor"
-    store.write_day(DATE, [make_appointment(1, status="completed", tebra_status="CheckedOut")])
+    write_day(store, DATE, [make_appointment(1, status="completed", tebra_status="CheckedOut")])
     assert redis_client.hget(key, "status") == "completed"
     assert redis_client.hget(key, "completed_time")
 
@@ -109,13 +110,13 @@ def test_sync_never_moves_a_local_status_backwards(store: ScheduleStore, redis_c
 def test_tebra_cancellation_applies_before_arrival_only(
     store: ScheduleStore, redis_client: redis.Redis
 ) -> None:
-    store.write_day(DATE, [make_appointment(1), make_appointment(2)])
+    write_day(store, DATE, [make_appointment(1), make_appointment(2)])
     confirmed = keys.patient(store.hpid("501"), DATE)
     arrived = keys.patient(store.hpid("502"), DATE)
     redis_client.hset(confirmed, mapping={"status": "confirmed", "status_source": "local"})
     redis_client.hset(arrived, mapping={"status": "arrived", "status_source": "local"})
-    counts = store.write_day(
-        DATE, [make_appointment(n, status="cancelled", tebra_status="Cancelled") for n in (1, 2)]
+    counts = write_day(
+        store, DATE, [make_appointment(n, status="cancelled", tebra_status="Cancelled") for n in (1, 2)]
     )
     assert redis_client.hget(confirmed, "status") == "cancelled"
     assert redis_client.hget(arrived, "status") == "arrived"
@@ -123,6 +124,39 @@ def test_tebra_cancellation_applies_before_arrival_only(
 
 
 def test_keys_expire_after_retention(store: ScheduleStore, redis_client: redis.Redis) -> None:
-    store.write_day(DATE, [make_appointment(1)])
+    write_day(store, DATE, [make_appointment(1)])
     for key in redis_client.keys("*"):
         assert 0 < redis_client.ttl(key) <= 86400
+
+
+def test_reasons_are_sealed_in_every_key_and_opened_on_reads(
+    store: ScheduleStore, redis_client: redis.Redis
+) -> None:
+    write_day(store, DATE, [make_appointment(1, reason="Zorvak chest pain follow-up")])
+    for key in redis_client.keys("*"):
+        values = redis_client.hvals(key) if redis_client.type(key) == "hash" else []
+        assert not any("Zorvak" in value for value in values), key
+    assert store.appointments_for([DATE])[0]["reason"] == "Zorvak chest pain follow-up"
+
+
+def test_a_sealed_value_moved_to_another_record_does_not_open(
+    store: ScheduleStore, redis_client: redis.Redis
+) -> None:
+    """A Redis writer without the keys moves patient A's sealed id into B's entry, and A's sealed name into
+    B's appointment: B's reads refuse them instead of showing A's data as B's."""
+    import orjson
+    from cryptography.exceptions import InvalidTag
+
+    write_day(store, DATE, [make_appointment(1), make_appointment(2)])
+    a, b = store.hpid("501"), store.hpid("502")
+    redis_client.hset(
+        keys.patient(b, DATE), "patient_id", redis_client.hget(keys.patient(a, DATE), "patient_id")
+    )
+    with pytest.raises(InvalidTag):
+        store.patient_id(DATE, b)
+    assert store.patient_id(DATE, a) == "501"
+    day = keys.appointments(DATE)
+    first, second = (orjson.loads(redis_client.hget(day, appt_id)) for appt_id in ("1001", "1002"))
+    redis_client.hset(day, "1002", orjson.dumps({**second, "patient_name": first["patient_name"]}))
+    with pytest.raises(InvalidTag):
+        store.appointments_for([DATE])

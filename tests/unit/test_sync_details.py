@@ -14,7 +14,8 @@ import redis
 from config import load_settings
 from tasks import keys, patient_details, provider_cache, sync, sync_metrics
 from tasks.events import EventPublisher, read_since
-from tasks.phi import PhiCipher
+from tasks.phi import PhiCipher, patient_binding
+from tasks.reconcile import Reconciler, write_day
 from tasks.store import ScheduleStore
 from tasks.tebra.errors import TebraBusinessError, TebraUpstreamError
 from tests.unit.test_store import DATE, make_appointment
@@ -25,7 +26,7 @@ NOW = datetime(2026, 11, 25, 15, 0, tzinfo=UTC)
 
 @pytest.fixture
 def store(redis_client: redis.Redis) -> ScheduleStore:
-    settings = load_settings({})
+    settings = load_settings({"APP_ENV": "test"})
     return ScheduleStore(
         redis_client, PhiCipher.from_settings(settings), hmac_key="test-key", retention_days=2
     )
@@ -59,6 +60,7 @@ def context(client: redis.Redis, store: ScheduleStore, source: FakeTebra) -> syn
     return sync.SyncContext(
         redis=client,
         store=store,
+        reconciler=Reconciler(client, store, sender="test", maxlen=1000),
         publisher=EventPublisher(client, sender="test", maxlen=1000),
         source=source,
         clinic_tz=ZoneInfo("America/Chicago"),
@@ -133,7 +135,7 @@ def details_ctx(
     return patient_details.DetailsContext(
         redis=client,
         store=store,
-        cipher=PhiCipher.from_settings(load_settings({})),
+        cipher=PhiCipher.from_settings(load_settings({"APP_ENV": "test"})),
         publisher=EventPublisher(client, sender="test", maxlen=1000),
         source=source,
         cache_ttl_s=600,
@@ -144,13 +146,16 @@ def test_a_lookup_seals_the_dob_caches_it_and_keeps_write_day_idempotent(
     redis_client: redis.Redis, store: ScheduleStore
 ) -> None:
     rows = [make_appointment(1), make_appointment(2)]
-    store.write_day(DATE, rows)
+    write_day(store, DATE, rows)
     hpid = store.hpid("501")
     source = FakeTebra()
     ctx = details_ctx(redis_client, store, source)
     assert patient_details.fetch_details(ctx, DATE, hpid) == "complete"
     entry = redis_client.hgetall(keys.patient(hpid, DATE))
-    assert entry["details"] == "complete" and ctx.cipher.open(entry["dob"]) == "1980-02-03"
+    assert (
+        entry["details"] == "complete"
+        and ctx.cipher.open(entry["dob"], patient_binding(hpid, "dob", DATE)) == "1980-02-03"
+    )
     assert "1980" not in redis_client.get(keys.patient_details(hpid))
     event = read_since(redis_client, "0-0")[-1]
     assert event["type"] == "patient_details_updated" and event["data"] == {
@@ -159,7 +164,7 @@ def test_a_lookup_seals_the_dob_caches_it_and_keeps_write_day_idempotent(
         "details": "complete",
     }
 
-    counts = store.write_day(DATE, rows)  # a later sync leaves the details alone
+    counts = write_day(store, DATE, rows)  # a later sync leaves the details alone
     assert counts.patients_changed == 0 and redis_client.hget(keys.patient(hpid, DATE), "dob") == entry["dob"]
     assert patient_details.fetch_details(ctx, DATE, hpid) == "complete"
     assert source.patient_calls == ["501"]  # the second came from the cache
@@ -169,7 +174,7 @@ def test_a_lookup_seals_the_dob_caches_it_and_keeps_write_day_idempotent(
 def test_a_patient_tebra_cannot_give_is_marked_incomplete(
     redis_client: redis.Redis, store: ScheduleStore
 ) -> None:
-    store.write_day(DATE, [make_appointment(1)])
+    write_day(store, DATE, [make_appointment(1)])
     hpid = store.hpid("501")
     ctx = details_ctx(
         redis_client, store, FakeTebra(fail=TebraBusinessError("GetPatient: error", "GetPatient"))
@@ -182,7 +187,7 @@ def test_a_patient_tebra_cannot_give_is_marked_incomplete(
 
 
 def test_lookups_are_queued_once_per_patient_and_day(redis_client: redis.Redis, store: ScheduleStore) -> None:
-    store.write_day(DATE, [make_appointment(1), make_appointment(2), make_appointment(3, patient_id="501")])
+    write_day(store, DATE, [make_appointment(1), make_appointment(2), make_appointment(3, patient_id="501")])
     sent: list[tuple[str, str]] = []
     assert patient_details.enqueue_day(redis_client, store, DATE, lambda d, h: sent.append((d, h))) == 2
     assert {h for _, h in sent} == {store.hpid("501"), store.hpid("502")}
@@ -199,8 +204,10 @@ def test_lookups_are_queued_once_per_patient_and_day(redis_client: redis.Redis, 
 
 
 def test_beat_schedule_is_off_by_default_and_expires_its_ticks() -> None:
-    assert beat_schedule(load_settings({})) == {}
-    entry = beat_schedule(load_settings({"PERIODIC_SYNC_MINUTES": "5"}))["sync-today"]
+    assert beat_schedule(load_settings({"APP_ENV": "test", "TEBRA_POLL_INTERVAL_S": "0"})) == {}
+    # the watch is on by default
+    assert set(beat_schedule(load_settings({"APP_ENV": "test"}))) == {"watch-tebra"}
+    entry = beat_schedule(load_settings({"APP_ENV": "test", "PERIODIC_SYNC_MINUTES": "5"}))["sync-today"]
     assert entry["task"] == "schedule.periodic_sync"
     assert entry["schedule"] == timedelta(minutes=5)
     assert entry["options"] == {"queue": "sync", "expires": 300}

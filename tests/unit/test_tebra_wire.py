@@ -53,7 +53,7 @@ def q(name: str) -> str:
 def settings() -> Settings:
     """Settings pointing at the real WSDL on disk and an address nothing listens on."""
     return load_settings(
-        environ={},
+        environ={"APP_ENV": "test"},
         tebra_wsdl_url=str(REAL_WSDL),
         tebra_endpoint_url="http://127.0.0.1:9/KareoServices.svc",
         tebra_password="s3cret-Passw0rd",
@@ -104,7 +104,9 @@ def test_client_binds_the_port_with_the_configured_address(tc: tebra_client.Tebr
 
 
 def test_client_falls_back_to_the_wsdl_soap_address(settings: Settings) -> None:
-    built = tebra_client.build_client(load_settings(environ={}, tebra_wsdl_url=str(REAL_WSDL)))
+    built = tebra_client.build_client(
+        load_settings(environ={"APP_ENV": "test"}, tebra_wsdl_url=str(REAL_WSDL))
+    )
     assert built.address == "https://webservice.kareo.com/services/soap/2.1/KareoServices.svc"
     assert built.zeep.transport.operation_timeout == settings.tebra_operation_timeout_s
     assert built.zeep.transport.load_timeout == settings.tebra_connect_timeout_s
@@ -118,7 +120,9 @@ def test_one_client_per_process_until_reset(settings: Settings) -> None:
         tebra_client.reset()
         second = tebra_client.get_client(settings)
         assert second is not first
-        other = load_settings(environ={}, tebra_wsdl_url=str(REAL_WSDL), tebra_endpoint_url="http://h/x")
+        other = load_settings(
+            environ={"APP_ENV": "test"}, tebra_wsdl_url=str(REAL_WSDL), tebra_endpoint_url="http://h/x"
+        )
         assert tebra_client.get_client(other) is not second
     finally:
         tebra_client.reset()
