@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help install run idp api worker beat flower sim token test test-fast lint fmt bench up down logs clean
+.PHONY: help install run idp api worker beat flower sim token check-tebra test test-fast lint fmt bench up down logs clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -50,6 +50,9 @@ flower: $(STAMP) ## Flower on FLOWER_ADDRESS:FLOWER_PORT with basic auth
 
 sim: $(STAMP) ## the Tebra SOAP simulator on SIM_HOST:SIM_PORT
 	$(BIN)/python -m tebra_sim
+
+check-tebra: $(STAMP) ## before a clinic's first sync: its practice, limits, providers and today's appointments in Tebra
+	@$(BIN)/python -m tasks.tebra.check
 
 token: $(STAMP) ## print a development bearer token with every scope
 	@APP_ENV=development $(BIN)/python -m app.devtoken

@@ -18,13 +18,14 @@ import redis
 from flask import Blueprint, Response, jsonify
 
 from app.services import services
-from tasks import keys
+from tasks import credentials_latch, keys
 from tasks.liveness import AUDIT_WRITER_ALIVE
 
 bp = Blueprint("health", __name__)
 
 BUDGET_S = 0.08  # every check together; the probe's own limit is 100 ms
 CHECK_TIMEOUT_S = 0.05  # one Redis command (connect or reply)
+TEBRA_PROBE = "tebra"  # reported beside the checks, not one of them
 WORKER_FRESH_S = 20  # a worker beats every 5 s (workers/heartbeat.py): four missed beats is gone
 
 # Probes of a hung Redis park a thread each for CHECK_TIMEOUT_S at most: a few threads are plenty.
@@ -48,10 +49,17 @@ def ready() -> Response:
         "broker": lambda: bool(broker.ping()),
         "worker": lambda: _live_workers(data),
         "audit_writer": lambda: _audit_writer_age(data),
+        TEBRA_PROBE: lambda: _tebra_credentials(data),
     }
     checks = run_checks(probes, BUDGET_S)
+    # The credentials latch is reported, not failed on: with Tebra's credentials refused the board still
+    # serves what it has, so the API stays in rotation; the operator reads why Tebra is not called.
+    tebra = next(check for check in checks if check["name"] == TEBRA_PROBE)
+    checks.remove(tebra)
     ok = all(check["ok"] for check in checks)
-    response = jsonify({"status": "ready" if ok else "unavailable", "checks": checks})
+    body: dict[str, Any] = {"status": "ready" if ok else "unavailable", "checks": checks}
+    body["tebra"] = tebra["detail"] if tebra["ok"] else {"credentials": "unknown", "detail": tebra["detail"]}
+    response = jsonify(body)
     response.status_code = 200 if ok else 503
     return response
 
@@ -104,6 +112,14 @@ def _live_workers(client: redis.Redis) -> int:
     if not alive:
         raise LookupError("no worker heartbeat")
     return alive
+
+
+def _tebra_credentials(client: redis.Redis) -> dict[str, Any]:
+    """``{"credentials": "ok" | "refused", ...}``: the Tebra credentials latch (docs/tebra.md)."""
+    refused_at, _ = credentials_latch.guard_fields(client)
+    if refused_at:
+        return {"credentials": "refused", "refused_at": refused_at, "resume": "POST /api/v1/ops/tebra"}
+    return {"credentials": "ok"}
 
 
 def _audit_writer_age(client: redis.Redis) -> dict[str, float]:

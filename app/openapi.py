@@ -78,6 +78,23 @@ def _query(name: str, schema: dict[str, Any], description: str, required: bool =
     return {"name": name, "in": "query", "required": required, "schema": schema, "description": description}
 
 
+def _action_op(summary: str, actions: list[str]) -> dict[str, Any]:
+    """An ops POST whose body is ``{"action": one of actions}`` (ops:breaker); answers the new state."""
+    body = {
+        "type": "object",
+        "required": ["action"],
+        "additionalProperties": False,
+        "properties": {"action": {"type": "string", "enum": actions}},
+    }
+    return _op(
+        summary,
+        "ops:breaker",
+        {"200": _ok("the new state", OBJECT)},
+        413,
+        requestBody={"required": True, **_json(body)},
+    )
+
+
 def _op(summary: str, scope: str, responses: dict[str, Any], *statuses: int, **more: Any) -> dict[str, Any]:
     return {
         "summary": summary,
@@ -89,7 +106,10 @@ def _op(summary: str, scope: str, responses: dict[str, Any], *statuses: int, **m
 
 OBJECT = {"type": "object"}
 ROWS = {"type": "array", "items": OBJECT}
-SYNC_STATE = {"type": "string", "enum": ["queued", "running", "succeeded", "failed", "retrying", "deferred"]}
+SYNC_STATE = {
+    "type": "string",
+    "enum": ["queued", "running", "succeeded", "failed", "retrying", "deferred", "suspect_empty"],
+}
 FLOW_STATES = [
     "scheduled",
     "confirmed",
@@ -266,22 +286,19 @@ DOCUMENT: dict[str, Any] = {
         },
         "/api/v1/ops/breaker": {
             "get": _op("The Tebra breaker's state", "ops:breaker", {"200": _ok("breaker", OBJECT)}),
-            "post": _op(
-                "Hold the Tebra breaker open until cleared, or clear it",
+            "post": _action_op(
+                "Hold the Tebra breaker open until cleared, or clear it", ["force_open", "clear"]
+            ),
+        },
+        "/api/v1/ops/tebra": {
+            "get": _op(
+                "The Tebra account: the credentials latch, the live throttles, the last check",
                 "ops:breaker",
-                {"200": _ok("the new state", OBJECT)},
-                413,
-                requestBody={
-                    "required": True,
-                    **_json(
-                        {
-                            "type": "object",
-                            "required": ["action"],
-                            "additionalProperties": False,
-                            "properties": {"action": {"type": "string", "enum": ["force_open", "clear"]}},
-                        }
-                    ),
-                },
+                {"200": _ok("the account's state", OBJECT)},
+            ),
+            "post": _action_op(
+                "Resume Tebra calls after fixing refused credentials, or run the Tebra check on a worker",
+                ["resume", "check"],
             ),
         },
         "/api/v1/openapi.json": {

@@ -148,3 +148,9 @@ class BreakerActionSchema(_Strict):
     """``POST /ops/breaker``: hold the Tebra breaker open until cleared, or clear it."""
 
     action = fields.String(required=True, validate=validate.OneOf(("force_open", "clear")))
+
+
+class TebraActionSchema(_Strict):
+    """``POST /ops/tebra``: resume Tebra calls after fixing refused credentials, or run the Tebra check."""
+
+    action = fields.String(required=True, validate=validate.OneOf(("resume", "check")))

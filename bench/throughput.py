@@ -18,7 +18,10 @@ throttle (TEBRA_THROTTLE_ENABLED=true). The simulator's own record (``/_sim/stat
 throttle_violations) gives the achieved rate:
 (calls - 1) / (last accepted - first accepted).
 
-Goals (issue 8): syncs/s ≥ 40 % of noop/s; GetAppointments ≥ 90 % of the allowed rate with zero violations.
+Goals: syncs/s ≥ 40 % of noop/s; GetAppointments at ≥ 97 % of the pace the throttle keeps (Tebra's interval
+* (1 + TEBRA_THROTTLE_MARGIN) + TEBRA_THROTTLE_MARGIN_MS: 1.33 s, so about 73 % of the allowed rate; it was
+≥ 90 % before the absolute margin, which live clients' 429s at exactly the interval called for), with zero
+violations.
 """
 
 from __future__ import annotations
@@ -30,9 +33,11 @@ from pathlib import Path
 from typing import Any
 
 from bench.stack import Stack, bench_stack, machine, verdict, weekdays, write_result
+from config import Settings
 
 GOAL_RATIO = 0.40
-GOAL_THROTTLE = 0.90
+PACED_S = 1.0 * (1 + Settings.tebra_throttle_margin) + Settings.tebra_throttle_margin_ms / 1000
+GOAL_THROTTLE = round(0.97 / PACED_S, 3)  # of Tebra's allowed rate
 FIRST_DAY = (
     "2020-01-06"  # N distinct weekdays from here (the task takes any date; the API a year around today)
 )

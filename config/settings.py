@@ -82,8 +82,14 @@ class Settings:
     # Pace each operation this much slower than Tebra's published interval: a gap of exactly the limit
     # still gets throttled in the wild (SPEC.md §7).
     tebra_throttle_margin: float = 0.08
+    # ...and this many ms more, whatever the interval: live clients saw 429s at exactly the published one.
+    tebra_throttle_margin_ms: int = 250
     tebra_throttle_enabled: bool = True
     tebra_wsdl_cache_s: int = 86400
+    tebra_throttles_refresh_minutes: int = 60  # workers re-read GetThrottles this often (0: never)
+    # KEY=value lines (TEBRA_USER, TEBRA_PASSWORD, TEBRA_CUSTOMER_KEY) that win over the three settings; read
+    # when a worker starts and again when an operator resumes after a credentials refusal (docs/tebra.md).
+    tebra_credentials_file: str = ""
 
     clinic_tz: str = "America/Chicago"
 
@@ -131,6 +137,9 @@ class Settings:
     # Incremental reads ask from this long before the last read began, plus how far Tebra's LastModifiedDate
     # stamps were measured to run behind our clock (tasks/tebra_clock.py).
     tebra_modified_overlap_s: int = 300
+    # A full read with no real rows for a day that holds some is kept as suspect_empty; only a second empty
+    # full read at least this long after the first empties the day (docs/tebra.md, "Bad days").
+    empty_confirm_minutes: int = 10
     patient_details_enabled: bool = True
 
     # Tebra breaker (cb:tebra, docs/breaker.md): one state in Redis shared by every worker process.
@@ -285,6 +294,10 @@ class Settings:
             raise SettingsError("WS_MAX_PER_IP, WS_MAX_PER_USER, WS_MAX_UNAUTHENTICATED must be at least 1")
         if not 0 < self.ws_auth_timeout_s <= 30 or self.ws_replay_max_events < 1:
             raise SettingsError("WS_AUTH_TIMEOUT_S must be in (0, 30] and WS_REPLAY_MAX_EVENTS at least 1")
+        if self.empty_confirm_minutes < 0 or self.tebra_throttles_refresh_minutes < 0:
+            raise SettingsError("EMPTY_CONFIRM_MINUTES and TEBRA_THROTTLES_REFRESH_MINUTES must be 0 or more")
+        if self.tebra_throttle_margin_ms < 0:
+            raise SettingsError("TEBRA_THROTTLE_MARGIN_MS must be 0 or more")
         if not 0 <= self.phi_open_memory_s <= 3600:
             raise SettingsError("PHI_OPEN_MEMORY_S must be between 0 (off) and 3600")
         sign_in = self.sign_in_problems()

@@ -28,6 +28,8 @@ PATIENT_DETAILS_UPDATED = "patient_details_updated"
 PATIENT_REMOVED = "patient_removed"
 PATIENT_CONFLICT = "patient_conflict"
 BREAKER_STATE_CHANGED = "breaker_state_changed"
+TEBRA_CREDENTIALS_REFUSED = "tebra_credentials_refused"
+SCHEDULE_SUSPECT_EMPTY = "schedule_suspect_empty"
 
 EVENT_TYPES = frozenset(
     {
@@ -40,6 +42,8 @@ EVENT_TYPES = frozenset(
         PATIENT_REMOVED,
         PATIENT_CONFLICT,
         BREAKER_STATE_CHANGED,
+        TEBRA_CREDENTIALS_REFUSED,
+        SCHEDULE_SUSPECT_EMPTY,
     }
 )
 
@@ -93,7 +97,7 @@ def dumps(value: Any) -> str:
 
 def topic_of(event_type: str, data: dict[str, Any]) -> str:
     """The socket topic an event belongs to: it follows from its type and ``data.date``."""
-    if event_type == BREAKER_STATE_CHANGED:
+    if event_type in (BREAKER_STATE_CHANGED, TEBRA_CREDENTIALS_REFUSED):
         return "ops"
     date = data.get("date", "")
     if event_type.startswith("patient_"):

@@ -10,6 +10,10 @@ from typing import Any
 BREAKER = "cb:tebra"
 BREAKER_FORCE_OPEN = "cb:force_open"
 PROVIDERS_CACHE = "cache:providers"
+TEBRA_CREDENTIALS = "tebra:credentials"  # the credentials latch (tasks/credentials_latch.py)
+TEBRA_CREDENTIALS_TRIAL = "tebra:credentials:trial"  # lease of the one call that tries new credentials
+THROTTLES_REFRESHED = "throttle:tebra:refreshed"  # claim of the periodic GetThrottles (TTL: the period)
+TEBRA_CHECK = "tebra:check"  # the last `make check-tebra` report (JSON, no PHI)
 AGENT_UPDATES = "agent_updates"
 TASK_RESULTS = "task_results"
 AUDIT = "audit"

@@ -39,6 +39,10 @@ TASK_SECONDS = PREFIX + "task_duration_seconds"  # task, state (succeeded, faile
 TEBRA_CALL_SECONDS = PREFIX + "tebra_call_duration_seconds"  # operation, outcome
 THROTTLE_WAIT_SECONDS = PREFIX + "tebra_throttle_wait_seconds"  # operation
 BREAKER_STATE = PREFIX + "tebra_breaker_state"  # 0 closed, 1 half-open, 2 open (read from cb:tebra)
+TEBRA_UNKNOWN_MEMBERS = PREFIX + "tebra_unknown_members_total"  # operation, member: ignored reply members
+TEBRA_CREDENTIALS_REFUSED = PREFIX + "tebra_credentials_refused"  # 1 while the credentials latch is set
+SUSPECT_EMPTY_READS = PREFIX + "schedule_suspect_empty_total"  # full reads of no rows kept as suspect_empty
+ROWS_REJECTED = PREFIX + "schedule_rows_rejected_total"  # appointment rows set aside as unmappable
 STREAM_LENGTH = PREFIX + "stream_length"  # stream
 STREAM_GROUP_LAG = PREFIX + "stream_group_lag"  # stream, group: entries not yet delivered to the group
 STREAM_GROUP_PENDING = PREFIX + "stream_group_pending"  # stream, group: delivered, not yet acknowledged
@@ -72,6 +76,9 @@ class Instruments:
     task_seconds: Histogram
     tebra_call_seconds: Histogram
     throttle_wait_seconds: Histogram
+    unknown_members: Counter
+    suspect_empty: Counter
+    rows_rejected: Counter
 
 
 @functools.cache
@@ -105,6 +112,17 @@ def instruments() -> Instruments:
             ["operation"],
             buckets=WAIT_BUCKETS,
         ),
+        unknown_members=Counter(
+            TEBRA_UNKNOWN_MEMBERS,
+            "Members of Tebra replies the WSDL does not declare (ignored), by operation and member name.",
+            ["operation", "member"],
+        ),
+        suspect_empty=Counter(
+            SUSPECT_EMPTY_READS, "Full reads that returned no real rows for a day that held some (kept)."
+        ),
+        rows_rejected=Counter(
+            ROWS_REJECTED, "Appointment rows Tebra sent that could not be mapped (set aside)."
+        ),
     )
 
 
@@ -116,6 +134,24 @@ def observe_tebra_call(operation: str, seconds: float, outcome: str) -> None:
 def observe_throttle_wait(operation: str, seconds: float) -> None:
     """``TebraGateway(on_wait=…)``: time spent waiting for the shared throttle."""
     instruments().throttle_wait_seconds.labels(operation).observe(seconds)
+
+
+def observe_unknown_member(operation: str, member: str) -> None:
+    """``TebraGateway(on_unknown=…)``: a reply member the schema does not declare. Member names are the
+    schema's kind of name (letters and digits); anything else is counted as ``other``."""
+    label = member if member.isascii() and member.isalnum() and len(member) <= 64 else "other"
+    instruments().unknown_members.labels(operation, label).inc()
+
+
+def count_suspect_empty() -> None:
+    """A full read kept as ``suspect_empty``."""
+    instruments().suspect_empty.inc()
+
+
+def count_rows_rejected(rows: int) -> None:
+    """Rows of a read set aside as unmappable."""
+    if rows:
+        instruments().rows_rejected.inc(rows)
 
 
 class RedisCollector:
@@ -157,16 +193,20 @@ class RedisCollector:
         clock = GaugeMetricFamily(
             TEBRA_CLOCK_BEHIND, "How far Tebra's LastModifiedDate stamps may run behind our clock (measured)."
         )
+        refused = GaugeMetricFamily(
+            TEBRA_CREDENTIALS_REFUSED, "1 while Tebra's refusal of our credentials stops every call."
+        )
         up = 1.0
         try:
             self._read_streams(self._data(), length, lag, pending)
             self._read_queues(self._broker(), depth)
             breaker.add_metric([], self._read_breaker(self._data()))
             self._read_watch(self._data(), watch_age, clock)
+            refused.add_metric([], 1.0 if self._data().hget(keys.TEBRA_CREDENTIALS, "refused_at") else 0.0)
         except (redis.RedisError, OSError) as exc:
             log.warning("metrics: redis read failed: %s", type(exc).__name__)
             up = 0.0
-        yield from (length, lag, pending, depth, breaker, watch_age, clock)
+        yield from (length, lag, pending, depth, breaker, watch_age, clock, refused)
         yield GaugeMetricFamily(REDIS_UP, "1 when the scrape-time Redis reads answered.", value=up)
 
     @staticmethod

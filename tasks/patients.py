@@ -19,7 +19,8 @@ from tasks.patient_details import DETAILS_TASK, DetailsContext
 from tasks.runtime import Runtime, get_runtime
 from tasks.schedule import THROTTLE_RETRY_LIMIT, backoff_s, task_settings
 from tasks.tebra.breaker import BreakerOpen
-from tasks.tebra.errors import TebraError, TebraThrottled, TebraUpstreamError
+from tasks.tebra.credentials import REFUSED_CODE, CredentialsRefused
+from tasks.tebra.errors import TebraError, TebraSecurityError, TebraThrottled, TebraUpstreamError
 
 log = logging.getLogger(__name__)
 
@@ -56,12 +57,14 @@ def fetch_patient_details(self: Task, date: str, hpid: str, deferrals: int = 0) 
     attempt = max(0, int(self.request.retries) - deferrals)
     try:
         outcome = patient_details.fetch_details(ctx, date, hpid)
-    except BreakerOpen as exc:
+    except (BreakerOpen, TebraSecurityError) as exc:
+        # An open breaker, or refused credentials (the latch holds every call until an operator resumes):
+        # wait with them, then show the patient incomplete (details are asked for again hourly).
         if deferrals < DETAILS_MAX_DEFERRALS:
-            wait = settings.breaker_open_s if exc.retry_after_s is None else exc.retry_after_s
+            wait = _deferral_s(exc, settings.breaker_open_s)
             countdown = wait + random.uniform(0.5, 5.0)  # spread the day's lookups, not one stampede
             raise self.retry(exc=exc, countdown=countdown, kwargs={"deferrals": deferrals + 1}) from None
-        outcome = _give_up(ctx, date, hpid, "CIRCUIT_OPEN")
+        outcome = _give_up(ctx, date, hpid, REFUSED_CODE if _refused(exc) else "CIRCUIT_OPEN")
     except TebraThrottled as exc:
         if attempt < THROTTLE_RETRY_LIMIT:
             raise self.retry(exc=exc, countdown=exc.retry_after_s + random.uniform(0.05, 0.5)) from None
@@ -75,6 +78,18 @@ def fetch_patient_details(self: Task, date: str, hpid: str, deferrals: int = 0) 
         outcome = _give_up(ctx, date, hpid, _code(exc))
     patient_details.release(ctx.redis, date, hpid)
     return {"date": date, "hpid": hpid, "details": outcome}
+
+
+def _refused(exc: BaseException) -> bool:
+    return isinstance(exc, (TebraSecurityError, CredentialsRefused))
+
+
+def _deferral_s(exc: BreakerOpen | TebraSecurityError, breaker_open_s: float) -> float:
+    """How long a lookup waits: the breaker's word, or a breaker period while the credentials are refused
+    (an operator has to act: a day's lookups need not ask the latch every few seconds)."""
+    if _refused(exc) or not isinstance(exc, BreakerOpen) or exc.retry_after_s is None:
+        return breaker_open_s
+    return exc.retry_after_s
 
 
 def _give_up(ctx: DetailsContext, date: str, hpid: str, code: str) -> str:

@@ -41,10 +41,11 @@ def watch_tebra(self: Task, force: bool = False, full: bool = False) -> dict[str
     runtime = get_runtime(settings)
     try:
         return watch.run_watch(runtime.watch_context(), force=force, force_full=full)
-    except BreakerOpen as exc:
-        log.info("watch deferred by the tebra breaker", extra={"retry_in_s": exc.retry_after_s})
-        watch.note_refused(runtime.redis, code="CIRCUIT_OPEN", retry_after_s=exc.retry_after_s)
-        return {"deferred": "CIRCUIT_OPEN"}
+    except BreakerOpen as exc:  # an open breaker, or the credentials latch (CredentialsRefused): pause
+        code = str(getattr(exc, "code", "CIRCUIT_OPEN"))
+        log.info("watch deferred", extra={"code": code, "retry_in_s": exc.retry_after_s})
+        watch.note_refused(runtime.redis, code=code, retry_after_s=exc.retry_after_s)
+        return {"deferred": code}
     except TebraError as exc:
         log.warning("watch poll failed; the next tick catches up", extra={"code": exc.outcome})
         watch.note_refused(runtime.redis, code=f"TEBRA_{exc.outcome.upper()}", retry_after_s=None)

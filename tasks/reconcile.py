@@ -162,19 +162,25 @@ class Reconciler:
         self._channel = keys.events_channel(client)
 
     def apply(
-        self, reads: Sequence[DayRead], *, read_started_at: str, fetched: Collection[str] = ()
+        self,
+        reads: Sequence[DayRead],
+        *,
+        read_started_at: str,
+        fetched: Collection[str] = (),
+        keep: Collection[str] = (),
     ) -> Applied:
         """Write ``reads`` (a read that began at ``read_started_at``, ISO UTC); ``fetched`` are the ids of
-        every row the read returned, including rows on days it does not write (a move out of them)."""
+        every row the read returned, including rows on days it does not write (a move out of them); ``keep``
+        the ids of rows it returned but could not read (set aside: their stored copy stays as it is)."""
         for _ in range(WRITE_ATTEMPTS):
             try:
-                return self._apply_once(reads, read_started_at, fetched)
+                return self._apply_once(reads, read_started_at, fetched, frozenset(keep))
             except redis.WatchError:
                 continue
         raise RuntimeError("the schedule write met a concurrent writer of the same days every time")
 
     def _apply_once(
-        self, reads: Sequence[DayRead], read_started_at: str, fetched: Collection[str]
+        self, reads: Sequence[DayRead], read_started_at: str, fetched: Collection[str], keep: frozenset[str]
     ) -> Applied:
         incoming: dict[str, tuple[str, dict[str, Any]]] = {}
         for read in reads:
@@ -214,10 +220,11 @@ class Reconciler:
                 for date, (current, members, _) in days.items()
             }
             last_full = {date: last for date, (_, _, last) in days.items()}
-            candidates = self._removal_candidates(plans, applied, moved_from)
+            candidates = [appt_id for appt_id in self._removal_candidates(plans, applied, moved_from)
+                          if appt_id not in keep]  # fmt: skip
             seen_of = self._seen_of(pipe, candidates)
             changes = self._plan(
-                plans, applied, known, moved_from, fetched, seen_of, read_started_at, last_full
+                plans, applied, known, moved_from, fetched, seen_of, read_started_at, last_full, keep
             )
             pipe.multi()
             self._queue(pipe, plans, applied, known, read_started_at)
@@ -296,6 +303,7 @@ class Reconciler:
         seen_of: dict[str, Indexed],
         read_started_at: str,
         last_full: dict[str, str],
+        keep: frozenset[str],
     ) -> list[ChangeSeen]:
         """Fill each day's plan: sealed rows, changes, appointments leaving, patient entries and leavers."""
         seal, hpid_of = self._store.sealers()
@@ -319,7 +327,7 @@ class Reconciler:
             if not plan.full:
                 continue
             for appt_id in plan.current:
-                if appt_id in plan.sealed or appt_id in plan.leaving:
+                if appt_id in plan.sealed or appt_id in plan.leaving or appt_id in keep:
                     continue
                 found = seen_of.get(appt_id)
                 if found is not None and found.seen >= read_started_at:

@@ -7,6 +7,7 @@ workers/signals.py also drops it on ``worker_process_init``.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from dataclasses import dataclass
@@ -16,16 +17,20 @@ from typing import ClassVar
 import redis
 
 from config import Settings
-from tasks import metrics, tebra_clock
+from tasks import events, keys, metrics, tebra_clock
 from tasks.breaker_state import BreakerStore
 from tasks.clients import Clients
 from tasks.connections import get_redis, reset_redis
 from tasks.reconcile import Reconciler
 from tasks.sync import SyncContext
 from tasks.tebra import client as tebra_client
-from tasks.tebra.breaker import BreakerEvents, TebraBreaker
+from tasks.tebra.breaker import BreakerEvents, BreakerOpen, TebraBreaker
+from tasks.tebra.credentials import CredentialsGuard, with_credentials
+from tasks.tebra.errors import TebraError
 from tasks.tebra.gateway import TebraGateway
 from tasks.watch import WatchContext
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -43,23 +48,57 @@ class Runtime(Clients):
         store = BreakerStore.from_settings(self.redis, self.settings)
         return TebraBreaker(store, listeners=[BreakerEvents(lambda: self.publisher)])
 
+    @cached_property
+    def credentials(self) -> CredentialsGuard:
+        """The credentials latch as this process honours it (tasks/credentials_latch.py)."""
+        return CredentialsGuard(self.redis, self.settings, self._use_credentials, lambda: self.publisher)
+
+    def _use_credentials(self, fresh: Settings) -> None:
+        self.gateway.use_credentials(fresh.tebra_user, fresh.tebra_password, fresh.tebra_customer_key)
+
     def _guard_tebra_call(self, operation: str) -> None:
-        # Built on the first call, not with the gateway: no Redis I/O before a task runs.
-        self.breaker.guard(operation)
+        # Built on the first call, not with the gateway: no Redis I/O before a task runs. The latch first:
+        # while Tebra refuses our credentials no call goes out, whatever the breaker says.
+        self.credentials.check(operation)
+        try:
+            self.breaker.guard(operation)
+        except BaseException:
+            self.credentials.abandon()
+            raise
 
     def _observe_tebra_call(self, operation: str, seconds: float, outcome: str) -> None:
         metrics.observe_tebra_call(operation, seconds, outcome)
+        self.credentials.settle(outcome)
         self.breaker.record(operation, seconds, outcome)
+        if outcome == "ok" and operation != "GetThrottles":
+            self._refresh_throttles()
+
+    def _refresh_throttles(self) -> None:
+        """Every TEBRA_THROTTLES_REFRESH_MINUTES, one process (the first to claim it after a good call) reads
+        the account's live limits (GetThrottles) for every process's throttle. After a good call, not before
+        one: the credentials are proven then. The task whose call it follows pays one GetThrottles."""
+        minutes = self.settings.tebra_throttles_refresh_minutes
+        if minutes <= 0:
+            return
+        try:
+            if not self.redis.set(keys.THROTTLES_REFRESHED, events.utc_now_iso(), nx=True, ex=minutes * 60):
+                return
+            self.gateway.refresh_throttles()
+        except (TebraError, BreakerOpen, redis.RedisError) as exc:
+            # Pacing goes on with the values stored last (or the published ones); tried again next period.
+            log.warning("tebra throttles not refreshed", extra={"error": type(exc).__name__})
 
     @cached_property
     def gateway(self) -> TebraGateway:
         # Every call passes the shared breaker first; latency and outcome go to the metrics and the breaker.
         return TebraGateway(
-            self.settings,
+            with_credentials(self.settings),
             self.redis,
             before_call=self._guard_tebra_call,
             on_call=self._observe_tebra_call,
             on_wait=metrics.observe_throttle_wait,
+            on_unknown=metrics.observe_unknown_member,
+            on_refused=lambda error: self.credentials.refused(error),
         )
 
     @cached_property
@@ -81,6 +120,7 @@ class Runtime(Clients):
             coalesce_days=self.settings.sync_coalesce_days,
             full_sync_max_age_s=self.settings.full_reconcile_minutes * 60,
             modified_overlap_s=self._modified_overlap_s(),
+            empty_confirm_s=self.settings.empty_confirm_minutes * 60,
         )
 
     def _modified_overlap_s(self) -> int:

@@ -19,6 +19,7 @@ from tasks.patient_details import queue_lookups
 from tasks.runtime import get_runtime
 from tasks.sync import begin, run_sync
 from tasks.tebra.breaker import BreakerOpen
+from tasks.tebra.credentials import credentials_refused
 from tasks.tebra.errors import (
     TebraBusinessError,
     TebraError,
@@ -84,12 +85,15 @@ def _sync(self: Task, date: str, deferrals: int) -> dict[str, Any]:
     _drop_taken_messages(self, days[1:])
     try:
         summary = run_sync(ctx, begun)
-    except BreakerOpen as exc:
-        # Not a failure: Tebra is being spared. Come back when the breaker next lets a call through.
-        wait = settings.breaker_open_s if exc.retry_after_s is None else exc.retry_after_s
+    except (BreakerOpen, TebraSecurityError) as exc:
+        # Not a failure: Tebra is being spared (an open breaker), or our credentials were refused (the latch,
+        # set by this refusal or an earlier one, holds every call until an operator resumes). Come back when
+        # a call may go out; nothing is lost meanwhile.
+        refusal = exc if isinstance(exc, BreakerOpen) else credentials_refused(exc)
+        wait = settings.breaker_open_s if refusal.retry_after_s is None else refusal.retry_after_s
         countdown = wait + random.uniform(0.05, 0.5)
-        _deferred(ctx, days, settings, exc, countdown, deferrals)
-        raise self.retry(exc=exc, countdown=countdown, kwargs={"deferrals": deferrals + 1}) from None
+        _deferred(ctx, days, settings, refusal, countdown, deferrals)
+        raise self.retry(exc=refusal, countdown=countdown, kwargs={"deferrals": deferrals + 1}) from None
     except TebraThrottled as exc:
         if attempt >= THROTTLE_RETRY_LIMIT:
             _fail(ctx, days, settings, "TEBRA_THROTTLED", exc)
@@ -105,9 +109,6 @@ def _sync(self: Task, date: str, deferrals: int) -> dict[str, Any]:
         countdown = backoff_s(attempt, settings.retry_backoff_max_s)
         _retrying(ctx, days, settings, code, countdown, attempt)
         raise self.retry(exc=exc, countdown=countdown) from None
-    except TebraSecurityError as exc:
-        _fail(ctx, days, settings, "TEBRA_SECURITY", exc)
-        raise
     except TebraBusinessError as exc:
         _fail(ctx, days, settings, "TEBRA_ERROR", exc)
         raise
@@ -165,11 +166,19 @@ def _deferred(
 def _deferred_day(
     ctx: Any, date: str, task_id: str, settings: Settings, exc: BreakerOpen, countdown: float, deferrals: int
 ) -> None:
-    """``sync:status:{date}`` says ``deferred`` and ``schedule_sync_deferred`` says when it tries again."""
+    """``sync:status:{date}`` says ``deferred`` and ``schedule_sync_deferred`` says when it tries again (and
+    why: ``CIRCUIT_OPEN``, or ``TEBRA_CREDENTIALS_REFUSED`` while the credentials latch holds)."""
     breaker = {"state": exc.state, "reason": exc.reason or None}
+    code = getattr(exc, "code", "CIRCUIT_OPEN")
     log.info(
-        "sync deferred by the tebra breaker",
-        extra={"date": date, "task_id": task_id, "retry_in_s": round(countdown, 2), "breaker": breaker},
+        "sync deferred: tebra not called",
+        extra={
+            "date": date,
+            "task_id": task_id,
+            "code": code,
+            "retry_in_s": round(countdown, 2),
+            "breaker": breaker,
+        },
     )
     try:
         sync_status.record(
@@ -178,7 +187,8 @@ def _deferred_day(
             task_id,
             settings.retention_days * 86400,
             state=sync_status.DEFERRED,
-            error="CIRCUIT_OPEN",
+            error=code,
+            **_refusal_message(exc),
             retry_in_s=round(countdown),
             deferrals=deferrals + 1,
         )
@@ -189,10 +199,16 @@ def _deferred_day(
             "retry_in_s": round(countdown, 3),
             "deferrals": deferrals + 1,
             "breaker": breaker,
+            "code": code,
         }
         ctx.publisher.publish(events.SCHEDULE_SYNC_DEFERRED, data)
     except redis.RedisError as err:  # Redis down is why the breaker refused: the retry still goes out
         log.error("deferral not recorded: %s", type(err).__name__)
+
+
+def _refusal_message(exc: BreakerOpen) -> dict[str, str]:
+    """A credentials deferral's status says why Tebra is not called, in Tebra's words (no PHI in them)."""
+    return {"error_message": str(exc)[:400]} if getattr(exc, "code", None) else {}
 
 
 def _retrying(ctx: Any, days: Days, settings: Settings, code: str, countdown: float, attempt: int) -> None:

@@ -24,7 +24,7 @@ from zoneinfo import ZoneInfo
 
 import redis
 
-from tasks import events, patient_flow, provider_cache, sync_status
+from tasks import day_reads, events, metrics, patient_flow, provider_cache, sync_status
 from tasks.events import EventPublisher
 from tasks.reconcile import Applied, DayRead, Reconciler
 from tasks.store import ScheduleStore, WriteCounts
@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 
 FULL = "full"
 INCREMENTAL = "incremental"
+# A full read that stores the day ends any suspect_empty episode (tasks/day_reads.py).
+_NOT_SUSPECT = {"suspect_empty_since": "", "suspect_empty_kept": "", "suspect_empty_reason": ""}
 FULL_SYNC_MAX_AGE_S = 3600  # a day's stored rows are made exactly Tebra's at least hourly (deletions)
 MODIFIED_OVERLAP_S = 300  # Tebra's clock and ours may disagree: ask for a little more than strictly needed
 MODES = (FULL, INCREMENTAL)
@@ -71,6 +73,7 @@ class SyncContext:
     full_sync_max_age_s: int = FULL_SYNC_MAX_AGE_S
     coalesce_days: int = 1  # SYNC_COALESCE_DAYS: 1 fetches the task's own day only
     modified_overlap_s: int = MODIFIED_OVERLAP_S  # widened by what tasks/tebra_clock.py measured
+    empty_confirm_s: int = 600  # EMPTY_CONFIRM_MINUTES: a suspect empty day is emptied only this much later
 
 
 @dataclass(frozen=True)
@@ -221,15 +224,50 @@ def run_sync(ctx: SyncContext, begun: Begun) -> dict[str, Any]:
     appointments = ctx.source.get_appointments(start_local, end_local, modified_since=modified_since)
     providers_stale = fill_providers(ctx, appointments)
     note_unknown_statuses(appointments, date=date)
-    by_day = split_days(appointments, date, [day for day, _ in begun.days])
+    day_names = [day for day, _ in begun.days]
+    by_day: dict[str, Sequence[dict[str, Any]]] = dict(split_days(appointments, date, day_names))
+    rejected = day_reads.rejected_by_day(getattr(appointments, "rejected", ()), date, day_names)
+    suspects: dict[str, day_reads.Suspect] = {}
+    if begun.plan.mode == FULL:  # a full read replaces the stored day: an empty one is checked first
+        by_day, suspects = day_reads.screen_empty_days(
+            ctx.redis,
+            by_day,
+            placeholders=getattr(appointments, "placeholders", 0),
+            refetch=lambda day: _reread(ctx, day),
+            confirm_after=timedelta(seconds=ctx.empty_confirm_s),
+        )
     # The own day last: when it reads succeeded, every day of this fetch is done, so a redelivery of this
     # task that finds it so has nothing left to do (tasks/sync_status.py, the start script).
     order = [*taken, (date, task_id)]
     fetched = {str(appointment["id"]) for appointment in appointments}
-    summaries = finish_days(
-        ctx, begun, [(day, day_task, by_day[day]) for day, day_task in order], providers_stale, fetched
-    )
+    kept = [(day, day_task) for day, day_task in order if day in suspects]
+    stored = [(day, day_task, by_day[day]) for day, day_task in order if day not in suspects]
+    finished_at = events.utc_now_iso()
+    summaries = [
+        day_reads.finish_suspect(
+            ctx, suspects[day], day_task, own_task=task_id, mode=begun.plan.mode, finished_at=finished_at
+        )
+        for day, day_task in kept
+        if day != date
+    ]
+    if stored:
+        set_aside = {row.id for row in getattr(appointments, "rejected", ()) if row.id}
+        summaries += finish_days(ctx, begun, stored, providers_stale, fetched, rejected, set_aside)
+    if date in suspects:
+        summaries.append(
+            day_reads.finish_suspect(
+                ctx, suspects[date], task_id, own_task=task_id, mode=begun.plan.mode, finished_at=finished_at
+            )
+        )
     return summaries[-1]
+
+
+def _reread(ctx: SyncContext, date: str) -> tuple[Sequence[dict[str, Any]], int]:
+    """One day read again with an empty <Fields/> (every column): (real rows, placeholder rows)."""
+    start_local, end_local = clinic_day(date, ctx.clinic_tz)
+    rows = ctx.source.get_appointments(start_local, end_local, all_fields=True)  # type: ignore[call-arg]
+    fill_providers(ctx, rows)
+    return rows, getattr(rows, "placeholders", 0)
 
 
 def split_days(
@@ -253,16 +291,19 @@ def finish_days(
     days: Sequence[tuple[str, str, Sequence[dict[str, Any]]]],
     providers_stale: bool | None,
     fetched: set[str] | None = None,
+    rejected: dict[str, int] | None = None,
+    kept_ids: set[str] | None = None,
 ) -> list[dict[str, Any]]:
     """Store each (day, task id, rows), reconciled by appointment id (tasks/reconcile.py), then record,
     announce and release every day, in order: the write's transaction, then one pipeline for the rest.
-    Returns each day's summary."""
+    Returns each day's summary. ``rejected``: the rows set aside per day (the status's ``rows_rejected``)."""
     own_task = begun.days[0][1]
     mode = begun.plan.mode
     applied = ctx.reconciler.apply(
         [DayRead(day, rows, mode == FULL) for day, _, rows in days],
         read_started_at=begun.started_at,
         fetched=fetched or (),
+        keep=kept_ids or (),
     )
     written = [applied.counts[day] for day, _, _ in days]
     finished_at = events.utc_now_iso()
@@ -284,6 +325,9 @@ def finish_days(
         }
         if providers_stale:
             summary["providers_stale"] = True
+        rows_rejected = (rejected or {}).get(date, 0)
+        if rows_rejected:
+            summary["rows_rejected"] = rows_rejected
         if task_id != own_task:
             summary["run_by"] = own_task
         elif len(days) > 1:
@@ -300,6 +344,8 @@ def finish_days(
             mode=mode,
             providers_stale="true" if providers_stale else "",
             error="",
+            rows_rejected=rows_rejected,
+            **(_NOT_SUSPECT if mode == FULL else {}),
             **done,
         )
         ctx.publisher.publish_on(pipe, events.SCHEDULE_SYNCED, summary)
@@ -310,6 +356,7 @@ def finish_days(
         summaries.append(summary)
     announce_other_days(pipe, ctx.publisher, applied, {day for day, _, _ in days}, mode, own_task)
     pipe.execute()
+    metrics.count_rows_rejected(sum((rejected or {}).values()))
     return summaries
 
 

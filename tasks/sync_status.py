@@ -257,7 +257,17 @@ def read_task(client: redis.Redis, task_id: str) -> dict[str, Any] | None:
     return _parse(client.hgetall(keys.task_meta(task_id)))
 
 
-_INT_FIELDS = frozenset({"duration_ms", "attempt", "retry_in_s", "deferrals", "redeliveries"})
+_INT_FIELDS = frozenset(
+    {
+        "duration_ms",
+        "attempt",
+        "retry_in_s",
+        "deferrals",
+        "redeliveries",
+        "rows_rejected",
+        "suspect_empty_kept",
+    }
+)
 
 
 def _flat(value: Any) -> str:

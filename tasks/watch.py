@@ -25,6 +25,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -32,7 +33,7 @@ import redis
 from ulid import ULID
 
 from config import Settings
-from tasks import events, keys, sync_status, tebra_clock
+from tasks import day_reads, events, keys, sync_status, tebra_clock
 from tasks.events import EventPublisher
 from tasks.reconcile import DayRead, Reconciler
 from tasks.sync import AppointmentSource, announce_day, clinic_day
@@ -73,6 +74,15 @@ class WatchContext:
     @property
     def tz(self) -> ZoneInfo:
         return ZoneInfo(self.settings.clinic_tz)
+
+    def suspect_context(self) -> SimpleNamespace:
+        """What recording a day kept as suspect_empty needs (tasks/day_reads.py ``finish_suspect``)."""
+        return SimpleNamespace(
+            redis=self.redis,
+            publisher=self.publisher,
+            status_ttl_s=self.settings.retention_days * 86400,
+            results_maxlen=self.settings.stream_maxlen,
+        )
 
 
 def tick_s(settings: Settings) -> int:
@@ -150,11 +160,24 @@ def poll(ctx: WatchContext, run_id: str, now: datetime, modified_since: datetime
     _, end_local = clinic_day(days[-1], ctx.tz)
     rows = ctx.source.get_appointments(start_local, end_local, modified_since=modified_since)
     read_ended = datetime.now(UTC)
-    by_day = split_horizon(rows, days)
+    by_day: dict[str, Sequence[dict[str, Any]]] = dict(split_horizon(rows, days))
     full = modified_since is None
-    reads = [DayRead(day, by_day[day], full) for day in days if full or by_day[day]]
+    suspects: dict[str, day_reads.Suspect] = {}
+    if full:  # a full read replaces each stored day: an empty day is checked before it is believed
+        reread = HorizonReread(ctx, start_local, end_local, days)
+        by_day, suspects = day_reads.screen_empty_days(
+            ctx.redis,
+            by_day,
+            placeholders=getattr(rows, "placeholders", 0),
+            refetch=reread.day,
+            confirm_after=timedelta(minutes=ctx.settings.empty_confirm_minutes),
+        )
+    reads = [DayRead(day, by_day[day], full) for day in days if day in by_day and (full or by_day[day])]
     applied = ctx.reconciler.apply(
-        reads, read_started_at=started_at, fetched={str(row["id"]) for row in rows}
+        reads,
+        read_started_at=started_at,
+        fetched={str(row["id"]) for row in rows},
+        keep={row.id for row in getattr(rows, "rejected", ()) if row.id},  # set aside: stored copy stays
     )
     clock = tebra_clock.observe(
         ctx.redis,
@@ -162,6 +185,15 @@ def poll(ctx: WatchContext, run_id: str, now: datetime, modified_since: datetime
     )
     duration_ms = round((time.perf_counter() - started) * 1000)
     changed_days = sorted(day for day, counts in applied.counts.items() if counts.changed_anything)
+    for suspect in suspects.values():  # kept as they were: status suspect_empty, announced once
+        day_reads.finish_suspect(
+            ctx.suspect_context(),
+            suspect,
+            run_id,
+            own_task=run_id,
+            mode=mode,
+            finished_at=events.utc_now_iso(),
+        )
     pipe = ctx.redis.pipeline(transaction=False)
     for day in changed_days:
         announce_day(pipe, ctx.publisher, day, applied.counts[day], {"mode": mode, "task_id": run_id})
@@ -169,7 +201,8 @@ def poll(ctx: WatchContext, run_id: str, now: datetime, modified_since: datetime
     if full:
         noted += ["last_full_started_at", started_at]
     for day in days:
-        pipe.eval(_NOTE_DAY_LUA, 1, keys.sync_status(day), *noted)
+        if day not in suspects:  # a suspect day's next read must be full again (the one that may confirm it)
+            pipe.eval(_NOTE_DAY_LUA, 1, keys.sync_status(day), *noted)
     summary = {
         "run_id": run_id,
         "mode": mode,
@@ -207,6 +240,24 @@ def poll(ctx: WatchContext, run_id: str, now: datetime, modified_since: datetime
         },
     )
     return summary
+
+
+class HorizonReread:
+    """The empty-``<Fields/>`` re-read a suspicious empty full read asks for, made once for the whole horizon
+    (one call, whatever the number of days it has to check) and answered day by day."""
+
+    def __init__(
+        self, ctx: WatchContext, start_local: datetime, end_local: datetime, days: list[str]
+    ) -> None:
+        self._ctx, self._window, self._days = ctx, (start_local, end_local), days
+        self._read: tuple[dict[str, list[dict[str, Any]]], int] | None = None
+
+    def day(self, date: str) -> tuple[Sequence[dict[str, Any]], int]:
+        if self._read is None:
+            rows = self._ctx.source.get_appointments(*self._window, all_fields=True)  # type: ignore[call-arg]
+            self._read = (split_horizon(rows, self._days), getattr(rows, "placeholders", 0))
+        by_day, placeholders = self._read
+        return by_day[date], placeholders
 
 
 def split_horizon(rows: Sequence[dict[str, Any]], days: Sequence[str]) -> dict[str, list[dict[str, Any]]]:

@@ -31,9 +31,21 @@ class Answer:
     status: int
     body: bytes
     operation: str  # for the log line: the routed operation, or the action that could not be routed
-    outcome: (
-        str  # ok | is_error | throttled | security | internal_fault | action_not_supported | bad_envelope
-    )
+    # ok | is_error | throttled | security | internal_fault | action_not_supported | bad_envelope
+    # | maintenance | truncated | connection_reset
+    outcome: str
+    content_type: str = "text/xml; charset=utf-8"
+    reset: bool = False  # drop the connection instead of answering
+
+
+# What a load balancer in front of a service under maintenance answers: HTML, not SOAP.
+MAINTENANCE_PAGE = (
+    b"<!DOCTYPE html><html><head><title>Service Unavailable</title></head><body>"
+    b"<h1>We'll be back soon</h1><p>Scheduled maintenance is in progress.</p></body></html>"
+)
+# Members a newer schema might add to a row (the "xsd7" of a WSDL newer than ours).
+UNKNOWN_MEMBER_ROWS = {"GetProviders": b"</ProviderData>", "GetPatient": b"</Patient>"}
+UNKNOWN_MEMBER = b"<Xsd7PreferredPronoun>they</Xsd7PreferredPronoun>"
 
 
 def route(soap_action: str | None, first_child: etree._Element) -> tuple[str | None, str]:
@@ -89,6 +101,14 @@ def _call(sim: Simulation, operation: str, wrapper: etree._Element) -> Answer:
     sim.stats.accepted(operation)
 
     decision = sim.faults.decide(operation)
+    if decision.connection_reset:
+        sim.stats.fault("connection_reset")
+        return Answer(0, b"", operation, "connection_reset", reset=True)
+    if decision.maintenance:
+        sim.stats.fault("maintenance")
+        return Answer(
+            503, MAINTENANCE_PAGE, operation, "maintenance", content_type="text/html; charset=utf-8"
+        )
     if decision.internal_fault:
         sim.stats.fault("internal_fault")
         return Answer(500, envelope.internal_service_fault(), operation, "internal_fault")
@@ -108,7 +128,14 @@ def _call(sim: Simulation, operation: str, wrapper: etree._Element) -> Answer:
             raise BusinessError(NULL_REFERENCE)
         payload = HANDLERS[operation](sim, request)
         result = {"ErrorResponse": _OK, "SecurityResponse": secured, **payload}
-        answer = Answer(200, envelope.response(sim.schema, operation, result), operation, "ok")
+        body = envelope.response(sim.schema, operation, result)
+        closing = UNKNOWN_MEMBER_ROWS.get(operation)
+        if switches.unknown_member and closing is not None:
+            body = body.replace(closing, UNKNOWN_MEMBER + closing)
+        answer = Answer(200, body, operation, "ok")
+        if decision.truncated:
+            sim.stats.fault("truncated")
+            answer = Answer(200, body[: len(body) // 2], operation, "truncated")
     except BusinessError as exc:
         error = {"ErrorMessage": exc.message, "IsError": True, "StackTrace": exc.stack_trace}
         body = envelope.response(sim.schema, operation, {"ErrorResponse": error, "SecurityResponse": secured})

@@ -16,8 +16,8 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 THROTTLE_SHAPES = ("error_response", "http_429", "out_of_order")
-SECURITY_MODES = (None, "bad_password", "bad_customer_key", "permissions_missing")
-PLACEHOLDER_MODES = ("off", "empty_result", "toggles")
+SECURITY_MODES = (None, "bad_password", "bad_customer_key", "permissions_missing", "user_not_found")
+PLACEHOLDER_MODES = ("off", "empty_result", "toggles", "always")
 # z for the 95th percentile of a normal distribution: sigma of a lognormal from its median and p95.
 _Z95 = 1.6448536269514722
 
@@ -55,6 +55,12 @@ class Switches:
     # LastModifiedDate and CreatedDate stamped as wall time in this zone instead of the practice's (None):
     # Tebra's stamp zone is undocumented; a server in another zone skews them (docs/simulator.md).
     stamp_tz: str | None = None
+    maintenance: CountedFault | None = None  # HTTP 503 with an HTML maintenance page
+    truncated: CountedFault | None = None  # the reply cut off halfway
+    connection_reset: CountedFault | None = None  # the connection dropped, no reply at all
+    unknown_member: bool = False  # GetProviders/GetPatient rows carry a member the WSDL does not declare
+    wsdl_unavailable: bool = False  # GET ?wsdl answers 503 with an HTML page
+    unreadable_dates: list[int] | None = None  # these appointments' LastModifiedDate is in no date form
 
 
 @dataclass
@@ -65,6 +71,9 @@ class Decision:
     business_error: bool = False
     hang_seconds: float = 0.0
     delay_ms: float = 0.0
+    maintenance: bool = False
+    truncated: bool = False
+    connection_reset: bool = False
 
 
 class Faults:
@@ -107,6 +116,9 @@ class Faults:
             s = self._switches
             decision.internal_fault = _consume(s.internal_fault, operation)
             decision.business_error = _consume(s.business_error, operation)
+            decision.maintenance = _consume(s.maintenance, operation)
+            decision.truncated = _consume(s.truncated, operation)
+            decision.connection_reset = _consume(s.connection_reset, operation)
             if _consume(s.hang, operation):
                 decision.hang_seconds = s.hang_seconds
             delay = float(s.latency_ms)
@@ -189,6 +201,14 @@ def _apply(s: Switches, key: str, value: Any) -> None:
         s.internal_fault = _counted(value)
     elif key == "business_error":
         s.business_error = _counted(value)
+    elif key in ("maintenance", "truncated", "connection_reset"):
+        setattr(s, key, _counted(value))
+    elif key in ("unknown_member", "wsdl_unavailable"):
+        setattr(s, key, bool(value))
+    elif key == "unreadable_dates":
+        if value is not None and not (isinstance(value, list) and all(isinstance(i, int) for i in value)):
+            raise FaultError("unreadable_dates must be a list of appointment ids (or null)")
+        s.unreadable_dates = value or None
     elif key == "hang":
         # {"seconds": N, "count": K, "operations": [...]}: hold the next K calls (default 1) open N seconds.
         if value is None:

@@ -19,6 +19,7 @@ from tebra_sim.simulation import Simulation
 Payload = dict[str, Any]
 END_OF_DAY = time(23, 59, 59, 999999)
 NULL_REFERENCE = "Object reference not set to an instance of an object."
+UNREADABLE_DATE = "31/31/2026 25:61:00 XM"  # the unreadable_dates fault: a date in no form a client knows
 
 
 class BusinessError(Exception):
@@ -212,6 +213,7 @@ def get_appointments(sim: Simulation, request: Payload) -> Payload:
     created, modified = _windows(sim, filt, "GetAppointments")
     checks = _row_checks(filt)
     stamp = stamper(sim)
+    unreadable = set(switches.unreadable_dates or ())
     rows = []
     for appointment in sim.store.between(start, end):
         # The created and modified filters compare wall times as Tebra stamped them (switch stamp_tz).
@@ -221,12 +223,14 @@ def get_appointments(sim: Simulation, request: Payload) -> Payload:
         ):
             continue
         row = appointment_row(sim, appointment, stamp)
+        if appointment.id in unreadable:
+            row["LastModifiedDate"] = UNREADABLE_DATE
         if _matches(row, checks):
             rows.append(row)
     columns = _columns(request.get("Fields"))
     placeholder = switches.placeholder_row
     # Contested live observations (SPEC §2), off unless switched on: a placeholder row with an empty ID.
-    if placeholder == "toggles" and columns is not None:
+    if (placeholder == "toggles" and columns is not None) or placeholder == "always":
         return {"Appointments": [{"ID": ""}]}
     if placeholder == "empty_result" and not rows:
         return {"Appointments": [{"ID": ""}]}

@@ -16,6 +16,14 @@ _PERMISSIONS = {
 }
 
 
+# The login refusals: mode → (CustomerKeyValid, SecurityResult); Authenticated and Authorized are false.
+_REFUSALS = {
+    "bad_customer_key": (False, "Invalid customer key"),
+    "bad_password": (True, "Invalid user name and/or password"),
+    "user_not_found": (True, "User not found"),
+}
+
+
 def _response(
     *,
     authenticated: bool,
@@ -43,8 +51,8 @@ def check(
 ) -> dict[str, Any]:
     """The SecurityResponse for this call; ``SecurityResultSuccess`` says whether the payload may follow.
 
-    ``forced`` is the fault switch (bad_password, bad_customer_key, permissions_missing); it wins over the
-    real credentials so that a test can see each shape without knowing them.
+    ``forced`` is the fault switch (bad_password, bad_customer_key, permissions_missing, user_not_found);
+    it wins over the real credentials so that a test can see each shape without knowing them.
     """
     header = header or {}
     mode = forced
@@ -52,21 +60,11 @@ def check(
         mode = "bad_customer_key"
     elif mode is None and (header.get("User") != options.user or header.get("Password") != options.password):
         mode = "bad_password"
-    if mode == "bad_customer_key":
+    refused = _REFUSALS.get(mode or "")
+    if refused is not None:
+        key_valid, result = refused
         return _response(
-            authenticated=False,
-            authorized=False,
-            key_valid=False,
-            customer_id=0,
-            result="Invalid customer key",
-        )
-    if mode == "bad_password":
-        return _response(
-            authenticated=False,
-            authorized=False,
-            key_valid=True,
-            customer_id=0,
-            result="Invalid user name and/or password",
+            authenticated=False, authorized=False, key_valid=key_valid, customer_id=0, result=result
         )
     if mode == "permissions_missing":
         return _response(

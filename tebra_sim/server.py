@@ -10,6 +10,8 @@ import functools
 import logging
 import queue
 import signal
+import socket
+import struct
 import threading
 from collections.abc import Iterable
 from types import FrameType
@@ -27,7 +29,6 @@ from tebra_sim.simulation import Simulation
 
 SERVICE_PATH = "/KareoServices.svc"
 _SERVICE_PATH = SERVICE_PATH.lower()
-SOAP_CONTENT_TYPE = "text/xml; charset=utf-8"
 log = logging.getLogger("tebra_sim")
 
 
@@ -60,9 +61,11 @@ class SimulatorApp:
         object for every call (docs/simulator.md)."""
         body = get_input_stream(environ).read()  # what Request.get_data() reads, chunked or not
         answer = endpoint.timed(self.sim, body, environ.get("HTTP_SOAPACTION"))
+        if answer.reset:
+            _reset(environ)
         start_response(
             f"{answer.status} {HTTP_STATUS_CODES[answer.status].upper()}",
-            [("Content-Type", SOAP_CONTENT_TYPE), ("Content-Length", str(len(answer.body)))],
+            [("Content-Type", answer.content_type), ("Content-Length", str(len(answer.body)))],
         )
         return [answer.body]
 
@@ -72,12 +75,24 @@ class SimulatorApp:
         if request.path.lower() != SERVICE_PATH.lower():
             return Response("Not Found", status=404, mimetype="text/plain")
         if request.method == "GET":
+            if self.sim.faults.switches.wsdl_unavailable:
+                return Response(endpoint.MAINTENANCE_PAGE, status=503, mimetype="text/html")
             if "wsdl" in request.args or "singleWsdl" in request.args:
                 return Response(wsdl_for(request.host_url), mimetype="text/xml")
             return Response(
                 "Tebra simulator: GET ?wsdl for the WSDL, POST SOAP 1.1 here.", mimetype="text/plain"
             )
         return Response("Method Not Allowed", status=405)  # a POST here is answered by soap()
+
+
+def _reset(environ: dict[str, Any]) -> None:
+    """Drop the client's connection with no reply: closed with a zero linger (a TCP reset), and werkzeug told
+    the client went away, so it writes nothing and logs no error."""
+    connection = environ.get("werkzeug.socket")
+    if connection is not None:
+        connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        connection.shutdown(socket.SHUT_RDWR)  # the client sees its connection end with no reply at once
+    raise ConnectionResetError("connection_reset fault")
 
 
 class KeepAliveHandler(WSGIRequestHandler):

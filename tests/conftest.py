@@ -119,6 +119,8 @@ def stack_env(base_env: dict[str, str], simulator: Any) -> dict[str, str]:
         **base_env,
         "TEBRA_WSDL_URL": simulator.wsdl_url,
         "TEBRA_THROTTLE_ENABLED": "false",
+        # Tests count the calls the simulator sees; the periodic GetThrottles has its own test.
+        "TEBRA_THROTTLES_REFRESH_MINUTES": "0",
         "TEBRA_OPERATION_TIMEOUT_S": "10",
         "TASK_MAX_RETRIES": "3",
         "RETRY_BACKOFF_MAX_S": "4",

@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import requests
+from lxml import etree
 from zeep import Client
+from zeep import exceptions as zeep_exc
 from zeep.cache import InMemoryCache
 from zeep.proxy import ServiceProxy
 from zeep.transports import Transport
@@ -62,6 +64,16 @@ class TebraClient:
 
 _lock = threading.Lock()
 _client: TebraClient | None = None
+
+# What loading the WSDL raises when Tebra cannot give it: no connection, an HTTP error, a page that is not a
+# WSDL (a maintenance page), a document zeep cannot bind. The gateway turns each into an upstream failure.
+WSDL_FAILURES: tuple[type[BaseException], ...] = (
+    requests.RequestException,
+    zeep_exc.Error,
+    etree.XMLSyntaxError,
+    OSError,
+    KeyError,
+)
 
 
 def build_client(settings: Settings) -> TebraClient:

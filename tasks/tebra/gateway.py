@@ -8,9 +8,13 @@ Celery: tasks turn the classified errors into retries or terminal statuses.
 
 from __future__ import annotations
 
+import functools
+import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from types import FunctionType
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -26,6 +30,7 @@ from tasks.tebra.errors import (
     TebraError,
     TebraSecurityError,
     TebraThrottled,
+    TebraUpstreamError,
     classify,
     is_throttle_text,
     safe_tebra_text,
@@ -33,14 +38,25 @@ from tasks.tebra.errors import (
 )
 from tasks.tebra.throttle import TebraThrottle
 
+log = logging.getLogger(__name__)
+
 OnCall = Callable[[str, float, str], None]  # (operation, seconds, outcome)
+OnUnknown = Callable[[str, str], None]  # (operation, member): a reply member the schema does not know
+OnRefused = Callable[[TebraSecurityError], None]  # Tebra refused the credentials (the latch attaches here)
 OnWait = Callable[[str, float], None]  # (operation, seconds waited for the throttle)
 BeforeCall = Callable[[str], None]  # raises to refuse the call (an open breaker)
 
 OUTCOME_OK = "ok"
 MAX_DAYS_PER_CALL = 31  # SPEC.md §9: clients keep to ≤31 days; Tebra faults on long ranges
-# Operations whose plain successes are read by tasks/tebra/reply.py instead of zeep: (array, item) element.
-FAST_REPLIES = {"GetAppointments": ("Appointments", "AppointmentData")}
+# Operations whose successes are read by tasks/tebra/reply.py, as WCF would, not by zeep in strict mode:
+# (array member, item element or None for one object, the item's schema type).
+FAST_REPLIES: dict[str, tuple[str, str | None, str]] = {
+    "GetAppointments": ("Appointments", "AppointmentData", "AppointmentData"),
+    "GetProviders": ("Providers", "ProviderData", "ProviderData"),
+    "GetPractices": ("Practices", "PracticeData", "PracticeData"),
+    "GetThrottles": ("ThrottleDetails", "ThrottleDetail", "ThrottleDetail"),
+    "GetPatient": ("Patient", None, "PatientData"),
+}
 
 # Only the AppointmentData columns the mapping reads (explicit toggles; see SPEC.md §2 on placeholders).
 APPOINTMENT_FIELDS = (
@@ -71,6 +87,24 @@ PROVIDER_FIELDS = (
 )
 
 
+@dataclass(frozen=True)
+class RejectedRow:
+    """A row that could not be mapped: its appointment id ('' when it has none) and day (None: unknown)."""
+
+    id: str
+    day: str | None
+
+
+class AppointmentRows(list[dict[str, Any]]):
+    """The appointments of a read, with what it did not return: ``placeholders`` (rows with an empty ID,
+    which are never "no appointments") and ``rejected`` rows."""
+
+    def __init__(self, rows: Any = ()) -> None:
+        super().__init__(rows)
+        self.placeholders = 0
+        self.rejected: list[RejectedRow] = []
+
+
 class TebraGateway:
     """Tebra's operations as typed methods returning plain dicts."""
 
@@ -84,6 +118,8 @@ class TebraGateway:
         on_call: OnCall | None = None,
         on_wait: OnWait | None = None,
         before_call: BeforeCall | None = None,
+        on_unknown: OnUnknown | None = None,
+        on_refused: OnRefused | None = None,
         throttle_retries: int = 2,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
@@ -96,6 +132,9 @@ class TebraGateway:
         self.on_call = on_call
         self.on_wait = on_wait
         self.before_call = before_call
+        self.on_unknown = on_unknown
+        self.on_refused = on_refused
+        self._known: dict[str, frozenset[str]] = {}
         self.throttle_retries = throttle_retries
         self._sleep = sleep
         self._templates: dict[tuple[str, ...], template.Template] = {}
@@ -104,18 +143,45 @@ class TebraGateway:
 
     @property
     def client(self) -> tebra_client.TebraClient:
-        """The zeep client: the one given, else this process's (built on first use)."""
-        return self._client or tebra_client.get_client(self.settings)
+        """The zeep client: the one given, else this process's (built on first use).
+
+        Building it loads the WSDL: when that fails (Tebra unreachable, a maintenance page for a WSDL) the
+        failure is an upstream one like any failed call: classified, reported to ``on_call`` (the breaker
+        counts it, the metrics show it under the operation ``WSDL``) and retried by the task, never an
+        unclassified exception that leaves a day ``running``.
+        """
+        if self._client is not None:
+            return self._client
+        started = time.perf_counter()
+        try:
+            return tebra_client.get_client(self.settings)
+        except tebra_client.WSDL_FAILURES as exc:
+            error = TebraUpstreamError(
+                f"WSDL: Tebra's service description unreachable ({type(exc).__name__})"
+            )
+        self._report("WSDL", time.perf_counter() - started, error.outcome)
+        raise error
 
     @property
     def types(self) -> Any:
         return self.client.types
 
+    def use_credentials(self, user: str, password: str, customer_key: str) -> None:
+        """Call Tebra as this account from now on (an operator fixed the credentials: no restart needed)."""
+        self.settings = replace(
+            self.settings, tebra_user=user, tebra_password=password, tebra_customer_key=customer_key
+        )
+        self._templates.clear()  # they hold the old RequestHeader
+
     def _header(self) -> Any:
         return tebra_client.request_header(self.settings, self.types)
 
     def call(self, operation: str, request: Any) -> Any:
-        """Call ``operation`` paced, checked and classified; Tebra's throttle answers are retried briefly."""
+        """Call ``operation`` paced, checked and classified; Tebra's throttle answers are retried briefly.
+
+        ``request`` is the request, or a function that builds it: built after ``before_call`` admitted the
+        call, so it carries the credentials in force then (an operator's resume may have changed them).
+        """
         attempt = 0
         while True:
             try:
@@ -132,6 +198,8 @@ class TebraGateway:
     def _call_once(self, operation: str, request: Any) -> Any:
         if self.before_call is not None:
             self.before_call(operation)
+        if isinstance(request, FunctionType | functools.partial):
+            request = request()
         if self.throttle is not None:
             waited = self.throttle.acquire(operation)
             if self.on_wait is not None:
@@ -148,6 +216,8 @@ class TebraGateway:
             error = classify(exc, operation, raw_body=body, status_code=status)
         finally:
             elapsed = time.perf_counter() - started
+        if isinstance(error, TebraSecurityError) and self.on_refused is not None:
+            self.on_refused(error)  # first: the latch is set before the call is reported finished
         self._report(operation, elapsed, error.outcome if error else OUTCOME_OK)
         if error is not None:
             # Raised outside the except block: zeep's exception (which may quote the reply) is not chained.
@@ -168,11 +238,36 @@ class TebraGateway:
                 http = getattr(tebra.service, operation)(request=request)
         if shape is not None and http.status_code == 200:
             try:
-                return reply.read(http.content, operation, array=shape[0], item=shape[1])
+                read = reply.read(
+                    http.content, operation, array=shape[0], item=shape[1], known=self._members(shape[2])
+                )
             except reply.UnreadableReply:
                 pass
+            else:
+                self._note_unknown(operation, read.unknown_members)
+                return read
         binding = tebra.service._binding
         return binding.process_reply(tebra.zeep, binding.get(operation), http)
+
+    def _members(self, type_name: str) -> frozenset[str]:
+        """The members the WSDL gives ``type_name`` (any other member of a reply is ignored, and counted)."""
+        known = self._known.get(type_name)
+        if known is None:
+            found = self.client.zeep.get_type(f"{{{tebra_client.SCHEMA_NS}}}{type_name}")
+            known = self._known[type_name] = frozenset(name for name, _ in found.elements)
+        return known
+
+    def _note_unknown(self, operation: str, members: list[str]) -> None:
+        if not members:
+            return
+        # Member names only (schema names, never values): Tebra added a field, or the WSDL is older than it.
+        log.info(
+            "tebra reply has members the schema does not know",
+            extra={"operation": operation, "members": members[:20]},
+        )
+        if self.on_unknown is not None:
+            for member in members:
+                self.on_unknown(operation, member)
 
     def _report(self, operation: str, seconds: float, outcome: str) -> None:
         if self.on_call is not None:
@@ -181,24 +276,35 @@ class TebraGateway:
     # -- operations --------------------------------------------------------------------------------
 
     def appointments_request(
-        self, start_local: datetime, end_local: datetime, *, modified_since: datetime | None = None
+        self,
+        start_local: datetime,
+        end_local: datetime,
+        *,
+        modified_since: datetime | None = None,
+        all_fields: bool = False,
     ) -> Any:
         """The GetAppointmentsReq for one window (at most 31 days), as zeep's object."""
-        return self._appointments_req(self._window(start_local, end_local, modified_since))
+        return self._appointments_req(self._window(start_local, end_local, modified_since), all_fields)
 
     def appointments_envelope(
-        self, start_local: datetime, end_local: datetime, *, modified_since: datetime | None = None
+        self,
+        start_local: datetime,
+        end_local: datetime,
+        *,
+        modified_since: datetime | None = None,
+        all_fields: bool = False,
     ) -> template.Prepared:
         """The same request as :meth:`appointments_request`, filled into zeep's serialisation of it."""
         window = self._window(start_local, end_local, modified_since)
         names = tuple(window)
-        # One template per shape (with or without the last-modified pair); everything else in it comes from
-        # this gateway's settings, which never change.
-        found = self._templates.get(names)
+        # One template per shape (with or without the last-modified pair, toggles or an empty <Fields/>);
+        # the rest comes from this gateway's settings and credentials (use_credentials drops the templates).
+        shape = (*names, "<Fields/>") if all_fields else names
+        found = self._templates.get(shape)
         if found is None:
-            request = self._appointments_req({name: template.mark(name) for name in names})
+            request = self._appointments_req({name: template.mark(name) for name in names}, all_fields)
             found = template.build(self.client, "GetAppointments", request, names)
-            self._templates[names] = found
+            self._templates[shape] = found
         return found.fill(window)
 
     def _window(
@@ -216,49 +322,112 @@ class TebraGateway:
             )
         return window
 
-    def _appointments_req(self, window: dict[str, str]) -> Any:
+    def _appointments_req(self, window: dict[str, str], all_fields: bool = False) -> Any:
         t = self.types
-        fields = t.AppointmentFieldsToReturn(**dict.fromkeys(APPOINTMENT_FIELDS, True))
+        # Explicit toggles keep the reply small; an empty <Fields/> asks for every column, which is what
+        # integrators found brings the rows back when toggles get a placeholder row (docs/tebra.md).
+        toggles = {} if all_fields else dict.fromkeys(APPOINTMENT_FIELDS, True)
+        fields = t.AppointmentFieldsToReturn(**toggles)
         filter_ = t.AppointmentFilter(PracticeName=self.settings.tebra_practice_name, **window)
         return t.GetAppointmentsReq(RequestHeader=self._header(), Fields=fields, Filter=filter_)
 
     def get_appointments(
-        self, start_local: datetime, end_local: datetime, *, modified_since: datetime | None = None
-    ) -> list[dict[str, Any]]:
+        self,
+        start_local: datetime,
+        end_local: datetime,
+        *,
+        modified_since: datetime | None = None,
+        all_fields: bool = False,
+    ) -> AppointmentRows:
         """Appointments starting in ``[start_local, end_local)``; naive datetimes are CLINIC_TZ wall time.
 
-        Windows longer than 31 days are fetched in 31-day calls. Placeholder rows (empty ID) are dropped.
+        Windows longer than 31 days are fetched in 31-day calls. Placeholder rows (empty ID) are not
+        appointments: they are counted in ``placeholders``, never returned. A row that cannot be mapped (a
+        date in no known form) is set aside in ``rejected`` (its id and day, logged without PHI) and the
+        others are returned. ``all_fields`` sends an empty ``<Fields/>`` instead of the column toggles.
         """
         start, end = self._aware(start_local), self._aware(end_local)
         if end <= start:
             raise ValueError("end_local must be after start_local")
-        out: list[dict[str, Any]] = []
+        out = AppointmentRows()
         seen: set[str] = set()
         chunk_start = start
         while chunk_start < end:
             chunk_end = min(end, chunk_start + timedelta(days=MAX_DAYS_PER_CALL))
-            request = self.appointments_envelope(chunk_start, chunk_end, modified_since=modified_since)
-            response = self.call("GetAppointments", request)
-            rows = _items(response.Appointments, "AppointmentData")
-            for appointment in _mapped("GetAppointments", mapping.map_appointments, rows, self.tz):
-                if appointment["id"] in seen or not _starts_within(appointment, chunk_start, chunk_end):
+            build = functools.partial(
+                self.appointments_envelope,
+                chunk_start,
+                chunk_end,
+                modified_since=modified_since,
+                all_fields=all_fields,
+            )
+            response = self.call("GetAppointments", build)
+            for row in _items(response.Appointments, "AppointmentData"):
+                appointment = self._map_row(row, out)
+                if appointment is None or appointment["id"] in seen:
+                    continue
+                if not _starts_within(appointment, chunk_start, chunk_end):
                     continue
                 seen.add(appointment["id"])
                 out.append(appointment)
             chunk_start = chunk_end
         return out
 
+    def _map_row(self, row: Any, out: AppointmentRows) -> dict[str, Any] | None:
+        """One row mapped, or None: a placeholder (counted) or a row set aside (noted, without PHI)."""
+        try:
+            appointment = mapping.map_appointment(row, self.tz)
+        except ValueError as exc:
+            rejected = RejectedRow(mapping.row_id(row) or "", mapping.row_day(row, self.tz))
+            out.rejected.append(rejected)
+            log.warning(
+                "appointment row set aside: a value in no known form",
+                extra={"appointment_id": rejected.id, "error": type(exc).__name__},
+            )
+            return None
+        if appointment is None:
+            out.placeholders += 1
+        return appointment
+
     def get_providers(self) -> list[dict[str, Any]]:
         """The practice's providers (no PHI), placeholder rows dropped."""
         t = self.types
-        request = t.GetProvidersReq(
-            RequestHeader=self._header(),
-            Fields=t.ProviderFieldsToReturn(**dict.fromkeys(PROVIDER_FIELDS, True)),
-            Filter=t.ProviderFilter(PracticeName=self.settings.tebra_practice_name),
+        response = self.call(
+            "GetProviders",
+            lambda: t.GetProvidersReq(
+                RequestHeader=self._header(),
+                Fields=t.ProviderFieldsToReturn(**dict.fromkeys(PROVIDER_FIELDS, True)),
+                Filter=t.ProviderFilter(PracticeName=self.settings.tebra_practice_name),
+            ),
         )
-        response = self.call("GetProviders", request)
         rows = _items(response.Providers, "ProviderData")
         return [p for p in (mapping.map_provider(row) for row in rows) if p is not None]
+
+    def get_practices(self, *, every: bool = False) -> list[dict[str, Any]]:
+        """The practices the account sees under TEBRA_PRACTICE_NAME (Tebra matches the name whole), or every
+        practice it sees (``every``); each as {"id", "name", "active"}."""
+        t = self.types
+        name = None if every else self.settings.tebra_practice_name
+        response = self.call(
+            "GetPractices",
+            lambda: t.GetPracticesReq(
+                RequestHeader=self._header(),
+                Fields=t.PracticeFieldsToReturn(ID=True, PracticeName=True, Active=True),
+                Filter=t.PracticeFilter(PracticeName=name),
+            ),
+        )
+        out = []
+        for row in _items(response.Practices, "PracticeData"):
+            practice_id = mapping.text(row.get("ID"))
+            if practice_id is not None:
+                out.append(
+                    {
+                        "id": practice_id,
+                        "name": mapping.text(row.get("PracticeName")),
+                        "active": row.get("Active"),
+                    }
+                )
+        return out
 
     def get_patient(self, patient_id: str) -> dict[str, Any] | None:
         """One patient's details (name, date of birth …), or None when Tebra returns no patient."""
@@ -268,14 +437,14 @@ class TebraGateway:
             raise ValueError("patient_id must be a Tebra numeric id") from None
         t = self.types
         filter_ = t.SinglePatientFilter(PatientID=numeric_id)
-        request = t.GetPatientReq(RequestHeader=self._header(), Filter=filter_)
-        response = self.call("GetPatient", request)
+        response = self.call(
+            "GetPatient", lambda: t.GetPatientReq(RequestHeader=self._header(), Filter=filter_)
+        )
         return _mapped("GetPatient", mapping.map_patient, _plain(response.Patient), self.tz)
 
     def get_throttles(self) -> dict[str, int]:
         """Tebra's live throttle per operation, in ms (GetThrottles)."""
-        request = self.types.GetThrottlesReq(RequestHeader=self._header())
-        response = self.call("GetThrottles", request)
+        response = self.call("GetThrottles", lambda: self.types.GetThrottlesReq(RequestHeader=self._header()))
         out: dict[str, int] = {}
         for detail in _items(response.ThrottleDetails, "ThrottleDetail"):
             endpoint = mapping.text(detail.get("Endpoint"))

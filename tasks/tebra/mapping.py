@@ -205,6 +205,20 @@ def map_appointment(row: Any, tz: ZoneInfo) -> dict[str, Any] | None:
     }
 
 
+def row_id(row: Any) -> str | None:
+    """A row's appointment id (its ID column), or None."""
+    return text(_get(row, "ID"))
+
+
+def row_day(row: Any, tz: ZoneInfo) -> str | None:
+    """The clinic-local date of a row's start (YYYY-MM-DD), or None when its start cannot be read."""
+    try:
+        start = parse_tebra_datetime(_get(row, "StartDate"), tz)
+    except ValueError:
+        return None
+    return start.date().isoformat() if start else None
+
+
 def map_appointments(rows: Iterable[Any], tz: ZoneInfo) -> list[dict[str, Any]]:
     """Every real row as an appointment dict, placeholder rows dropped, first occurrence of an id kept."""
     seen: set[str] = set()

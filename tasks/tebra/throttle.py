@@ -4,8 +4,9 @@ Tebra limits calls per account and per operation (SPEC.md §7). Each acquire run
 reserves the operation's next slot, ``slot = max(now, last_slot + interval)``, and answers how long the
 caller must sleep until it. ``now`` is the Redis server's TIME, so processes with drifting clocks still
 agree. The interval is Tebra's published one, or the live value from GetThrottles when it has been stored
-in ``keys.throttle_intervals()``, times ``1 + TEBRA_THROTTLE_MARGIN`` (a gap of exactly the limit still
-gets throttled in the wild).
+in ``keys.throttle_intervals()``, times ``1 + TEBRA_THROTTLE_MARGIN``, plus ``TEBRA_THROTTLE_MARGIN_MS``
+(250 ms by default): live clients saw 429s at exactly the published interval, and a proportional margin
+alone is only 80 ms on a 1 s operation.
 """
 
 from __future__ import annotations
@@ -49,13 +50,13 @@ DEFAULT_INTERVAL_MS = 1000  # an operation the guide does not list: pace it like
 LIVE_INTERVALS_TTL_S = 86400  # GetThrottles values are "subject to change": re-read them daily
 
 # KEYS[1] the operation's slot key, KEYS[2] the hash of live intervals.
-# ARGV[1] operation, ARGV[2] published interval (ms), ARGV[3] margin.
+# ARGV[1] operation, ARGV[2] published interval (ms), ARGV[3] margin, ARGV[4] absolute margin (ms).
 # Returns {slot_us, wait_us, interval_us}: the reserved slot and the wait, both on the server's clock.
 _RESERVE_LUA = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local interval_ms = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or ARGV[2])
-local interval = math.floor(interval_ms * (1 + tonumber(ARGV[3])) * 1000)
+local interval = math.floor((interval_ms * (1 + tonumber(ARGV[3])) + tonumber(ARGV[4])) * 1000)
 local last = tonumber(redis.call('GET', KEYS[1]) or '0')
 local slot = math.max(now, last + interval)
 local ttl_ms = math.ceil((slot - now + interval) / 1000) + 1000
@@ -94,11 +95,13 @@ class TebraThrottle:
         redis: Any,
         *,
         margin: float = 0.0,
+        margin_ms: int = 0,
         enabled: bool = True,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._redis = redis
         self._margin = margin
+        self._margin_ms = margin_ms
         self._enabled = enabled
         self._sleep = sleep
         self._reserve = redis.register_script(_RESERVE_LUA)
@@ -107,7 +110,12 @@ class TebraThrottle:
     @classmethod
     def from_settings(cls, redis: Any, settings: Settings) -> TebraThrottle:
         """A throttle with the project's margin and on/off switch."""
-        return cls(redis, margin=settings.tebra_throttle_margin, enabled=settings.tebra_throttle_enabled)
+        return cls(
+            redis,
+            margin=settings.tebra_throttle_margin,
+            margin_ms=settings.tebra_throttle_margin_ms,
+            enabled=settings.tebra_throttle_enabled,
+        )
 
     @property
     def enabled(self) -> bool:
@@ -118,7 +126,7 @@ class TebraThrottle:
         published = PUBLISHED_INTERVALS_MS.get(operation, DEFAULT_INTERVAL_MS)
         slot_us, wait_us, interval_us = self._reserve(
             keys=[keys.throttle(operation), keys.throttle_intervals()],
-            args=[operation, published, repr(float(self._margin))],
+            args=[operation, published, repr(float(self._margin)), int(self._margin_ms)],
         )
         return Reservation(operation, int(slot_us), int(wait_us) / 1e6, int(interval_us) / 1e6)
 
@@ -135,7 +143,8 @@ class TebraThrottle:
         """Record a call at the server's now: after Tebra throttles us, the next caller waits an interval."""
         if not self._enabled:
             return
-        ttl_ms = 2 * PUBLISHED_INTERVALS_MS.get(operation, DEFAULT_INTERVAL_MS) * (1 + self._margin) + 1000
+        published = PUBLISHED_INTERVALS_MS.get(operation, DEFAULT_INTERVAL_MS)
+        ttl_ms = 2 * (published * (1 + self._margin) + self._margin_ms) + 1000
         self._mark(keys=[keys.throttle(operation)], args=[int(ttl_ms)])
 
     def store_intervals(self, intervals: Mapping[str, int]) -> None:

@@ -127,7 +127,9 @@ def moves(client: redis.Redis) -> list[str]:
 
 
 def open_it(callers: list[Caller], sim: Any) -> None:
-    """Three upstream failures, one from each process, inside the window."""
+    """Three upstream failures, one from each process, inside the window (after one good call: the account's
+    credentials are proven, so calls are not held one at a time for the credentials' trial)."""
+    assert callers[0].call()["result"] == "ok"
     sim.set_faults(internal_fault={"count": PROCESSES, "operations": ["GetProviders"]})
     assert [c.call()["result"] for c in callers] == ["upstream"] * PROCESSES
 

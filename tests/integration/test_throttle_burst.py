@@ -6,8 +6,9 @@ every call that breaks one. The worker paces each operation through the shared R
 ``details`` queue: the test shows lookups do not slow the day syncs (the worker takes ``sync`` first).
 
 The days are a week apart, so each is its own GetAppointments. Asserted: zero throttle violations on any
-operation; GetAppointments accepted at ≥ 90 % of its allowed rate (from the simulator's accepted-call
-timestamps), so the 50 ``schedule_synced`` events arrive about a second apart. The burst worker has its broker
+operation; GetAppointments accepted at ≥ 97 % of the pace the throttle keeps (1.33 s a call with the default
+margins: from the simulator's accepted-call timestamps), so the 50 ``schedule_synced`` events arrive that far
+apart. The burst worker has its broker
 in the test's data database (``TEST_REDIS_URL``) so that the session worker, on ``TEST_BROKER_URL``, never
 takes its tasks.
 """
@@ -25,7 +26,7 @@ from typing import Any
 import pytest
 import redis
 
-from config import load_settings
+from config import Settings, load_settings
 from tasks.celery_factory import create_celery
 from tasks.sync_request import request_sync
 from tests.conftest import TEST_REDIS_URL
@@ -35,7 +36,10 @@ from tests.support.simulator import Simulator, start_simulator
 
 SYNCS = 50
 CONCURRENCY = 4
-MIN_RATE_SHARE = 0.90
+# Each GetAppointments is paced at 1 s * (1 + TEBRA_THROTTLE_MARGIN) + TEBRA_THROTTLE_MARGIN_MS: the burst
+# must run at nearly that pace (97 % of it), never faster than Tebra's 1 s.
+PACED_S = 1.0 * (1 + Settings.tebra_throttle_margin) + Settings.tebra_throttle_margin_ms / 1000
+MIN_RATE_SHARE = 0.97 / PACED_S
 
 
 def weeks_back(count: int) -> list[str]:
@@ -124,4 +128,4 @@ def test_fifty_syncs_at_once_never_break_the_throttle_and_keep_its_pace(
     )
     assert min(gaps) >= 1.0
     assert rate_share >= MIN_RATE_SHARE
-    assert 0.9 <= statistics.median(event_gaps) <= 1.3
+    assert 0.83 * PACED_S <= statistics.median(event_gaps) <= 1.2 * PACED_S

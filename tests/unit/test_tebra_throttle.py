@@ -10,6 +10,7 @@ import time
 import pytest
 import redis
 
+from config import load_settings
 from tasks import keys
 from tasks.tebra.throttle import PUBLISHED_INTERVALS_MS, TebraThrottle
 from tests.conftest import SCRATCH_REDIS_URL as REDIS_URL
@@ -118,3 +119,12 @@ def test_four_processes_share_the_pace(r: redis.Redis) -> None:
     assert all(began >= slot - 2_000 for _, slot, began, _ in records)
     # The 32 calls took at least 31 intervals end to end.
     assert elapsed >= 31 * 0.054
+
+
+def test_the_absolute_margin_comes_on_top_of_the_proportional_one(r: redis.Redis) -> None:
+    """Live clients saw 429s at exactly the published interval: a 1 s operation is paced 1.33 s apart."""
+    settings = load_settings({"APP_ENV": "test"})
+    throttle = TebraThrottle.from_settings(r, settings)
+    assert settings.tebra_throttle_margin_ms == 250
+    assert throttle.reserve("GetAppointments").interval_s == pytest.approx(1.0 * 1.08 + 0.25)
+    assert throttle.reserve("GetPatient").interval_s == pytest.approx(0.25 * 1.08 + 0.25)
