@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help install run api worker beat flower sim token check-tebra test test-fast lint fmt bench up down logs clean
+.PHONY: help install run idp api worker beat flower sim token check-tebra test test-fast lint fmt bench up down logs clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -24,6 +24,16 @@ install: $(STAMP) ## create .venv and install the project with its dev tools
 run: $(STAMP) ## start Redis (if none answers), the Tebra simulator, API, worker, beat, Flower and the audit writer until Ctrl-C
 	@mkdir -p var
 	APP_ENV=development $(BIN)/honcho -f Procfile start
+
+# The sign-in tests' OpenID provider, for trying the real sign-in locally (docs/security.md, "Sign-in"):
+# `make idp` here, then `AUTH_MODE=oidc OIDC_ISSUER=http://127.0.0.1:8090 OIDC_CLIENT_ID=relay-board
+# OIDC_AUDIENCE=https://clinic-relay.test/api OIDC_ROLE_CLAIM=https://clinic-relay.test/roles make run`.
+IDP_OPTIONS := {"port": 8090, "board": "http://127.0.0.1:8000", "audience": "https://clinic-relay.test/api", \
+  "other_audience": "", "access_ttl_s": 300, "role_claim": "https://clinic-relay.test/roles", \
+  "client_id": "relay-board", "short_client_id": "relay-board-short-session", \
+  "no_refresh_client_id": "relay-board-no-refresh"}
+idp: ## a local OpenID provider on 127.0.0.1:8090 (needs node and npm; any login: frontdesk-…, clinician-…, ops-…)
+	cd tests/oidc_provider && (test -d node_modules || npm ci --no-audit --no-fund) && node provider.mjs '$(IDP_OPTIONS)'
 
 # The single-process targets take APP_ENV from the environment: none set, they refuse to start and say so.
 api: $(STAMP) ## the API alone (gunicorn gthread on API_HOST:API_PORT)

@@ -18,12 +18,13 @@ A view that reads PHI from Redis sends its record in the same round trip as the 
 :func:`record_on` to the store, which queues the record (outcome ``ok``) on the read's pipeline. Should the
 answer fail after that read, the wrapper appends a second record, same request id, with the failure.
 
-The record names the caller by ``sub``, the resource by the route's path parameters (dates, hpids, task
-ids) and its date query parameters, never by anything from a body; a view adds ids it learns (a task id)
-with :func:`note`. The outcome is ``ok`` or the envelope's error code. If the record cannot be appended
-(Redis down, or the audit writer so far behind that the stream is at ``STREAM_MAXLEN``) the request fails
-with 503: a PHI read nobody can account for does not happen. Each record is tagged with
-``AUDIT_RECORD_KEY`` (tasks/audit.py), so the writer can tell it from one anyone with Redis access added.
+The record names the caller by ``sub`` and the roles their token carries (``role``, ``-`` for none),
+the resource by the route's path parameters (dates, hpids, task ids) and its date query parameters, never
+by anything from a body; a view adds ids it learns (a task id) with :func:`note`. The outcome is ``ok`` or
+the envelope's error code. If the record cannot be appended (Redis down, or the audit writer so far behind
+that the stream is at ``STREAM_MAXLEN``) the request fails with 503: a PHI read nobody can account for does
+not happen. Each record is tagged with ``AUDIT_RECORD_KEY`` (tasks/audit.py), so the writer can tell it
+from one anyone with Redis access added.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from marshmallow import ValidationError
 from redis.client import Pipeline
 from ulid import ULID
 
+from app.auth import roles_of
 from app.errors import ApiError
 from app.services import services
 from tasks import audit, connections, keys
@@ -128,6 +130,7 @@ def _append(client: redis.Redis | Pipeline, action: str, exc: BaseException | No
         client,
         record_key=settings.audit_record_key.encode(),
         sub=str(claims.get("sub", "-")),
+        role=",".join(roles_of(claims)) or "-",
         action=action,
         resource={"method": request.method, **_resource()},
         outcome=_outcome(exc),

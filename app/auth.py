@@ -31,16 +31,19 @@ from joserfc.jwk import KeySet, RSAKey
 from joserfc.jwt import JWTClaimsRegistry
 
 from app import devkey
+from app.discovery import Discovery
 from app.errors import ApiError
 from app.jwks import JwksCache, JwksUnavailable
 from app.socket_auth import EXTENSION_KEY as WS_AUTHENTICATOR_KEY
 from app.socket_auth import TOPIC_EXTENSION_KEY as WS_TOPIC_AUTHORIZER_KEY
 from app.socket_auth import SocketAuthError
 from config import Settings
+from config.settings import SIGN_IN_MODES
 
 log = logging.getLogger(__name__)
 
 EXTENSION_KEY = "auth_verifier"
+DISCOVERY_KEY = "oidc_discovery"  # the issuer's Discovery (oidc, auth0 modes) or None (dev)
 REALM = "clinic-relay"
 ALGORITHMS = ("RS256",)
 LEEWAY_S = 30  # clock skew between Auth0, the browser and this host
@@ -51,6 +54,8 @@ SYNC_SCHEDULE = "sync:schedule"
 WRITE_PATIENTS = "write:patients"
 OPS_BREAKER = "ops:breaker"
 ALL_SCOPES = (READ_SCHEDULE, SYNC_SCHEDULE, WRITE_PATIENTS, OPS_BREAKER)
+SCOPES_KEY = "_scopes"  # derived entries of verified claims (TokenVerifier)
+ROLES_KEY = "_roles"
 
 Claims = dict[str, Any]
 KeyLookup = Callable[[str], KeySet | None]
@@ -66,12 +71,56 @@ class AuthError(Exception):
         self.error = error
 
 
-class TokenVerifier:
-    """Verifies access tokens of one issuer and audience against the keys ``keys_for(kid)`` returns."""
+class Roles:
+    """The provider's roles mapped to our scopes: ``claim`` names the roles, ``table`` says what each may do.
 
-    def __init__(self, *, issuer: str, audience: str, keys_for: KeyLookup, leeway_s: int = LEEWAY_S) -> None:
+    ``claim`` is looked up as a top-level claim first (Auth0's namespaced ``https://…/roles`` has dots in
+    it), then as a dotted path into nested objects (Keycloak's ``realm_access.roles``). Its value is a list
+    of role names or one name. Unknown roles grant nothing.
+    """
+
+    def __init__(self, claim: str = "roles", table: dict[str, tuple[str, ...]] | None = None) -> None:
+        self.claim = claim
+        self.table = dict(table or {})
+        unknown = {scope for scopes in self.table.values() for scope in scopes} - set(ALL_SCOPES)
+        if unknown:
+            raise ValueError(f"OIDC_ROLE_SCOPES names unknown scopes: {', '.join(sorted(unknown))}")
+
+    def of(self, claims: Claims) -> list[str]:
+        """The role names the claims carry (strings only, in their order)."""
+        value: Any = claims.get(self.claim)
+        if value is None and "." in self.claim:
+            value = claims
+            for part in self.claim.split("."):
+                value = value.get(part) if isinstance(value, dict) else None
+        if isinstance(value, str):
+            value = [value]
+        return [item for item in value if isinstance(item, str)] if isinstance(value, list) else []
+
+    def scopes(self, roles: list[str]) -> set[str]:
+        return {scope for role in roles for scope in self.table.get(role, ())}
+
+
+class TokenVerifier:
+    """Verifies access tokens of one issuer and audience against the keys ``keys_for(kid)`` returns.
+
+    The claims it returns carry two derived entries, always set here (never taken from the token):
+    ``_roles`` (the role names) and ``_scopes`` (every scope granted: ``scope``, ``permissions`` and the
+    roles' scopes, united).
+    """
+
+    def __init__(
+        self,
+        *,
+        issuer: str,
+        audience: str,
+        keys_for: KeyLookup,
+        leeway_s: int = LEEWAY_S,
+        roles: Roles | None = None,
+    ) -> None:
         self.issuer = issuer
         self.audience = audience
+        self.roles = roles or Roles()
         self._keys_for = keys_for
         self._verified = VerifiedTokens()
         self._registry = JWTClaimsRegistry(
@@ -113,7 +162,11 @@ class TokenVerifier:
             raise AuthError(_describe(exc)) from None
         if not isinstance(decoded.claims.get("sub"), str):
             raise AuthError("The token has no subject.")
-        return dict(decoded.claims)
+        claims = dict(decoded.claims)
+        roles = self.roles.of(claims)
+        claims[ROLES_KEY] = roles
+        claims[SCOPES_KEY] = sorted(_token_scopes(claims) | self.roles.scopes(roles))
+        return claims
 
 
 class VerifiedTokens:
@@ -161,25 +214,29 @@ def _describe(exc: JoseError) -> str:
     }.get(exc.error, "The token is not valid.")
 
 
-def verifier_from_settings(settings: Settings) -> TokenVerifier:
-    """Auth0 mode: keys from the tenant's JWKS URL. Dev mode: the local key at DEV_KEY_PATH."""
-    if settings.auth_mode == "auth0":
-        domain = settings.auth0_domain.strip().rstrip("/")
-        cache = JwksCache(f"https://{domain}/.well-known/jwks.json")
+def verifier_from_settings(settings: Settings, discovery: Discovery | None = None) -> TokenVerifier:
+    """oidc/auth0 modes: keys from the discovery document's jwks_uri. Dev mode: the key at DEV_KEY_PATH."""
+    roles = Roles(settings.oidc_role_claim, settings.role_scopes)
+    if settings.auth_mode in SIGN_IN_MODES:
+        found = discovery or Discovery(settings.issuer, ttl_s=settings.oidc_discovery_ttl_s)
+        cache = JwksCache(lambda: found.metadata().jwks_uri)
         return TokenVerifier(
-            issuer=f"https://{domain}/", audience=settings.auth0_audience, keys_for=cache.keys_for
+            issuer=settings.issuer, audience=settings.audience, keys_for=cache.keys_for, roles=roles
         )
     if settings.auth_mode == "dev":
-        return dev_verifier(devkey.load_or_create(settings.dev_key_path), settings.auth0_audience)
-    raise ValueError(f"AUTH_MODE must be dev or auth0, not {settings.auth_mode!r}")
+        return dev_verifier(devkey.load_or_create(settings.dev_key_path), settings.audience, roles)
+    raise ValueError(f"AUTH_MODE must be dev, oidc or auth0, not {settings.auth_mode!r}")
 
 
-def dev_verifier(key: RSAKey, audience: str) -> TokenVerifier:
+def dev_verifier(key: RSAKey, audience: str, roles: Roles | None = None) -> TokenVerifier:
     """A verifier that trusts only the development key (no HTTP: the API is its own JWKS)."""
     keys = KeySet.import_key_set(devkey.public_jwks(key))  # type: ignore[arg-type]
     kid = key.kid
     return TokenVerifier(
-        issuer=devkey.DEV_ISSUER, audience=audience, keys_for=lambda asked: keys if asked == kid else None
+        issuer=devkey.DEV_ISSUER,
+        audience=audience,
+        keys_for=lambda asked: keys if asked == kid else None,
+        roles=roles,
     )
 
 
@@ -195,7 +252,21 @@ def bearer_token(header: str | None) -> str | None:
 
 
 def scopes_of(claims: Claims) -> frozenset[str]:
-    """The scopes granted: the ``scope`` string and Auth0's ``permissions`` list, united."""
+    """The scopes granted: what the verifier derived (token scopes and roles), else the token's own."""
+    derived = claims.get(SCOPES_KEY)
+    if isinstance(derived, list):
+        return frozenset(derived)
+    return frozenset(_token_scopes(claims))
+
+
+def roles_of(claims: Claims) -> list[str]:
+    """The role names the verifier found in the token (empty for a token without roles)."""
+    found = claims.get(ROLES_KEY)
+    return list(found) if isinstance(found, list) else []
+
+
+def _token_scopes(claims: Claims) -> set[str]:
+    """The token's own scopes: the ``scope`` string and Auth0's ``permissions`` list, united."""
     granted: set[str] = set()
     scope = claims.get("scope")
     if isinstance(scope, str):
@@ -203,7 +274,7 @@ def scopes_of(claims: Claims) -> frozenset[str]:
     permissions = claims.get("permissions")
     if isinstance(permissions, list):
         granted.update(item for item in permissions if isinstance(item, str))
-    return frozenset(granted)
+    return granted
 
 
 def verifier(app: Flask | None = None) -> TokenVerifier:
@@ -335,7 +406,11 @@ def seconds_left(claims: Claims, now: float | None = None) -> float:
 
 def init_app(app: Flask, settings: Settings, token_verifier: TokenVerifier | None = None) -> None:
     """Install the verifier (from settings unless given), the /api guard, the /ws hook and the dev JWKS."""
-    chosen = token_verifier or verifier_from_settings(settings)
+    discovery = None
+    if settings.auth_mode in SIGN_IN_MODES:  # one document for the verifier's keys and the board's sign-in
+        discovery = Discovery(settings.issuer, ttl_s=settings.oidc_discovery_ttl_s)
+    app.extensions[DISCOVERY_KEY] = discovery
+    chosen = token_verifier or verifier_from_settings(settings, discovery)
     app.extensions[EXTENSION_KEY] = chosen
     app.extensions[WS_AUTHENTICATOR_KEY] = socket_authenticator(chosen)
     app.extensions[WS_TOPIC_AUTHORIZER_KEY] = may_subscribe  # the relay asks it for each subscribed topic

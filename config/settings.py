@@ -38,8 +38,22 @@ LOOPBACK_NAMES = ("localhost", "ip6-localhost")
 SIMULATOR_HOSTS = ("tebra-sim",)  # compose's name of the simulator service
 
 
+SIGN_IN_MODES = ("oidc", "auth0")  # AUTH_MODE values that sign people in with an identity provider
+
+
 class SettingsError(ValueError):
     """A setting has a value the system cannot run with."""
+
+
+def parse_role_scopes(table: str) -> dict[str, tuple[str, ...]]:
+    """``"front-desk=read:schedule sync:schedule;ops=ops:breaker"`` -> {role: scopes}, or SettingsError."""
+    roles: dict[str, tuple[str, ...]] = {}
+    for entry in filter(None, (part.strip() for part in table.split(";"))):
+        role, sep, scopes = entry.partition("=")
+        if not sep or not role.strip() or not scopes.split():
+            raise SettingsError(f"OIDC_ROLE_SCOPES: expected role=scope scope…, got {entry!r}")
+        roles[role.strip()] = tuple(scopes.split())
+    return roles
 
 
 @dataclass(frozen=True)
@@ -168,9 +182,28 @@ class Settings:
     # The signed checkpoint of the log's head, outside Redis and best on other storage; empty: the log's
     # path + ".anchor". An emptied, shortened or replaced log no longer matches it (docs/security.md).
     audit_anchor_path: str = ""
-    auth_mode: str = "dev"  # dev: local signing key; auth0: Auth0 JWKS
+    # Sign-in (docs/security.md, "Sign-in with the clinic's identity provider"). AUTH_MODE: dev (a local
+    # signing key, `make token`), oidc (any OpenID provider: OIDC_ISSUER's discovery document names the
+    # rest), auth0 (oidc with the issuer https://AUTH0_DOMAIN/).
+    auth_mode: str = "dev"
     auth0_domain: str = ""
     auth0_audience: str = "https://clinic-relay.local/api"
+    oidc_issuer: str = ""  # exactly as the provider writes `issuer` (Auth0: with the trailing slash)
+    oidc_audience: str = ""  # the API's identifier in access tokens; empty: AUTH0_AUDIENCE
+    oidc_client_id: str = ""  # the board's public client (Authorization Code + PKCE, no secret)
+    oidc_scopes: str = "openid profile email offline_access"  # offline_access: refresh-token renewal
+    # The request parameters that name OIDC_AUDIENCE at sign-in: Auth0 reads `audience`, RFC 8707 providers
+    # `resource`; each ignores the other. Empty for providers that take the API in OIDC_SCOPES (Entra ID).
+    oidc_audience_params: str = "audience resource"
+    oidc_discovery_ttl_s: float = 3600.0  # the discovery document is refreshed in the background after this
+    # Roles: the access-token claim naming the user's roles (a list or one string; "a.b" also looks inside
+    # nested objects, Keycloak's realm_access.roles) and what each role may do: "role=scope scope;…".
+    oidc_role_claim: str = "roles"
+    oidc_role_scopes: str = (
+        "front-desk=read:schedule sync:schedule write:patients;"
+        "clinician=read:schedule write:patients;"
+        "ops=read:schedule ops:breaker"
+    )
     dev_key_path: str = "var/dev-signing-key.pem"
     rate_limit_capacity: int = 60
     rate_limit_refill_per_s: float = 10.0
@@ -199,6 +232,44 @@ class Settings:
     @property
     def is_production(self) -> bool:
         return self.app_env == "production"
+
+    # Sign-in, derived.
+
+    @property
+    def issuer(self) -> str:
+        """The identity provider's issuer (oidc, auth0 modes); empty in dev mode."""
+        if self.auth_mode == "auth0" and not self.oidc_issuer:
+            domain = self.auth0_domain.strip().removeprefix("https://").rstrip("/")
+            return f"https://{domain}/" if domain else ""
+        return self.oidc_issuer.strip() if self.auth_mode in SIGN_IN_MODES else ""
+
+    @property
+    def audience(self) -> str:
+        """The API's audience: OIDC_AUDIENCE, or AUTH0_AUDIENCE when that is empty."""
+        return self.oidc_audience.strip() or self.auth0_audience
+
+    @property
+    def role_scopes(self) -> dict[str, tuple[str, ...]]:
+        """OIDC_ROLE_SCOPES as role -> scopes (validated by :meth:`validate`)."""
+        return parse_role_scopes(self.oidc_role_scopes)
+
+    def sign_in_problems(self) -> list[str]:
+        """What is wrong with the sign-in settings, each naming its setting (empty: nothing)."""
+        if self.auth_mode not in {"dev", *SIGN_IN_MODES}:
+            return [f"AUTH_MODE: must be dev, oidc or auth0, not {self.auth_mode!r}"]
+        self.role_scopes  # noqa: B018 - parses, raising SettingsError on a malformed table
+        if self.auth_mode == "dev":
+            return []
+        issuer = self.issuer
+        if not issuer:
+            return ["OIDC_ISSUER: AUTH_MODE=oidc needs it (auth0: AUTH0_DOMAIN)"]
+        problems = []
+        loopback = issuer.startswith(("http://127.0.0.1", "http://localhost"))
+        if not issuer.startswith("https://") and (self.is_production or not loopback):
+            problems.append("OIDC_ISSUER: must be https:// (plain http on loopback only, not in production)")
+        if self.is_production and not self.oidc_client_id:
+            problems.append("OIDC_CLIENT_ID: production needs it (the board's sign-in client)")
+        return problems
 
     def bind_addresses(self) -> dict[str, str]:
         """Every address a process of the system listens on, by setting name."""
@@ -242,6 +313,9 @@ class Settings:
             raise SettingsError("TEBRA_THROTTLE_MARGIN_MS must be 0 or more")
         if not 0 <= self.phi_open_memory_s <= 3600:
             raise SettingsError("PHI_OPEN_MEMORY_S must be between 0 (off) and 3600")
+        sign_in = self.sign_in_problems()
+        if sign_in and not self.is_production:  # production lists them with all its other refusals
+            raise SettingsError(sign_in[0])
         if self.app_env == "development":
             exposed = [name for name, host in self.bind_addresses().items() if not is_loopback(host)]
             if exposed:
@@ -400,14 +474,16 @@ def production_problems(settings: Settings) -> list[str]:
     secrets it uses, docs/operations.md): it is not refused here, and whatever would use it fails there. An
     unset secret is the published development value, and that is refused.
     """
-    problems = _key_problems(settings) + _url_problems(settings)
+    problems = _key_problems(settings) + _url_problems(settings) + settings.sign_in_problems()
     defaults = Settings()
     refused = {
-        "AUTH_MODE": (settings.auth_mode != "auth0", "must be auth0 (dev trusts a key on local disk)"),
-        "AUTH0_DOMAIN": (not settings.auth0_domain, "is empty"),
-        "AUTH0_AUDIENCE": (
-            settings.auth0_audience in ("", defaults.auth0_audience),
-            "is empty or the development audience",
+        "AUTH_MODE": (
+            settings.auth_mode not in SIGN_IN_MODES,
+            "must be oidc or auth0 (dev trusts a key on local disk)",
+        ),
+        "OIDC_AUDIENCE": (
+            settings.audience in ("", defaults.auth0_audience),
+            "is empty or the development audience (AUTH0_AUDIENCE when OIDC_AUDIENCE is empty)",
         ),
         "TRUSTED_HOSTS": (not settings.trusted_hosts.strip(), "is empty: list the host names clients use"),
         "LOG_LEVEL": (settings.log_level.upper() == "DEBUG", "DEBUG logs request details; use INFO"),

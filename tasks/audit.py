@@ -30,7 +30,7 @@ from redis.client import Pipeline
 from tasks import keys
 from tasks.events import utc_now_iso
 
-FIELDS = ("ts", "sub", "action", "resource", "outcome", "request_id")
+FIELDS = ("ts", "sub", "role", "action", "resource", "outcome", "request_id")
 MAX_VALUE_CHARS = 256  # a record field is an id or a date; anything longer is cut, never logged whole
 SEQ_KEY = "audit:seq"
 BACKLOG_ERROR = "AUDIT_BACKLOG"
@@ -69,12 +69,15 @@ def make_record(
     resource: Mapping[str, Any],
     outcome: str,
     request_id: str,
+    role: str = "-",
     ts: str | None = None,
 ) -> dict[str, str]:
-    """One record as stream fields (strings; ``resource`` as compact JSON)."""
+    """One record as stream fields (strings; ``resource`` as compact JSON; ``role``: the caller's roles,
+    comma-separated, ``-`` when the token names none)."""
     return {
         "ts": ts or utc_now_iso(),
         "sub": sub[:MAX_VALUE_CHARS],
+        "role": role[:MAX_VALUE_CHARS],
         "action": action[:MAX_VALUE_CHARS],
         "resource": json.dumps(dict(resource), separators=(",", ":"), sort_keys=True),
         "outcome": outcome[:MAX_VALUE_CHARS],
@@ -92,11 +95,14 @@ def append(
     outcome: str,
     request_id: str,
     maxlen: int,
+    role: str = "-",
 ) -> Any:
     """Append one record, tagged and numbered: its stream id, or, given a pipeline, the pipeline (sent with
     it). Past ``maxlen`` unwritten records: AuditBacklog (on a pipeline, a ResponseError at execute that
     :func:`is_backlog` recognises)."""
-    fields = make_record(sub=sub, action=action, resource=resource, outcome=outcome, request_id=request_id)
+    fields = make_record(
+        sub=sub, action=action, resource=resource, outcome=outcome, request_id=request_id, role=role
+    )
     fields["tag"] = record_tag(record_key, fields)
     args: list[Any] = [maxlen]
     for name, value in fields.items():

@@ -1,17 +1,27 @@
 // The live patient-flow board: REST for the day's state, /ws for every change after it (docs/board.md).
 // Plain JavaScript, no build step, no framework; no inline code or styles anywhere (the page's CSP).
+// Sign-in (AUTH_MODE=oidc) is signin.js; in development the page fetches its own token from /dev/token.
 "use strict";
 
 (function () {
   const API = "/api/v1";
+  const SignIn = window.RelaySignIn;
+  const FRESH_TOKEN_MS = 30000; // a token this young refused by the API: signing in again will not help
+  const RENEW_FLOOR_MS = 5000;
+  const RETRY_RENEW_MS = 5000; // a renewal the provider did not answer is tried again this much later
   const RECONNECT_MIN_MS = 500;
   const RECONNECT_MAX_MS = 10000;
   const ENDED = new Set(["cancelled", "no-show", "rescheduled"]);
   const STAMP_ON_ENTRY = { arrived: "checkin_time", "with-doctor": "with_doctor_time", completed: "completed_time" };
 
   const state = {
-    config: null, // /board/config: clinic_tz, today, states, next, dev_token
-    token: null,
+    config: null, // /board/config: clinic_tz, today, states, next, dev_token, auth
+    token: null, // the access token (memory only)
+    session: null, // oidc: {accessToken, refreshToken, idToken, expiresAt, lifetimeMs, obtainedAt}
+    scopes: new Set(), // what the token allows: controls it does not allow are hidden
+    renewing: null, // the renewal in flight (one at a time)
+    renewTimer: null,
+    renewals: 0,
     date: null,
     rows: new Map(), // hpid -> board entry
     lastEventId: null, // the newest stream id the socket delivered: a reconnect asks for what came after it
@@ -28,6 +38,7 @@
   // -- small helpers ------------------------------------------------------------------------------------
 
   function notice(text, isError) {
+    if (text && !$("gate").hidden) return; // a sign-in page is showing: it says what matters
     const el = $("notice");
     el.textContent = text || "";
     el.hidden = !text;
@@ -77,6 +88,7 @@
     if (!state.config.dev_token) return; // no development token here: calls go without one
     const response = await fetch("/dev/token", { cache: "no-store" });
     if (response.ok) state.token = (await response.json()).token;
+    state.scopes = state.token ? SignIn.scopesOf(state.config.auth, state.token) : new Set();
   }
 
   async function api(method, path, body, headers) {
@@ -88,19 +100,181 @@
         init.body = JSON.stringify(body);
       }
       const response = await fetch(API + path, init);
-      if (response.status === 401 && attempt === 0 && state.config.dev_token) {
-        await fetchToken(); // expired: one fresh token, one retry
-        continue;
-      }
       let payload = null;
       try {
         payload = await response.json();
       } catch (err) {
         payload = null;
       }
+      if (response.status === 401 && attempt === 0 && state.config.dev_token) {
+        await fetchToken(); // expired: one fresh token, one retry
+        continue;
+      }
+      if (response.status === 401 && attempt === 0 && signingIn()) {
+        if (await recoverFrom401(payload)) continue; // renewed: one retry
+        return { status: 401, ok: false, payload, handled: true };
+      }
       return { status: response.status, ok: response.ok, payload };
     }
     return { status: 401, ok: false, payload: null };
+  }
+
+  // -- sign-in (AUTH_MODE=oidc) -----------------------------------------------------------------------------
+
+  function signingIn() {
+    return Boolean(state.config && state.config.auth && state.config.auth.mode === "oidc");
+  }
+
+  // A 401: renew and retry; a token just issued that the API refuses ends on a page (no loop); without a
+  // way to renew, sign in again and come back to this day. True: renewed, retry the call.
+  async function recoverFrom401(payload) {
+    const session = state.session;
+    const message = payload && payload.error ? payload.error.message : "The API refused the token.";
+    if (session && Date.now() - session.obtainedAt < FRESH_TOKEN_MS) {
+      gate("error", "rejected", "The API does not accept this sign-in",
+        `${message} Ask whoever runs Clinic Relay to check OIDC_ISSUER and OIDC_AUDIENCE.`, "Sign in again");
+      return false;
+    }
+    return renew();
+  }
+
+  function adopt(session) {
+    state.session = session;
+    state.token = session.accessToken;
+    state.scopes = SignIn.scopesOf(state.config.auth, session.accessToken);
+    const socket = state.socket;
+    if (socket && socket.readyState === WebSocket.OPEN) {
+      // The open socket takes the new token; it stays open and keeps its subscriptions.
+      socket.send(JSON.stringify({ type: "auth", token: session.accessToken }));
+    }
+    window.clearTimeout(state.renewTimer);
+    // Renew when two thirds of the token's life have passed, or a minute before it expires if sooner.
+    const lead = Math.min(60000, session.lifetimeMs / 3);
+    const delay = Math.max(RENEW_FLOOR_MS, session.expiresAt - lead - Date.now());
+    state.renewTimer = window.setTimeout(renew, delay);
+  }
+
+  // One renewal at a time; true when a fresh token is in place. Without a refresh token the page signs in
+  // again through the provider (prompt=none: no form while the provider's session lasts).
+  function renew() {
+    if (state.renewing) return state.renewing;
+    state.renewing = (async () => {
+      try {
+        if (!state.session || !state.session.refreshToken) {
+          await SignIn.begin(state.config.auth, state.date, "none");
+          return false;
+        }
+        adopt(await SignIn.refresh(state.config.auth, state.session));
+        state.renewals += 1;
+        document.body.dataset.renewals = String(state.renewals);
+        return true;
+      } catch (err) {
+        if (err.kind === "provider" && state.session && state.session.expiresAt - Date.now() > RETRY_RENEW_MS) {
+          // The provider did not answer, and the token still has time: try again shortly, keep working.
+          window.clearTimeout(state.renewTimer);
+          state.renewTimer = window.setTimeout(renew, RETRY_RENEW_MS);
+          return false;
+        }
+        failSignIn(err);
+        return false;
+      } finally {
+        state.renewing = null;
+      }
+    })();
+    return state.renewing;
+  }
+
+  function failSignIn(err) {
+    forget();
+    const kind = err && err.kind ? err.kind : "provider";
+    const titles = {
+      denied: "Sign-in was cancelled",
+      state: "This sign-in link cannot be used",
+      code: "The sign-in did not go through",
+      token: "The sign-in answer was not accepted",
+      session: "Your session has ended",
+      loop: "Signing in keeps failing",
+      config: "Sign-in is unavailable",
+      provider: "The identity provider did not sign you in",
+    };
+    gate("error", kind, titles[kind] || titles.provider, String(err && err.message ? err.message : err), "Sign in again");
+  }
+
+  function forget() {
+    window.clearTimeout(state.renewTimer);
+    state.session = null;
+    state.token = null;
+    state.scopes = new Set();
+    if (state.socket) {
+      const socket = state.socket;
+      state.socket = null; // no reconnect
+      socket.close(1000, "signed out");
+    }
+  }
+
+  // A page instead of the board: signed out, or an error. Its one button starts a sign-in back to this day.
+  function gate(authState, kind, title, message, action) {
+    document.body.dataset.auth = authState;
+    if (kind) document.body.dataset.authError = kind;
+    $("gate-title").textContent = title;
+    $("gate-message").textContent = message;
+    const button = $("gate-action");
+    button.textContent = action;
+    button.hidden = !action || !signingIn();
+    $("gate").hidden = false;
+    $("board").hidden = true;
+    $("who").hidden = true;
+    $("sync-now").hidden = true;
+    notice("");
+    button.focus();
+  }
+
+  function startSignIn() {
+    SignIn.begin(state.config.auth, state.date).catch(failSignIn);
+  }
+
+  function signOut() {
+    const session = state.session;
+    forget();
+    document.body.dataset.auth = "signing-out";
+    SignIn.signOut(state.config.auth, session);
+  }
+
+  function showWho() {
+    if (!signingIn() || !state.session) return;
+    const roles = SignIn.rolesOf(state.config.auth, state.session.accessToken);
+    $("who-name").textContent = SignIn.userOf(state.session);
+    $("who-role").textContent = roles.length ? roles.join(", ") : "no role";
+    $("who").hidden = false;
+  }
+
+  function may(scope) {
+    return state.scopes.has(scope);
+  }
+
+  function showControls() {
+    $("sync-now").hidden = !may("sync:schedule");
+    $("breaker-fact").hidden = !may("ops:breaker");
+  }
+
+  // Signs in (or finishes a sign-in) and says which day to show; null when the page navigates away or
+  // shows a sign-in page instead of the board.
+  async function signIn(asked) {
+    const auth = state.config.auth;
+    const query = new URLSearchParams(window.location.search);
+    if (query.has("signed_out")) {
+      window.history.replaceState(null, "", "/");
+      gate("signed-out", "", "You have signed out", "Nobody is signed in to the board in this tab.", "Sign in");
+      return null;
+    }
+    if (!SignIn.isCallback()) {
+      await SignIn.begin(auth, asked);
+      return null;
+    }
+    const { session, date } = await SignIn.complete(auth);
+    adopt(session);
+    document.body.dataset.auth = "signed-in";
+    return date;
   }
 
   async function loadBoard() {
@@ -185,10 +359,13 @@
   // -- events -----------------------------------------------------------------------------------------------
 
   function topics(date) {
-    return [`schedule:${date}`, `patients:${date}`, "ops"];
+    const names = [`schedule:${date}`, `patients:${date}`];
+    if (may("ops:breaker")) names.push("ops"); // a socket may subscribe only to what its scopes read
+    return names;
   }
 
   function connect() {
+    document.body.dataset.socketOpens = String(Number(document.body.dataset.socketOpens || 0) + 1);
     const scheme = window.location.protocol === "https:" ? "wss" : "ws";
     const socket = new WebSocket(`${scheme}://${window.location.host}/ws`);
     state.socket = socket;
@@ -225,6 +402,10 @@
     }
     if (event.type === "error") {
       notice(`Live updates: ${event.error.message}`, true);
+      return;
+    }
+    if (event.type === "authenticated") {
+      document.body.dataset.socketAuths = String(Number(document.body.dataset.socketAuths || 0) + 1);
       return;
     }
     if (!event.id || !event.data) return; // authenticated, unsubscribed, pong
@@ -313,7 +494,8 @@
     showLive("offline");
     const retry = async () => {
       if (closed.code === 4401 && state.config.dev_token) await fetchToken();
-      connect();
+      if (closed.code === 4401 && signingIn() && !(await renew())) return; // renew() showed what is next
+      if (socket === state.socket) connect();
     };
     window.setTimeout(retry, state.reconnectMs);
     state.reconnectMs = Math.min(RECONNECT_MAX_MS, state.reconnectMs * 2);
@@ -344,7 +526,28 @@
 
   // -- rendering --------------------------------------------------------------------------------------------
 
+  // Which control had the keyboard focus (card and control), so a re-render puts it back: events arrive all
+  // day, and a front desk working by keyboard must not lose their place to one.
+  function focusedControl() {
+    const active = document.activeElement;
+    const node = active && active.closest ? active.closest(".card") : null;
+    if (!node) return null;
+    const cls = active.classList.contains("room-input") ? "room-input" : "next";
+    return { hpid: node.dataset.hpid, cls, value: active.value }; // what was chosen or typed, not yet sent
+  }
+
+  function restoreFocus(focused) {
+    if (!focused) return;
+    const node = document.querySelector(`.card[data-hpid="${CSS.escape(focused.hpid)}"] .${focused.cls}`);
+    if (!node || node.disabled || node.closest("[hidden]")) return;
+    if (node.tagName !== "SELECT" || Array.from(node.options).some((o) => o.value === focused.value)) {
+      node.value = focused.value;
+    }
+    node.focus();
+  }
+
   function render() {
+    const focused = focusedControl();
     const board = $("board");
     const columns = state.config.states.map((status) => column(status));
     const rows = [...state.rows.values()].sort(
@@ -358,7 +561,12 @@
     columns.forEach((col) => {
       col.querySelector(".count").textContent = String(col.querySelectorAll(".card").length);
     });
-    board.replaceChildren(...columns);
+    // The ended states (no controls, few cards) share one column, one above the other.
+    const ended = document.createElement("div");
+    ended.className = "ended-stack";
+    ended.append(...columns.filter((col) => ENDED.has(col.dataset.column)));
+    board.replaceChildren(...columns.filter((col) => !ENDED.has(col.dataset.column)), ended);
+    restoreFocus(focused);
     $("patient-count").textContent = String(state.rows.size);
     board.dataset.date = state.date;
     board.dataset.count = String(state.rows.size);
@@ -370,7 +578,8 @@
     section.dataset.column = status;
     const title = document.createElement("h2");
     const name = document.createElement("span");
-    name.textContent = status.replace(/-/g, " ");
+    // A soft hyphen lets the longest title break ("re-scheduled") where a narrow column needs it.
+    name.textContent = status.replace(/-/g, " ").replace(/^rescheduled$/, "re\u00adscheduled");
     const count = document.createElement("span");
     count.className = "count";
     title.append(name, count);
@@ -394,16 +603,51 @@
     node.querySelector(".meta").textContent = metaText(row);
     const roomInput = node.querySelector(".room-input");
     roomInput.value = row.room || "";
+    roomInput.setAttribute("aria-label", `Room of ${row.name || "this patient"}`);
     const select = node.querySelector(".next");
+    select.setAttribute("aria-label", `Move ${row.name || "this patient"} to`);
     const next = row.allowed_next || state.config.next[row.status] || [];
     select.add(new Option("Move to…", "", true, true));
-    next.forEach((status) => select.add(new Option(status, status)));
+    next.forEach((status) => select.add(new Option(status.replace(/-/g, " "), status)));
     select.disabled = next.length === 0;
-    node.querySelector(".move").hidden = next.length === 0; // a visit that has ended has nothing to move
+    // A visit that has ended has nothing to move; without write:patients there is no menu at all.
+    node.querySelector(".move").hidden = next.length === 0 || !may("write:patients");
+    // Keyboard: arrow keys on a closed menu change its value (and fire "change") as they browse, so a move
+    // made by keyboard waits for Enter; a pointer choice moves at once.
+    let keyed = false;
+    select.addEventListener("keydown", (event) => {
+      if (event.key === "Enter" && select.value) {
+        event.preventDefault();
+        move(row.hpid, select.value, roomInput.value.trim());
+      } else if (event.key === "Escape") {
+        select.value = "";
+      } else if (event.key !== "Tab") {
+        keyed = true;
+      }
+    });
+    select.addEventListener("pointerdown", () => { keyed = false; });
     select.addEventListener("change", () => {
-      if (select.value) move(row.hpid, select.value, roomInput.value.trim());
+      if (select.value && !keyed) move(row.hpid, select.value, roomInput.value.trim());
+    });
+    // Enter in the room field saves the room alone (same status: a room change).
+    roomInput.addEventListener("keydown", (event) => {
+      if (event.key !== "Enter") return;
+      event.preventDefault();
+      const room = roomInput.value.trim();
+      if (room !== (row.room || "")) move(row.hpid, row.status, room);
     });
     return node;
+  }
+
+  // [ and ] step the day back and forward (not while typing in a field).
+  function onShortcut(event) {
+    if (event.altKey || event.ctrlKey || event.metaKey || !["[", "]"].includes(event.key)) return;
+    if (event.target.closest && event.target.closest("input, select, textarea")) return;
+    const day = new Date(`${state.date}T12:00:00Z`);
+    day.setUTCDate(day.getUTCDate() + (event.key === "]" ? 1 : -1));
+    const iso = day.toISOString().slice(0, 10);
+    $("day").value = iso;
+    changeDay(iso);
   }
 
   function conflictText(conflict) {
@@ -432,20 +676,51 @@
 
   // -- start --------------------------------------------------------------------------------------------------
 
+  function isDay(value) {
+    return /^\d{4}-\d{2}-\d{2}$/.test(value || "");
+  }
+
   async function start() {
     const response = await fetch("/board/config", { cache: "no-store" });
-    state.config = await response.json();
+    const config = await response.json();
+    state.config = { ...config, auth: config.auth || { mode: "dev" } };
+    $("gate-action").addEventListener("click", startSignIn);
+    $("sign-out").addEventListener("click", signOut);
+    if (!response.ok) {
+      const message = config.error ? config.error.message : `HTTP ${response.status}`;
+      gate("error", "config", "Sign-in is unavailable", message, "");
+      return;
+    }
     const asked = new URLSearchParams(window.location.search).get("date");
-    state.date = /^\d{4}-\d{2}-\d{2}$/.test(asked || "") ? asked : state.config.today;
+    state.date = isDay(asked) ? asked : state.config.today;
+    if (signingIn()) {
+      let day;
+      try {
+        day = await signIn(isDay(asked) ? asked : null);
+      } catch (err) {
+        failSignIn(err);
+        return;
+      }
+      if (day === null) return;
+      state.date = isDay(day) ? day : state.config.today;
+      window.history.replaceState(null, "", `/?date=${state.date}`);
+      showWho();
+    } else {
+      document.body.dataset.auth = "dev";
+      await fetchToken();
+      if (!state.token && state.config.dev_token) notice("No development token: calls go unauthenticated.", true);
+    }
+    showControls();
     const picker = $("day");
     picker.value = state.date;
     picker.addEventListener("change", () => changeDay(picker.value));
     $("sync-now").addEventListener("click", syncNow);
-    await fetchToken();
-    if (!state.token && state.config.dev_token) notice("No development token: calls go unauthenticated.", true);
+    document.addEventListener("keydown", onShortcut);
     render();
-    await Promise.all([loadBoard(), loadSyncStatus(), loadBreaker()]);
+    await Promise.all([loadBoard(), loadSyncStatus(), may("ops:breaker") ? loadBreaker() : null]);
+    if (!state.token && signingIn()) return; // a 401 on the first reads ended on a page
     connect(); // subscribes with since = the board's last_event_id: every change after the read follows
+    SignIn.boardLoaded();
     document.body.dataset.ready = "true";
     window.setInterval(refreshWaits, 60000); // wait times move on even when nothing else does
   }

@@ -2,16 +2,17 @@
 
 The API under gunicorn, a prefork worker and the Tebra simulator over HTTP (tests/conftest.py). One browser
 context clicks "Sync now" and waits for the day's patients; a second context moves a patient, and the first
-must show it within a second, over /ws. The test writes docs/board.png (the board after the sync).
-Chromium comes from the system (``apt-get install chromium``, as .ci/run does): no browser download.
+must show it within a second, over /ws. The test writes docs/board.png (the board after the sync, at 1400 px:
+a common laptop width, where every menu must read in full and every column title stay clear of its count).
+Another test works the board by keyboard only. Chromium comes from the system (``apt-get install
+chromium``, as .ci/run does): no browser download.
 """
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Iterator
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -19,29 +20,39 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from tasks import flow
+from tests.support.browser import clinic_weekday
 
 pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("worker")]
 
-CHROMIUM = shutil.which("chromium")
 SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "board.png"
-LAUNCH_FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 ARRIVAL_BUDGET_MS = 1000
 PLACEHOLDER = "\u2013"  # what the page shows before a fact is known (an en dash)
+LAPTOP = 1400  # px: the width the board must be comfortable at
 
-
-def clinic_weekday() -> str:
-    """A weekday (the simulated clinic is closed at weekends) a few weeks out, clear of other suites' days."""
-    day = datetime.now(ZoneInfo("America/Chicago")).date() + timedelta(days=40)
-    while day.weekday() >= 5:
-        day += timedelta(days=1)
-    return day.isoformat()
+# What on the page does not fit: a menu narrower than its "Move to…" label, a column title touching its
+# count, a board wider than the window. Measured by the browser's own layout and text metrics.
+LAYOUT_PROBLEMS_JS = """() => {
+  const problems = [];
+  const ctx = document.createElement("canvas").getContext("2d");
+  document.querySelectorAll(".move:not([hidden]) select.next").forEach((select) => {
+    const style = getComputedStyle(select);
+    ctx.font = `${style.fontWeight} ${style.fontSize} ${style.fontFamily}`;
+    const needed = ctx.measureText("Move to…").width + 28;  // the label, the arrow and the padding
+    if (select.clientWidth < needed) problems.push(`menu ${select.clientWidth}px < ${needed}px`);
+  });
+  document.querySelectorAll(".column h2").forEach((title) => {
+    const [name, count] = title.children;
+    const text = document.createRange();
+    text.selectNodeContents(name);
+    const right = Math.max(...Array.from(text.getClientRects(), (r) => r.right));
+    const badge = count.getBoundingClientRect();
+    if (right + 4 > badge.left) problems.push(`title ${name.textContent} touches its count`);
+    const column = title.parentElement.getBoundingClientRect();
+    if (badge.right > column.right) problems.push(`${name.textContent}: count outside`);
+  });
+  if (document.documentElement.scrollWidth > window.innerWidth) problems.push("the page scrolls sideways");
+  return problems;
+}"""
 
 
 @pytest.fixture(scope="module")
@@ -69,22 +80,9 @@ def api_server(stack_env: dict[str, str], logs_dir: Path) -> Iterator[str]:
     stop(proc)
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    """Headless Chromium (the system's), launched once for the module."""
-    if CHROMIUM is None:
-        pytest.skip("chromium is not installed (apt-get install -y chromium; .ci/run does it)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_FLAGS)
-        yield launched
-        launched.close()
-
-
-def open_board(browser: Any, base: str, day: str | None = None) -> Any:
+def open_board(browser: Any, base: str, day: str | None = None, width: int = LAPTOP) -> Any:
     """A fresh context (its own storage, its own socket) showing the board; waits until it is live."""
-    context = browser.new_context(viewport={"width": 1900, "height": 1000})
+    context = browser.new_context(viewport={"width": width, "height": 900})
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
@@ -123,6 +121,7 @@ def test_sync_then_a_change_in_another_context_arrives_live(
     synced_s = time.monotonic() - started
     assert board.locator(".card").count() == len(patients)
     assert board.text_content("#last-sync") not in {PLACEHOLDER, "never"}
+    assert board.evaluate(LAYOUT_PROBLEMS_JS) == []
     SCREENSHOT.parent.mkdir(exist_ok=True)
     board.screenshot(path=str(SCREENSHOT), full_page=True)
 
@@ -166,3 +165,64 @@ def test_the_page_is_served_under_a_strict_policy(api_server: str) -> None:
         token.status_code == 200 and token.headers["Cache-Control"] == "no-store"
     )  # APP_ENV=development, dev auth
     assert date.fromisoformat(requests.get(f"{api_server}/board/config", timeout=5).json()["today"])
+
+
+def test_the_board_works_by_keyboard(
+    browser: Any, api_server: str, simulator: Any, redis_client: Any, auth_headers: dict[str, str]
+) -> None:
+    import requests
+
+    day = clinic_weekday(47)
+    synced = requests.post(f"{api_server}/api/v1/schedule/sync?date={day}", headers=auth_headers, timeout=10)
+    assert synced.status_code == 202, synced.text
+    board = open_board(browser, api_server, day)
+    count = len({str(appt["patient_id"]) for appt in simulator.appointments(day)})
+    board.wait_for_selector(f"#board[data-count='{count}']", timeout=20000)
+    for width in (1280, 1366, LAPTOP, 1536):
+        board.set_viewport_size({"width": width, "height": 900})
+        assert board.evaluate(LAYOUT_PROBLEMS_JS) == [], width
+
+    card = board.locator(".card[data-status='scheduled']:has(.move:not([hidden]))").first
+    hpid = card.get_attribute("data-hpid")
+    select = card.locator("select.next")
+    select.focus()
+    board.keyboard.press("ArrowDown")  # browsing the closed menu by keyboard chooses, and moves nothing
+    chosen = select.input_value()
+    assert chosen == flow.allowed_next("scheduled")[0]
+    assert card.get_attribute("data-status") == "scheduled"
+
+    # A change made elsewhere re-renders the board: the keyboard's place and choice are kept.
+    others = board.locator(".card[data-status='scheduled']:has(.move:not([hidden]))").nth(1)
+    other_hpid = others.get_attribute("data-hpid")
+    moved = requests.patch(
+        f"{api_server}/api/v1/patients/{other_hpid}/status?date={day}",
+        json={"status": flow.allowed_next("scheduled")[0]},
+        headers=auth_headers,
+        timeout=10,
+    )
+    assert moved.status_code == 200, moved.text
+    board.wait_for_selector(f".card[data-hpid='{other_hpid}'][data-status='{chosen}']")
+    assert board.evaluate("document.activeElement.closest('.card').dataset.hpid") == hpid
+    assert board.locator(f".card[data-hpid='{hpid}'] select.next").input_value() == chosen
+
+    board.keyboard.press("Enter")  # Enter moves, to what the menu shows
+    board.wait_for_selector(f"section[data-column='{chosen}'] .card[data-hpid='{hpid}']")
+
+    # Enter in the room field saves the room alone.
+    room = board.locator(f".card[data-hpid='{hpid}'] .room-input")
+    room.fill("Exam 4")
+    room.press("Enter")
+    board.wait_for_selector(
+        f".card[data-hpid='{hpid}'][data-status='{chosen}'] .meta:has-text('room Exam 4')"
+    )
+
+    # ] and [ step the day forward and back when no field has the keyboard.
+    board.locator("h1").click()
+    board.keyboard.press("]")
+    board.wait_for_selector(
+        f"#board[data-date='{date.fromordinal(date.fromisoformat(day).toordinal() + 1)}']"
+    )
+    board.keyboard.press("[")
+    board.wait_for_selector(f"#board[data-date='{day}'][data-count='{count}']")
+    assert board.errors == [], board.errors
+    board.context.close()
