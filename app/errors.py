@@ -1,7 +1,8 @@
 """Every error is JSON in one envelope:
 ``{"success": false, "error": {code, message, details}, "timestamp"}``.
 
-Codes and statuses are ARCHITECTURE.md's. No stack trace and no PHI ever reaches a client: unexpected
+Codes and statuses are the contract's (docs/architecture.md, "The contract: Redis names, events, errors"). No
+stack trace and no PHI ever reaches a client: unexpected
 exceptions are logged by class and answered as ``INTERNAL``.
 """
 

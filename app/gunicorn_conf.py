@@ -1,6 +1,6 @@
 """gunicorn settings for the API: ``gunicorn -c app/gunicorn_conf.py app.wsgi:app``.
 
-Sized for 1,000+ open WebSockets on one process (NOTES.md, "flask-sock under gunicorn"). Command-line
+Sized for 1,000+ open WebSockets on one process (docs/realtime.md, "gunicorn"). Command-line
 flags win over this file; ``GUNICORN_CMD_ARGS`` works as usual.
 """
 

@@ -9,7 +9,7 @@ simple-websocket has no lock of its own, so :class:`LockedSocket` stands in for 
 A write from the subscriber never waits: it is one ``send(MSG_DONTWAIT)``; if the kernel buffer cannot take
 the whole frame the socket is dropped (a short write leaves half a frame on the wire, and a full buffer
 means the client stopped reading). Its client reconnects and replays with ``since``. Without this rule one
-stalled client froze every other socket (NOTES.md, "Fanning events out").
+stalled client froze every other socket (docs/realtime.md, "Why this design").
 """
 
 from __future__ import annotations

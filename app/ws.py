@@ -6,7 +6,8 @@ The protocol, close codes and error codes are in app/socket_protocol.py and docs
 
 Two changes to flask-sock/simple-websocket's defaults, both made here:
 * permessage-deflate is declined: simple-websocket accepts any extension the client offers, so the offer is
-  removed from the request before the handshake (compressing per socket nearly doubled p95, NOTES.md).
+  removed from the request before the handshake (compressing per socket nearly doubled p95: docs/realtime.md,
+  "Why this design").
 * every write goes through one lock: simple-websocket's reader thread writes pings, pongs and close replies
   on the same socket the subscriber writes events to. Its ``thread_class`` option is the one hook that runs
   after the handshake and before the reader thread starts; :class:`_ReaderThread` swaps ``ws.sock`` for a

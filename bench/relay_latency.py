@@ -8,7 +8,8 @@ opens N WebSockets subscribed to the benchmark's day, another opens N plain Redi
 with tasks.events.EventPublisher at a fixed rate (open loop: on schedule, whatever the receivers do),
 each event carrying its publish time. Latency = receipt - publish, for every event at every socket.
 
-The clients are lean on purpose (NOTES.md: a Python client at 1,000 sockets can be the bottleneck itself):
+The clients are lean on purpose (a Python client at 1,000 sockets can be the bottleneck itself;
+docs/realtime.md, "Why this design"):
 raw non-blocking sockets read by an asyncio loop through ``add_reader`` (no transports, no WebSocket
 library, the payload scanned for the publish time rather than parsed), and the receipt time is when epoll
 reported the socket readable (the loop's selector is timed), not when Python got round to its callback.

@@ -92,7 +92,7 @@ class Settings:
     tebra_connect_timeout_s: float = 10.0  # WSDL fetch and TCP connect
     tebra_operation_timeout_s: float = 30.0  # one SOAP call, end to end (zeep leaves it unset by default)
     # Pace each operation this much slower than Tebra's published interval: a gap of exactly the limit
-    # still gets throttled in the wild (SPEC.md §7).
+    # still gets throttled in the wild (docs/tebra.md, "Rate limits").
     tebra_throttle_margin: float = 0.08
     # ...and this many ms more, whatever the interval: live clients saw 429s at exactly the published one.
     tebra_throttle_margin_ms: int = 250

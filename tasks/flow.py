@@ -1,4 +1,4 @@
-"""The patient-flow state machine (ARCHITECTURE.md, "Patient flow").
+"""The patient-flow state machine (docs/tebra.md, "Patient flow").
 
 ``scheduled → confirmed → arrived → appt-prep → ready-for-md → with-doctor → seen-by-md → completed``,
 with ``cancelled``, ``no-show`` and ``rescheduled`` reachable from the states before ``arrived``.

@@ -1,4 +1,5 @@
-"""Redis key, stream and channel names: the one place they are spelled (ARCHITECTURE.md, "Redis keys").
+"""Redis key, stream and channel names: the one place they are spelled (docs/architecture.md, "The contract:
+Redis names, events, errors").
 
 No key carries patient data: patients appear only as ``hpid``, a keyed HMAC of the Tebra patient id.
 """
@@ -25,7 +26,8 @@ def events_channel(client: Any) -> str:
 
     Pub/sub channels belong to the whole server, not to a database: two deployments (or test suites) on one
     Redis in different dbs would receive each other's events, with stream ids that mean nothing in their own
-    stream. So the channel is ``events`` on db 0 (the contract's name) and ``events:<db>`` on any other db.
+    stream. So the channel is ``events`` on db 0 (the contract's name, docs/architecture.md) and
+    ``events:<db>`` on any other db.
     """
     db = int(client.connection_pool.connection_kwargs.get("db") or 0)
     return EVENTS_CHANNEL if db == 0 else f"{EVENTS_CHANNEL}:{db}"

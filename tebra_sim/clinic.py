@@ -14,7 +14,8 @@ from dataclasses import dataclass, replace
 from datetime import date, datetime, time, timedelta
 
 # Weighted like a working day: most rows still ahead, some in flight, a few lost. Spelled as Tebra renders
-# them: legacy display names for the classic states, enum tokens for the newer ones (SPEC §5).
+# them: legacy display names for the classic states, enum tokens for the newer ones (docs/tebra.md, "List
+# reads and their rows").
 STATUS_WEIGHTS: tuple[tuple[str, int], ...] = (
     ("Scheduled", 26),
     ("Confirmed", 22),

@@ -1,4 +1,4 @@
-"""Dates as Tebra's .NET service reads and writes them (SPEC §9).
+"""Dates as Tebra's .NET service reads and writes them (docs/tebra.md, "Dates").
 
 Filter dates arrive as free strings that .NET's ``DateTime.Parse`` accepts with en-US culture; response dates
 leave as ``M/d/yyyy h:mm:ss AM`` in the practice's wall-clock time with no offset.

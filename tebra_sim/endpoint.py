@@ -57,8 +57,9 @@ def route(soap_action: str | None, first_child: etree._Element) -> tuple[str | N
             return body_name.localname, f"{ACTION_BASE}{body_name.localname}"
         return None, f"{body_name.namespace}/{body_name.localname}"
     operation = action.removeprefix(ACTION_BASE) if action.startswith(ACTION_BASE) else None
-    # WCF dispatches by action alone; a body for another operation would fail to deserialize, which the SPEC
-    # folds into the same ActionNotSupported fault.
+    # WCF dispatches by action alone; a body for another operation would fail to deserialize, which the
+    # simulator
+    # folds into the same ActionNotSupported fault (docs/tebra.md, "Transport and messages").
     if operation not in HANDLERS or body_name.localname != operation:
         return None, action
     return operation, action
@@ -79,7 +80,8 @@ def _throttled(sim: Simulation, operation: str, interval_ms: int, shape: str) ->
     message = violation_message(operation, interval_ms)
     error: Any = {"ErrorMessage": message, "IsError": True, "StackTrace": None}
     if shape == "out_of_order":
-        # IsError before ErrorMessage: what made a zeep client raise XMLParseError in the wild (SPEC §7).
+        # IsError before ErrorMessage: what made a zeep client raise XMLParseError in the wild
+        # (docs/tebra.md, "Rate limits").
         error = envelope.Raw(
             f"<ErrorResponse><IsError>true</IsError><ErrorMessage>{escape(message)}"
             '</ErrorMessage><StackTrace i:nil="true"/></ErrorResponse>'
@@ -123,7 +125,8 @@ def _call(sim: Simulation, operation: str, wrapper: etree._Element) -> Answer:
 
     try:
         if decision.business_error:
-            # The one IsError text the SPEC quotes verbatim (a null Filter): any other would do as well.
+            # The one IsError text known verbatim (a null Filter; docs/tebra.md, "List reads and their
+            # rows"): any other would do as well.
             sim.stats.fault("business_error")
             raise BusinessError(NULL_REFERENCE)
         payload = HANDLERS[operation](sim, request)

@@ -49,7 +49,8 @@ class Switches:
     slow_until: float | None = None  # time.time() until which every call is delayed by slow_delay_ms
     slow_delay_ms: int = 0
     internal_fault: CountedFault | None = None
-    business_error: CountedFault | None = None  # IsError=true with the null-Filter .NET message (SPEC §8)
+    # IsError=true with the null-Filter .NET message (docs/tebra.md)
+    business_error: CountedFault | None = None
     hang: CountedFault | None = None
     hang_seconds: float = 0.0
     # LastModifiedDate and CreatedDate stamped as wall time in this zone instead of the practice's (None):

@@ -36,7 +36,8 @@ class ServerFault(Exception):
 
 
 def _validation_error(operation: str, message: str) -> BusinessError:
-    # The trace Kareo returns when the Filter is missing (SPEC §2): callers match on ValidateDateTimeFields.
+    # The trace Kareo returns when the Filter is missing (docs/tebra.md, "List reads and their rows"):
+    # callers match on ValidateDateTimeFields.
     return BusinessError(
         message,
         (
@@ -92,7 +93,7 @@ def _bool(value: bool) -> str:
 def appointment_window(
     sim: Simulation, filt: Payload, operation: str = "GetAppointments"
 ) -> tuple[datetime, datetime]:
-    """StartDate/EndDate with the guide's defaults (SPEC §9).
+    """StartDate/EndDate with the guide's defaults (docs/tebra.md, "Dates").
 
     Neither → from 3 days before today; no StartDate → 7 days before today; no EndDate → StartDate + 7 days.
     """
@@ -229,7 +230,8 @@ def get_appointments(sim: Simulation, request: Payload) -> Payload:
             rows.append(row)
     columns = _columns(request.get("Fields"))
     placeholder = switches.placeholder_row
-    # Contested live observations (SPEC §2), off unless switched on: a placeholder row with an empty ID.
+    # Contested live observations (docs/tebra.md, "List reads and their rows"), off unless switched on: a
+    # placeholder row with an empty ID.
     if (placeholder == "toggles" and columns is not None) or placeholder == "always":
         return {"Appointments": [{"ID": ""}]}
     if placeholder == "empty_result" and not rows:

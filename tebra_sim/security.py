@@ -1,4 +1,5 @@
-"""The RequestHeader check and the SecurityResponse shapes of SPEC §2 and §8 (all sent with HTTP 200)."""
+"""The RequestHeader check and the SecurityResponse shapes of docs/tebra.md, "Security replies" (all sent
+with HTTP 200)."""
 
 from __future__ import annotations
 

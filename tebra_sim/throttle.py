@@ -1,15 +1,18 @@
-"""Tebra's per-account, per-endpoint call intervals (SPEC §7) and the message a violation carries."""
+"""Tebra's per-account, per-endpoint call intervals and the message a violation carries.
+
+The facts are in docs/tebra.md, "Tebra's API as it behaves" ("Rate limits").
+"""
 
 from __future__ import annotations
 
 import threading
 import time
 
-# Published minimum gap between two calls of one endpoint by one account, in ms (Technical Guide, April 2025).
-# GetThrottles answers with this table.
+# Published minimum gap between two calls of one endpoint by one account, in ms (Tebra's guide, April 2025).
+# GetThrottles answers with this table. Keyed by the WSDL's operation names, the same table as the gateway's
+# (a unit test checks both).
 INTERVALS_MS: dict[str, int] = {
     "GetPatient": 250,
-    "SearchPatient": 250,
     "GetAppointment": 500,
     "GetEncounterDetails": 500,
     "GetPractices": 500,
@@ -19,7 +22,7 @@ INTERVALS_MS: dict[str, int] = {
     "CreateAppointment": 500,
     "CreateEncounter": 500,
     "CreatePatient": 500,
-    "CreatePayments": 500,
+    "CreatePayment": 500,
     "UpdateAppointment": 500,
     "UpdateEncounterStatus": 500,
     "DeleteAppointment": 500,

@@ -2,7 +2,7 @@
 
 Run by hand when the served operations change, then commit the result::
 
-    .venv/bin/python -m tebra_sim.wsdl_generator ../shared/tebra/wsdl/2025-06 \\
+    .venv/bin/python -m tebra_sim.wsdl_generator "$TEBRA_SHARED_DIR/tebra/wsdl/2025-06" \\
         tebra_sim/wsdl/KareoServices.wsdl
 
 It keeps only the types reachable from the served operations, copied verbatim (same target namespaces,
@@ -189,7 +189,9 @@ def build_wsdl(source_dir: Path) -> bytes:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("source_dir", type=Path, help="the real WSDL set, e.g. ../shared/tebra/wsdl/2025-06")
+    parser.add_argument(
+        "source_dir", type=Path, help="the real WSDL set, e.g. $TEBRA_SHARED_DIR/tebra/wsdl/2025-06"
+    )
     parser.add_argument("output", type=Path, help="where to write the single-file WSDL")
     args = parser.parse_args()
     args.output.write_bytes(build_wsdl(args.source_dir))

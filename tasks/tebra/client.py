@@ -1,7 +1,8 @@
 """The zeep client for Tebra: built on first use, once per process, dropped after a fork.
 
 The WSDL is multi-part (the binding lives in an imported tempuri document), so the service proxy is built
-from the port's binding rather than with ``create_service`` (NOTES.md). The address is
+from the port's binding rather than with ``create_service`` (docs/tebra.md, "Transport and messages"). The
+address is
 ``TEBRA_ENDPOINT_URL`` when set, else the WSDL's ``soap:address``.
 """
 

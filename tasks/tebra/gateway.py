@@ -47,7 +47,7 @@ OnWait = Callable[[str, float], None]  # (operation, seconds waited for the thro
 BeforeCall = Callable[[str], None]  # raises to refuse the call (an open breaker)
 
 OUTCOME_OK = "ok"
-MAX_DAYS_PER_CALL = 31  # SPEC.md §9: clients keep to ≤31 days; Tebra faults on long ranges
+MAX_DAYS_PER_CALL = 31  # docs/tebra.md, "Dates": Tebra faults on long ranges
 # Operations whose successes are read by tasks/tebra/reply.py, as WCF would, not by zeep in strict mode:
 # (array member, item element or None for one object, the item's schema type).
 FAST_REPLIES: dict[str, tuple[str, str | None, str]] = {
@@ -58,7 +58,8 @@ FAST_REPLIES: dict[str, tuple[str, str | None, str]] = {
     "GetPatient": ("Patient", None, "PatientData"),
 }
 
-# Only the AppointmentData columns the mapping reads (explicit toggles; see SPEC.md §2 on placeholders).
+# Only the AppointmentData columns the mapping reads (explicit toggles; docs/tebra.md, "List reads and their
+# rows", on placeholders).
 APPOINTMENT_FIELDS = (
     "AppointmentDuration",
     "AppointmentReason1",

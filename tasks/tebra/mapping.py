@@ -1,6 +1,7 @@
 """Tebra rows (every value a string) to plain dicts, and clinic-day windows as Tebra expects them.
 
-Tebra renders dates as practice-local wall time with no offset ("9/23/2026 1:00:00 PM", SPEC.md §9).
+Tebra renders dates as practice-local wall time with no offset ("9/23/2026 1:00:00 PM"; docs/tebra.md,
+"Dates").
 They are read in ``CLINIC_TZ`` and emitted as ISO-8601 with the offset in force at that instant.
 """
 
@@ -73,7 +74,8 @@ def localize(wall: datetime, tz: ZoneInfo) -> datetime:
 
 
 def parse_tebra_datetime(value: Any, tz: ZoneInfo) -> datetime | None:
-    """Parse a Tebra date in any form of SPEC.md §9 as practice-local wall time; None when empty.
+    """Parse a Tebra date in any form Tebra uses (docs/tebra.md, "Dates") as practice-local wall time; None
+    when empty.
 
     Forms: ``M/d/yyyy h:mm:ss AM``, ``M/d/yyyy``, ISO ``yyyy-MM-ddTHH:mm:ss[.fff]`` with or without
     ``Z``. Tebra's list operations send wall time; a trailing ``Z`` there is a serializer habit, not

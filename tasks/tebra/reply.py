@@ -3,7 +3,8 @@ GetThrottles): fast, and as tolerant as Tebra's own WCF serializer.
 
 zeep builds a typed object for every element of a reply against the schema: for a clinic day of 40
 appointments (75 string columns each) that is about 11 ms of the ~19 ms a GetAppointments costs us, for
-values that are all strings anyway (SPEC.md §2: every AppointmentData value is ``xs:string``). This module
+values that are all strings anyway (every AppointmentData value is ``xs:string``: docs/tebra.md, "List reads
+and their rows"). This module
 reads the same reply with lxml in one pass (~0.4 ms) into the shapes the gateway already consumes:
 ``ErrorResponse`` and ``SecurityResponse`` as attribute objects, rows as plain dicts.
 

@@ -1,6 +1,7 @@
 """A throttle shared through Redis that paces each Tebra operation across every worker process.
 
-Tebra limits calls per account and per operation (SPEC.md §7). Each acquire runs one Lua script that
+Tebra limits calls per account and per operation (docs/tebra.md, "Tebra's API as it behaves"). Each acquire
+runs one Lua script that
 reserves the operation's next slot, ``slot = max(now, last_slot + interval)``, and answers how long the
 caller must sleep until it. ``now`` is the Redis server's TIME, so processes with drifting clocks still
 agree. The interval is Tebra's published one, or the live value from GetThrottles when it has been stored
@@ -19,10 +20,10 @@ from typing import Any
 from config.settings import Settings
 from tasks import keys
 
-# Tebra's published minimum gap between two calls of one operation, in ms (SPEC.md §7, guide §3.3).
+# Tebra's published minimum gap between two calls of one operation, in ms (docs/tebra.md, "Rate limits").
+# Keyed by the WSDL's operation names (a unit test checks them; the guide's SearchPatient is not one).
 PUBLISHED_INTERVALS_MS: dict[str, int] = {
     "GetPatient": 250,
-    "SearchPatient": 250,
     "GetAppointment": 500,
     "GetEncounterDetails": 500,
     "GetPractices": 500,

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,27 +10,16 @@ import zeep
 from zeep.proxy import ServiceProxy
 
 from config import load_settings
+from tests.support.real_tebra import real_wsdl_path, require_real_file
 from tests.support.simulator import Simulator, start_simulator
 
 KAREO = "http://www.kareo.com/api/schemas/"
 
 
-def real_wsdl_path() -> Path:
-    """Tebra's saved multi-part WSDL: under $TEBRA_SHARED_DIR, else ../shared beside the repository."""
-    shared = os.environ.get("TEBRA_SHARED_DIR")
-    base = Path(shared) if shared else Path(__file__).resolve().parents[3] / "shared"
-    return base / "tebra/wsdl/2025-06/KareoServices.svc.wsdl"
-
-
 @pytest.fixture(scope="session")
 def real_client() -> zeep.Client:
-    """zeep on the real WSDL (loads offline: the imports name sibling files)."""
-    path = real_wsdl_path()
-    if not path.exists():
-        pytest.skip(
-            f"Tebra's real WSDL is not at {path}; set TEBRA_SHARED_DIR to the folder holding tebra/wsdl"
-        )
-    return zeep.Client(str(path))
+    """zeep on the real WSDL (loads offline: the imports name sibling files); skips locally, fails in CI."""
+    return zeep.Client(str(require_real_file(real_wsdl_path())))
 
 
 @pytest.fixture(scope="module")

@@ -27,7 +27,7 @@ from tasks.tebra import client as tebra_client
 from tasks.tebra import mapping
 from tasks.tebra.errors import TebraError, classify
 from tasks.tebra.gateway import AppointmentRows, TebraGateway, check_response
-from tests.contract.conftest import real_wsdl_path
+from tests.support.real_tebra import real_wsdl_path
 
 REPLIES = Path(__file__).parent / "replies"
 TZ = ZoneInfo("America/Chicago")

@@ -14,7 +14,7 @@ import zeep
 
 from config import load_settings
 from tebra_sim.schema import SERVED_OPERATIONS, WSDL_PATH, load_schema
-from tests.contract.conftest import real_wsdl_path
+from tests.support.real_tebra import real_wsdl_path, require_real_file
 from tests.support.simulator import Simulator, start_simulator
 
 ACTION = "http://www.kareo.com/api/schemas/KareoServices/"
@@ -56,9 +56,7 @@ def test_own_wsdl_points_zeep_back_at_the_host_it_was_fetched_from(sim: Simulato
 
 
 def test_own_wsdl_has_the_real_element_order_for_every_type() -> None:
-    real_xsd = real_wsdl_path().with_name("KareoServices.svc.xsd0.xsd")
-    if not real_xsd.exists():
-        pytest.skip(f"Tebra's real schema is not at {real_xsd}")
+    real_xsd = require_real_file(real_wsdl_path().with_name("KareoServices.svc.xsd0.xsd"))
     ours = load_schema(WSDL_PATH).types
     real = load_schema(real_xsd).types
     assert len(ours) > 30

@@ -1,4 +1,5 @@
-"""Tebra rows to appointment dicts: every date form of SPEC.md §9, daylight-saving days, placeholder rows."""
+"""Tebra rows to appointment dicts: every date form of docs/tebra.md ("Dates"), daylight-saving days,
+placeholder rows."""
 
 from __future__ import annotations
 
