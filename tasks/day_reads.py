@@ -119,7 +119,7 @@ def screen_empty_days(
     answers = pipe.execute()
     for index, day in enumerate(empty):
         stored, since_raw = int(answers[2 * index]), answers[2 * index + 1]
-        since = _instant(since_raw)
+        since = events.parse_instant(since_raw)
         judge = functools.partial(
             judge_empty, stored, suspect_since=since, now=moment, confirm_after=confirm_after
         )
@@ -183,13 +183,3 @@ def finish_suspect(
     sync_status.queue_release(pipe, suspect.date, task_id)
     pipe.execute()
     return summary
-
-
-def _instant(value: Any) -> datetime | None:
-    if not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
