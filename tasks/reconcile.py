@@ -394,6 +394,8 @@ class Reconciler:
                 pipe.set(
                     keys.appointment_index(appt_id), Indexed(date, modified, read_started_at).dumps(), ex=ttl
                 )
+            elif plans[date].full:  # an entry lives as long as its day: a full read keeps both alive
+                pipe.expire(keys.appointment_index(appt_id), ttl)
         for date, plan in plans.items():
             day_key = keys.appointments(date)
             if plan.changed:

@@ -209,3 +209,14 @@ def test_a_read_that_found_nothing_writes_nothing(reconciler: Reconciler, redis_
     applied = reconciler.apply([], read_started_at=events.utc_now_iso())
     assert applied.counts == {} and applied.stale == 0
     assert redis_client.dbsize() == 0
+
+
+def test_a_full_read_keeps_the_index_alive_as_long_as_its_day(
+    reconciler: Reconciler, redis_client: redis.Redis
+) -> None:
+    rows = [row(1, DAY1)]
+    read(reconciler, (DAY1, rows, True))
+    redis_client.expire(keys.appointment_index("1001"), 5)  # an entry near the end of its life
+    read(reconciler, (DAY1, rows, True))  # unchanged: no byte rewritten, but the entry lives on
+    assert redis_client.ttl(keys.appointment_index("1001")) > 5
+    assert redis_client.ttl(keys.appointment_index("1001")) == redis_client.ttl(keys.appointments(DAY1))
