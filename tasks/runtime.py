@@ -119,14 +119,14 @@ class Runtime(Clients):
             providers_ttl_s=self.settings.providers_cache_ttl_s,
             coalesce_days=self.settings.sync_coalesce_days,
             full_sync_max_age_s=self.settings.full_reconcile_minutes * 60,
-            modified_overlap_s=self._modified_overlap_s(),
+            modified_overlap_s=self.settings.tebra_modified_overlap_s,
+            clock_allowance_s=self._clock_allowance_s,
             empty_confirm_s=self.settings.empty_confirm_minutes * 60,
         )
 
-    def _modified_overlap_s(self) -> int:
-        """The overlap of an incremental day sync: the setting, plus Tebra's measured clock lag."""
-        allowance = tebra_clock.read(self.redis).allowance_s or 0.0
-        return self.settings.tebra_modified_overlap_s + round(allowance)
+    def _clock_allowance_s(self) -> float:
+        """Tebra's measured clock lag (0 while unmeasured): what an incremental day sync widens by."""
+        return tebra_clock.read(self.redis).allowance_s or 0.0
 
     def watch_context(self) -> WatchContext:
         return WatchContext(

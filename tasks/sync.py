@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from datetime import date as date_type
@@ -72,7 +72,10 @@ class SyncContext:
     providers_ttl_s: int = 3600
     full_sync_max_age_s: int = FULL_SYNC_MAX_AGE_S
     coalesce_days: int = 1  # SYNC_COALESCE_DAYS: 1 fetches the task's own day only
-    modified_overlap_s: int = MODIFIED_OVERLAP_S  # widened by what tasks/tebra_clock.py measured
+    modified_overlap_s: int = MODIFIED_OVERLAP_S  # TEBRA_MODIFIED_OVERLAP_S
+    # How far Tebra's stamps may run behind ours (tasks/tebra_clock.py): asked only by an incremental plan,
+    # so a full sync costs no read of it.
+    clock_allowance_s: Callable[[], float] = lambda: 0.0
     empty_confirm_s: int = 600  # EMPTY_CONFIRM_MINUTES: a suspect empty day is emptied only this much later
 
 
@@ -143,7 +146,9 @@ def begin(ctx: SyncContext, date: str, task_id: str, *, attempt: int) -> Begun |
     plan = (
         SyncPlan(FULL)
         if start.days
-        else plan_sync(last, now, ctx.full_sync_max_age_s, ctx.modified_overlap_s)
+        else plan_sync(
+            last, now, ctx.full_sync_max_age_s, lambda: ctx.modified_overlap_s + ctx.clock_allowance_s()
+        )
     )
     days = ((date, task_id), *start.days)
     pipe = ctx.redis.pipeline(transaction=False)
@@ -159,7 +164,10 @@ def begin(ctx: SyncContext, date: str, task_id: str, *, attempt: int) -> Begun |
 
 
 def plan_sync(
-    status: dict[str, Any] | None, now: datetime, full_max_age_s: int, overlap_s: int = MODIFIED_OVERLAP_S
+    status: dict[str, Any] | None,
+    now: datetime,
+    full_max_age_s: int,
+    overlap_s: Callable[[], float] = lambda: MODIFIED_OVERLAP_S,
 ) -> SyncPlan:
     """Full unless the date had a successful sync and a full one within ``full_max_age_s`` (a full sync asked
     for with ``mode=full`` reaches here with no last full one: the start script hides it)."""
@@ -171,7 +179,7 @@ def plan_sync(
         return SyncPlan(FULL)
     if (now - last_full).total_seconds() >= full_max_age_s:
         return SyncPlan(FULL)
-    return SyncPlan(INCREMENTAL, last_success - timedelta(seconds=overlap_s))
+    return SyncPlan(INCREMENTAL, last_success - timedelta(seconds=overlap_s()))
 
 
 def fill_providers(ctx: SyncContext, appointments: Sequence[dict[str, Any]]) -> bool | None:

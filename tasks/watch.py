@@ -277,8 +277,3 @@ def note_refused(client: redis.Redis, *, code: str, retry_after_s: float | None)
     if retry_after_s is not None:
         fields["not_before"] = events.iso_utc(datetime.now(UTC) + timedelta(seconds=retry_after_s))
     client.hset(keys.WATCH_STATE, mapping=fields)
-
-
-def state(client: redis.Redis) -> dict[str, Any]:
-    """The watch's bookkeeping and the measured Tebra clock, for ops (no PHI)."""
-    return {**client.hgetall(keys.WATCH_STATE), "clock": tebra_clock.read(client).as_dict()}
