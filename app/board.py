@@ -32,7 +32,7 @@ from app.discovery import Discovery, DiscoveryUnavailable
 from app.errors import ApiError
 from config import Settings
 from config.settings import SIGN_IN_MODES
-from tasks import flow
+from tasks.patients import flow
 
 STATIC_DIR = Path(__file__).parent / "static"
 _PLAIN_HOST = re.compile(r"[A-Za-z0-9.-]{1,253}(:\d{1,5})?|\[[0-9A-Fa-f:.]{2,45}\](:\d{1,5})?")

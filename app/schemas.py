@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 
 from marshmallow import RAISE, Schema, ValidationError, fields, post_load, validate, validates_schema
 
-from tasks import flow
+from tasks.patients import flow
 
 # How far from today a clinic day may be: wide enough for any real schedule, narrow enough that a typo
 # (2206 for 2026) is refused instead of sent to Tebra.

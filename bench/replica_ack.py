@@ -23,7 +23,8 @@ from app.auth import ALL_SCOPES
 from bench.common import percentiles
 from bench.stack import machine, write_result
 from config import Settings, load_settings
-from tasks import connections, flow
+from tasks import connections
+from tasks.patients import flow
 from tests.support.patients import seed_day
 from tests.support.redis_ha import SentinelGroup
 

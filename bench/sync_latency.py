@@ -26,6 +26,7 @@ from typing import Any
 
 from bench.common import percentiles
 from bench.stack import Stack, bench_stack, machine, verdict, weekdays, write_result
+from tasks import names
 
 GOAL_P95_MS = 30.0
 GOAL_RATIO = 5.0
@@ -38,7 +39,7 @@ def noop_floor(stack: Stack, n: int, warmup: int) -> list[float]:
     samples: list[float] = []
     for i in range(warmup + n):
         started = time.perf_counter()
-        app.send_task("diagnostics.noop", args=[i], queue="sync").get(timeout=30)
+        app.send_task(names.NOOP, args=[i], queue="sync").get(timeout=30)
         if i >= warmup:
             samples.append((time.perf_counter() - started) * 1000)
     return samples

@@ -6,11 +6,11 @@ allowed one.
 
 Throttle off: the stack is the benchmark's own (bench/stack.py): a Redis server, the simulator at zero latency
 (40 appointments a day), one prefork worker with ``--concurrency`` processes. N distinct weekdays are queued
-the way the API queues them (tasks/sync_request.request_sync: claim the date's lock and record it queued in
-one script, send ``schedule.sync`` by name; every one a full sync) as fast as this process can; the rate is N
-over the time from the first send to the last day stored as synced (``sync:status:{date}``, read every 50 ms:
-a day may be synced by another day's task, docs/tebra.md "Coalesced syncs"). The floor is N noops sent and
-awaited (their results, read with one MGET every 50 ms) on the same worker, in the same run.
+the way the API queues them (tasks/sync/request.py ``request_sync``: claim the date's lock and record it
+queued in one script, send ``schedule.sync`` by name; every one a full sync) as fast as this process can; the
+rate is N over the time from the first send to the last day stored as synced (``sync:status:{date}``, read
+every 50 ms: a day may be synced by another day's task, docs/tebra.md "Coalesced syncs"). The floor is N
+noops sent and awaited (their results, read with one MGET every 50 ms) on the same worker, in the same run.
 
 Throttle on (dates a week apart, so that each is its own GetAppointments): the simulator enforces Tebra's
 intervals (GetAppointments once a second per customer key) and the worker paces itself through the shared
@@ -34,6 +34,7 @@ from typing import Any
 
 from bench.stack import Stack, bench_stack, machine, verdict, weekdays, write_result
 from config import Settings
+from tasks import names
 
 GOAL_RATIO = 0.40
 PACED_S = 1.0 * (1 + Settings.tebra_throttle_margin) + Settings.tebra_throttle_margin_ms / 1000
@@ -67,17 +68,17 @@ def wait_results(stack: Stack, ids: list[str], timeout: float) -> float:
 
 def noop_rate(stack: Stack, n: int) -> dict[str, Any]:
     app = stack.celery()
-    app.send_task("diagnostics.noop", args=[0], queue="sync").get(timeout=30)  # connections warm
+    app.send_task(names.NOOP, args=[0], queue="sync").get(timeout=30)  # connections warm
     started = time.perf_counter()
-    ids = [app.send_task("diagnostics.noop", args=[i], queue="sync").id for i in range(n)]
+    ids = [app.send_task(names.NOOP, args=[i], queue="sync").id for i in range(n)]
     sent = time.perf_counter()
     finished = wait_results(stack, ids, timeout=max(120, n / 5))
     return {"tasks": n, "per_s": round(n / (finished - started), 1), "enqueue_s": round(sent - started, 2)}
 
 
 def enqueue_syncs(stack: Stack, dates: list[str]) -> list[str]:
-    """Queue syncs exactly as the API does (tasks/sync_request.request_sync); their task ids."""
-    from tasks.sync_request import request_sync
+    """Queue syncs exactly as the API does (tasks/sync/request.py ``request_sync``); their task ids."""
+    from tasks.sync.request import request_sync
 
     client = stack.redis()
     settings = stack.settings()

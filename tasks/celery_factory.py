@@ -6,13 +6,13 @@ from celery import Celery
 from kombu import Exchange, Queue
 
 from config import Settings
-from tasks import broker_transport, connections
+from tasks import broker_transport, connections, names
 
 SYNC_QUEUE = "sync"
 DETAILS_QUEUE = "details"  # GetPatient lookups: lower priority, never ahead of a day's sync
 WORKER_SOFT_SHUTDOWN_TIMEOUT_S = 10.0
 
-TASK_MODULES = ["tasks.schedule", "tasks.providers", "tasks.patients", "tasks.periodic", "tasks.diagnostics"]
+TASK_MODULES = ["tasks.sync.job", "tasks.patients.job", "tasks.providers.job", "tasks.diagnostics"]
 
 
 def _queue(name: str) -> Queue:
@@ -93,7 +93,7 @@ def celery_config(settings: Settings) -> dict[str, object]:
         "task_send_sent_event": True,
         "task_default_queue": SYNC_QUEUE,
         "task_queues": [_queue(SYNC_QUEUE), _queue(DETAILS_QUEUE)],
-        "task_routes": {"patients.fetch_details": {"queue": DETAILS_QUEUE}},
+        "task_routes": {names.FETCH_DETAILS: {"queue": DETAILS_QUEUE}},
         "worker_hijack_root_logger": False,
         "timezone": "UTC",
         "enable_utc": True,

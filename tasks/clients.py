@@ -14,7 +14,7 @@ from config import Settings
 from tasks.connections import make_redis
 from tasks.events import EventPublisher
 from tasks.phi import PhiCipher
-from tasks.store import ScheduleStore
+from tasks.sync.store import ScheduleStore
 
 
 @dataclass

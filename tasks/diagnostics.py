@@ -8,21 +8,19 @@ from typing import Any
 
 from celery import Task, shared_task
 
-from tasks.tebra_check import CHECK_TASK
-
-NOOP_TASK = "diagnostics.noop"
+from tasks import names
 
 
-@shared_task(name=NOOP_TASK, acks_late=True)
+@shared_task(name=names.NOOP, acks_late=True)
 def noop(value: int = 0) -> int:
     """Return ``value``: only the trip through the broker, a worker and the result backend."""
     return value
 
 
-@shared_task(name=CHECK_TASK, bind=True, acks_late=True, ignore_result=True)
+@shared_task(name=names.CHECK_TEBRA, bind=True, acks_late=True, ignore_result=True)
 def check_tebra(self: Task) -> dict[str, Any]:
     """The Tebra check (tasks/tebra/check.py); its report is kept for ``GET /api/v1/ops/tebra``."""
-    from tasks.schedule import task_settings
+    from tasks.job import task_settings
     from tasks.tebra.check import check_and_keep
 
     report: dict[str, Any] = check_and_keep(task_settings(self))

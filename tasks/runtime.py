@@ -17,18 +17,19 @@ from typing import ClassVar
 import redis
 
 from config import Settings
-from tasks import events, keys, metrics, tebra_clock
+from tasks import events, keys, metrics
 from tasks.breaker_state import BreakerStore
 from tasks.clients import Clients
 from tasks.connections import get_redis, reset_redis
-from tasks.reconcile import Reconciler
-from tasks.sync import SyncContext
+from tasks.sync import clock
+from tasks.sync.reconcile import Reconciler
+from tasks.sync.run import SyncContext
+from tasks.sync.watch import WatchContext
 from tasks.tebra import client as tebra_client
 from tasks.tebra.breaker import BreakerEvents, BreakerOpen, TebraBreaker
 from tasks.tebra.credentials import CredentialsGuard, with_credentials
 from tasks.tebra.errors import TebraError
 from tasks.tebra.gateway import TebraGateway
-from tasks.watch import WatchContext
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +116,7 @@ class Runtime(Clients):
             clinic_tz=self.clinic_tz,
             status_ttl_s=self.settings.retention_days * 86400,
             results_maxlen=self.settings.stream_maxlen,
+            lock_ttl_s=self.settings.sync_lock_ttl_s,
             providers=self.gateway,
             providers_ttl_s=self.settings.providers_cache_ttl_s,
             coalesce_days=self.settings.sync_coalesce_days,
@@ -122,11 +124,12 @@ class Runtime(Clients):
             modified_overlap_s=self.settings.tebra_modified_overlap_s,
             clock_allowance_s=self._clock_allowance_s,
             empty_confirm_s=self.settings.empty_confirm_minutes * 60,
+            details_enabled=self.settings.patient_details_enabled,
         )
 
     def _clock_allowance_s(self) -> float:
         """Tebra's measured clock lag (0 while unmeasured): what an incremental day sync widens by."""
-        return tebra_clock.read(self.redis).allowance_s or 0.0
+        return clock.read(self.redis).allowance_s or 0.0
 
     def watch_context(self) -> WatchContext:
         return WatchContext(

@@ -8,11 +8,17 @@ import json
 from typing import Any
 
 import redis
+from celery import Celery
 
-from tasks import keys
+from tasks import keys, names
+from tasks.celery_factory import SYNC_QUEUE
 
-CHECK_TASK = "tebra.check"
 REPORT_TTL_S = 30 * 86400
+
+
+def request_check(celery: Celery) -> str:
+    """Send the check to a worker (the API never calls Tebra); answers the task id."""
+    return str(celery.send_task(names.CHECK_TEBRA, queue=SYNC_QUEUE, ignore_result=True).id)
 
 
 def store_report(client: redis.Redis, report: dict[str, Any]) -> None:

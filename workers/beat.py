@@ -1,12 +1,12 @@
 """The beat schedule (``make beat``; ``make run`` runs beat): the watch's tick, and the optional periodic sync
 of today.
 
-- ``watch-tebra``: ``schedule.watch`` every few seconds (tasks/watch.py, ``tick_s``). A tick polls Tebra only
-  when a poll is due (TEBRA_POLL_INTERVAL_S inside CLINIC_HOURS, TEBRA_POLL_INTERVAL_OFF_HOURS_S outside)
+- ``watch-tebra``: ``schedule.watch`` every few seconds (tasks/sync/watch.py, ``tick_s``). A tick polls Tebra
+  only when a poll is due (TEBRA_POLL_INTERVAL_S inside CLINIC_HOURS, TEBRA_POLL_INTERVAL_OFF_HOURS_S outside)
   and only when no other poll runs (a Redis lease): two beats, or a tick during a slow poll, add nothing.
   TEBRA_POLL_INTERVAL_S=0 leaves it out.
 - ``sync-today``: every PERIODIC_SYNC_MINUTES (0, the default: none), a sync of today through the same
-  per-date lock as the API (tasks/periodic.py).
+  per-date lock as the API (tasks/sync/job.py).
 
 A tick that waited longer than one period in the queue is dropped (``expires``): the next one is as good.
 """
@@ -17,10 +17,9 @@ from datetime import timedelta
 from typing import Any
 
 from config import Settings
+from tasks import names
 from tasks.celery_factory import SYNC_QUEUE
-from tasks.watch import WATCH_TASK, tick_s
-
-PERIODIC_TASK = "schedule.periodic_sync"  # by name, as tasks/periodic.py registers it
+from tasks.sync.watch import tick_s
 
 
 def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
@@ -29,14 +28,14 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
     if settings.tebra_poll_interval_s > 0:
         tick = tick_s(settings)
         schedule["watch-tebra"] = {
-            "task": WATCH_TASK,
+            "task": names.WATCH,
             "schedule": timedelta(seconds=tick),
             "options": {"queue": SYNC_QUEUE, "expires": tick},
         }
     minutes = settings.periodic_sync_minutes
     if minutes > 0:
         schedule["sync-today"] = {
-            "task": PERIODIC_TASK,
+            "task": names.PERIODIC_SYNC,
             "schedule": timedelta(minutes=minutes),
             "options": {"queue": SYNC_QUEUE, "expires": minutes * 60},
         }

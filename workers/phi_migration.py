@@ -33,7 +33,7 @@ from tasks.phi import (
     appointment_binding,
     patient_binding,
 )
-from tasks.store import canonical
+from tasks.sync.store import canonical
 
 FREE_TEXT_FIELDS = ("reason",)  # stored in clear before; every other sealed field was already v1
 SCAN_BATCH = 500

@@ -21,8 +21,6 @@ from app.errors import ApiError, success
 from app.schemas import BreakerActionSchema, TebraActionSchema
 from app.services import services
 from tasks import breaker_state, credentials_latch, events, keys, tebra_check
-from tasks.celery_factory import SYNC_QUEUE
-from tasks.tebra_check import CHECK_TASK
 
 FORCE_OPEN = "force_open"
 CLEAR = "clear"
@@ -113,11 +111,7 @@ def change_tebra() -> Response:
         was, generation = credentials_latch.resume(svc.redis, resumed_at=events.utc_now_iso(), by=by)
         answer.update(changed=was, generation=generation)
     else:
-        answer["task_id"] = _queue_check()
+        answer["task_id"] = tebra_check.request_check(
+            svc.celery
+        )  # run on a worker: the API never calls Tebra
     return success({**answer, **_tebra_state(svc.redis)})
-
-
-def _queue_check() -> str:
-    """Send the check to a worker (the API never calls Tebra); answers the task id."""
-    sent = services().celery.send_task(CHECK_TASK, queue=SYNC_QUEUE, ignore_result=True)
-    return str(sent.id)

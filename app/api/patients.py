@@ -17,7 +17,7 @@ from app.auth import READ_SCHEDULE, WRITE_PATIENTS, require_scope
 from app.errors import ApiError, success
 from app.schemas import HpidSchema, StatusChangeSchema, day_query_schema
 from app.services import services
-from tasks.patient_flow import PatientFlow, PatientNotFound, StatusConflict
+from tasks.patients.board import PatientFlow, PatientNotFound, StatusConflict
 
 EXTENSION_KEY = "patient_flow"
 _IF_MATCH = re.compile(r'^\s*(?:W/)?"?(\d{1,12})"?\s*$')

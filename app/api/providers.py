@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import time
 
 from flask import Response
 
@@ -11,10 +10,9 @@ from app.api import bp
 from app.auth import READ_SCHEDULE, require_scope
 from app.errors import ApiError, success
 from app.services import services
-from tasks import breaker_state, provider_cache
-from tasks.celery_factory import SYNC_QUEUE
+from tasks import breaker_state
+from tasks.providers import cache
 
-REFRESH_TASK = "providers.refresh"
 FIRST_FILL_WAIT_S = 3.0  # a cold cache waits this long for the first fetch, then answers 503
 
 
@@ -22,17 +20,11 @@ FIRST_FILL_WAIT_S = 3.0  # a cold cache waits this long for the first fetch, the
 @require_scope(READ_SCHEDULE)
 def list_providers() -> Response:
     svc = services()
-    cached = provider_cache.read(svc.redis)
+    cached = cache.read(svc.redis)
     breaker = breaker_state.glance(svc.redis)
     if breaker.is_open:
         return _while_breaker_open(cached, breaker)
-    if (cached is None or not cached.fresh) and provider_cache.claim_refresh(svc.redis):
-        svc.celery.send_task(REFRESH_TASK, queue=SYNC_QUEUE)
-    if cached is None:
-        deadline = time.monotonic() + FIRST_FILL_WAIT_S
-        while cached is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-            cached = provider_cache.read(svc.redis)
+    cached = cache.request_refresh(svc.redis, svc.celery, cached, first_fill_wait_s=FIRST_FILL_WAIT_S)
     if cached is None:
         raise ApiError(
             "SERVICE_UNAVAILABLE",
@@ -42,9 +34,7 @@ def list_providers() -> Response:
     return success(cached.providers, stale=not cached.fresh, fetched_at=cached.fetched_at)
 
 
-def _while_breaker_open(
-    cached: provider_cache.CachedProviders | None, breaker: breaker_state.Glance
-) -> Response:
+def _while_breaker_open(cached: cache.CachedProviders | None, breaker: breaker_state.Glance) -> Response:
     """Tebra is not being called: serve the last list flagged stale (no refresh queued), or 503."""
     retry = "60" if breaker.retry_in_s is None else str(max(1, math.ceil(breaker.retry_in_s)))
     if cached is None:

@@ -13,7 +13,9 @@ from app.auth import READ_SCHEDULE, SYNC_SCHEDULE, require_scope
 from app.errors import ApiError, success
 from app.schemas import DateSchema, SyncRequestSchema
 from app.services import services
-from tasks import sync_request, sync_status
+from tasks.sync import status as sync_status
+from tasks.sync.lifecycle import QUEUED
+from tasks.sync.request import request_sync as queue_sync
 
 log = logging.getLogger(__name__)
 
@@ -28,9 +30,7 @@ def request_sync() -> Response:
     date = args["date"].isoformat()
     full = args.get("mode") == "full"
     try:
-        sent = sync_request.request_sync(
-            svc.redis, svc.celery, svc.settings, date, requested_by="api", full=full
-        )
+        sent = queue_sync(svc.redis, svc.celery, svc.settings, date, requested_by="api", full=full)
     except OperationalError as exc:
         log.error("broker unavailable on enqueue: %s", type(exc).__name__)
         raise ApiError(
@@ -44,7 +44,7 @@ def request_sync() -> Response:
     body = {
         "task_id": task_id,
         "date": date,
-        "status": status.get("state", sync_status.QUEUED),
+        "status": status.get("state", QUEUED),
         "deduplicated": deduplicated,
         "mode": "full" if full else "auto",
     }

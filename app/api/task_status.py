@@ -9,14 +9,14 @@ from app.auth import READ_SCHEDULE, require_scope
 from app.errors import ApiError, success
 from app.schemas import TaskIdSchema
 from app.services import services
-from tasks import sync_status
+from tasks.sync import status
 
 
 @bp.get("/tasks/<task_id>")
 @require_scope(READ_SCHEDULE)
 def task_of(task_id: str) -> Response:
     TaskIdSchema().load({"task_id": task_id})
-    record = sync_status.read_task(services().redis, task_id)
+    record = status.read_task(services().redis, task_id)
     if record is None:
         raise ApiError("NOT_FOUND", "No such task.")
     return success(record)

@@ -15,7 +15,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from tasks.flow import flow_status_from_tebra
+from tasks.patients.flow import flow_status_from_tebra
 
 DOCTOR_RESOURCE_TYPE = "1"  # ResourceTypeIDn: 1 = Doctor, 2 = Practice Resource
 RESOURCE_SLOTS = range(1, 11)

@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from tasks import flow
+from tasks.patients import flow
 from tests.support.browser import clinic_weekday
 
 pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("worker")]

@@ -20,7 +20,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 
-from tasks import flow
+from tasks.patients import flow
 from tests.support.browser import clinic_weekday
 from tests.support.oidc_provider import Provider, missing_tools, start_provider
 from tests.support.processes import BIN, free_port, spawn, stop, wait_until

@@ -29,7 +29,7 @@ import requests
 import simple_websocket
 
 from config import load_settings
-from tasks import flow
+from tasks.patients import flow
 from tests.support.balancer import Balancer, sockets_on, start_api, start_balancer, subscribe
 from tests.support.patients import seed_day
 from tests.support.processes import BIN, spawn, start_worker, stop

@@ -17,9 +17,11 @@ import redis
 from ulid import ULID
 
 from config import load_settings
-from tasks import breaker_state, events, keys, provider_cache, sync_status
+from tasks import breaker_state, events, keys, names
 from tasks.celery_factory import create_celery
+from tasks.providers import cache
 from tasks.runtime import Runtime
+from tasks.sync import lifecycle
 from tasks.tebra.breaker import BreakerOpen
 from tests.integration.test_breaker import BREAKER_ENV
 from tests.support.processes import start_worker, stop, wait_until
@@ -100,12 +102,12 @@ def test_providers_are_served_stale_while_the_breaker_is_open(
     assert cold.status_code == 503 and cold.json["error"]["code"] == "CIRCUIT_OPEN"
     assert cold.headers["Retry-After"]
 
-    provider_cache.write(redis_client, [{"id": "1", "full_name": "Dr. A"}], ttl_s=3600)
+    cache.write(redis_client, [{"id": "1", "full_name": "Dr. A"}], ttl_s=3600)
     served = client.get("/api/v1/providers", headers=auth_headers)
     assert served.status_code == 200
     assert served.json["stale"] is True and served.json["breaker"] == "open"
     assert served.json["data"] == [{"id": "1", "full_name": "Dr. A"}]
-    assert not redis_client.exists(provider_cache.REFRESH_LOCK)  # no refresh queued against an open breaker
+    assert not redis_client.exists(cache.REFRESH_LOCK)  # no refresh queued against an open breaker
 
     store.clear()
     fresh = client.get("/api/v1/providers", headers=auth_headers)
@@ -135,9 +137,9 @@ def test_a_sync_meeting_an_open_breaker_is_deferred_then_succeeds_after_clear(
     date = (datetime.now(ZoneInfo("America/Chicago")).date() + timedelta(days=2)).isoformat()
     celery = create_celery(load_settings(stack_env), main="breaker-test-client")
     task_id = str(ULID())
-    celery.send_task("schedule.sync", args=[date], task_id=task_id, queue=breaker_worker)
+    celery.send_task(names.SYNC, args=[date], task_id=task_id, queue=breaker_worker)
 
-    deferred = wait_for_stored_state(redis_client, date, sync_status.DEFERRED)
+    deferred = wait_for_stored_state(redis_client, date, lifecycle.DEFERRED)
     assert deferred["error"] == "CIRCUIT_OPEN" and deferred["task_id"] == task_id
     # The status is recorded a moment before the event is published: wait for the event itself.
     wait_until(
@@ -152,7 +154,7 @@ def test_a_sync_meeting_an_open_breaker_is_deferred_then_succeeds_after_clear(
     assert not [e for e in event_types(redis_client) if e["type"] == events.SCHEDULE_SYNC_FAILED]
 
     store.clear()
-    done = wait_for_stored_state(redis_client, date, sync_status.SUCCEEDED, timeout=30)
+    done = wait_for_stored_state(redis_client, date, lifecycle.SUCCEEDED, timeout=30)
     assert done["task_id"] == task_id
     assert simulator.stats()["calls"]["GetAppointments"] == 1
     celery.close()

@@ -21,9 +21,11 @@ import pytest
 import redis
 
 from config import Settings, load_settings
-from tasks import keys, sync_status
+from tasks import keys
 from tasks.celery_factory import create_celery
-from tasks.sync_request import request_sync
+from tasks.sync import lifecycle
+from tasks.sync.request import request_sync
+from tasks.sync.status import read_status, read_task
 from tests.conftest import TEST_REDIS_URL
 from tests.integration.tebra_flow import events_of
 from tests.support.processes import free_port, start_worker, stop, wait_until
@@ -94,7 +96,7 @@ def test_days_in_a_row_share_one_fetch_and_each_is_its_own_sync(
         task_id = task_ids[day]
         runner = first if n < 7 else second
         expected = sorted(str(a["id"]) for a in sim.appointments(day))
-        status = sync_status.read_status(redis_client, day) or {}
+        status = read_status(redis_client, day) or {}
         assert status["state"] == "succeeded" and status["task_id"] == task_id, (day, status)
         assert status["mode"] == "full"
         assert status["counts"]["appointments"] == len(expected), (day, status["counts"])
@@ -109,7 +111,7 @@ def test_days_in_a_row_share_one_fetch_and_each_is_its_own_sync(
         assert [e["data"]["task_id"] for e in started] == [task_id], day
         if task_id != runner:
             assert synced[0]["data"]["run_by"] == runner and started[0]["data"]["run_by"] == runner
-            assert sync_status.read_task(redis_client, task_id)["run_by"] == runner  # type: ignore[index]
+            assert read_task(redis_client, task_id)["run_by"] == runner  # type: ignore[index]
         else:
             assert "run_by" not in synced[0]["data"]
     weekend = [day for day in days if date_type.fromisoformat(day).weekday() >= 5]
@@ -158,7 +160,7 @@ def test_a_day_already_running_is_left_to_its_own_task(
     # Wednesday's own task has started in another worker: its lock and status say so (no message here).
     other = "01OTHERWORKERTASK000000000"
     redis_client.set(keys.sync_lock(wednesday), other, ex=600)
-    sync_status.record(redis_client, wednesday, other, 3600, state="running", run_by=other)
+    lifecycle.record(redis_client, wednesday, other, 3600, state="running", run_by=other)
     task_ids = queue_days([day for day in days if day != wednesday])
     worker = run_worker(own_env, tmp_path)
     try:
@@ -166,7 +168,7 @@ def test_a_day_already_running_is_left_to_its_own_task(
     finally:
         stop(worker)
     assert sim.stats()["calls"]["GetAppointments"] == 1  # Monday's fetch took Tuesday, Thursday and Friday
-    status = sync_status.read_status(redis_client, wednesday) or {}
+    status = read_status(redis_client, wednesday) or {}
     assert status["state"] == "running" and status["run_by"] == other  # untouched: still its own task's
     assert not events_of(redis_client, "schedule_synced", wednesday)
     assert not redis_client.exists(keys.appointments(wednesday))

@@ -18,7 +18,7 @@ import redis
 
 from app import create_app
 from config import load_settings
-from tasks import keys, liveness
+from tasks import keys, liveness, names
 from tasks.celery_factory import create_celery
 from tasks.logs import request_id_var
 
@@ -66,7 +66,7 @@ def test_an_enqueued_task_carries_the_request_id_in_its_headers(base_env: dict[s
     broker = redis.Redis.from_url(settings.broker_url)
     token = request_id_var.set("req-abc")
     try:
-        celery.send_task("schedule.sync", args=["2026-11-26"], queue=queue)
+        celery.send_task(names.SYNC, args=["2026-11-26"], queue=queue)
     finally:
         request_id_var.reset(token)
     try:

@@ -20,8 +20,8 @@ import pytest
 import requests
 
 from config import load_settings
+from tasks import names
 from tasks.celery_factory import create_celery
-from tasks.diagnostics import NOOP_TASK
 from tests.support.processes import BIN, free_port, spawn, stop, wait_until
 
 FLOWER_AUTH = ("ops-test", "ops-test-password")
@@ -56,10 +56,10 @@ def _wait_for_flower_events(base: str, settings: Any) -> None:
     celery = create_celery(settings)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        task_id = celery.send_task(NOOP_TASK, args=[1]).id
+        task_id = celery.send_task(names.NOOP, args=[1]).id
         for _ in range(20):
             response = requests.get(f"{base}/api/task/info/{task_id}", auth=FLOWER_AUTH, timeout=5)
-            if response.ok and response.json().get("name") == NOOP_TASK:
+            if response.ok and response.json().get("name") == names.NOOP:
                 return
             time.sleep(0.1)
     raise AssertionError("Flower never saw a task's events")
@@ -119,7 +119,7 @@ def test_flower_shows_the_finished_sync_without_phi(
         return info if info and info.get("state") == "SUCCESS" else None
 
     info = wait_for(finished, 30, "a SUCCESS task in Flower")
-    assert info["name"] == "schedule.sync"
+    assert info["name"] == names.SYNC
     assert info["runtime"] > 0
     assert info["args"] in (f"['{date}']", [date]), info["args"]
     assert info["kwargs"] in ("{}", {}), info["kwargs"]
@@ -132,8 +132,8 @@ def test_flower_shows_the_finished_sync_without_phi(
 
     # The worker's own metrics (parent-only server reading every pool process's samples).
     scrape = requests.get(f"http://127.0.0.1:{settings.worker_metrics_port}/metrics", timeout=5).text
-    assert 'clinic_relay_tasks_total{state="succeeded",task="schedule.sync"}' in scrape
-    assert 'clinic_relay_task_duration_seconds_count{state="succeeded",task="schedule.sync"}' in scrape
+    assert f'clinic_relay_tasks_total{{state="succeeded",task="{names.SYNC}"}}' in scrape
+    assert f'clinic_relay_task_duration_seconds_count{{state="succeeded",task="{names.SYNC}"}}' in scrape
     assert (
         'clinic_relay_tebra_call_duration_seconds_count{operation="GetAppointments",outcome="ok"}' in scrape
     )

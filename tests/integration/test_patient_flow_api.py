@@ -14,9 +14,11 @@ from typing import Any
 import pytest
 import redis
 
-from tasks import events, flow, keys
+from tasks import events, keys
 from tasks.events import EventPublisher
-from tasks.patient_flow import wait_seconds, write_day_announced
+from tasks.patients import flow
+from tasks.patients.board import wait_seconds
+from tasks.sync.announce import write_day_announced
 from tests.support.patients import seed_day, store_for
 
 DATE = (datetime.now(UTC).date() + timedelta(days=7)).isoformat()

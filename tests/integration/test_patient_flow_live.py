@@ -25,7 +25,8 @@ import requests
 from websockets.sync.client import ClientConnection, connect
 
 from config import Settings
-from tasks import events, flow, keys
+from tasks import events, keys
+from tasks.patients import flow
 from tests.support.patients import quiet_date, seed_day
 
 NURSES = 16

@@ -11,9 +11,8 @@ from zoneinfo import ZoneInfo
 import redis
 
 from config import Settings
-from tasks import keys
+from tasks import keys, names
 from tasks.celery_factory import SYNC_QUEUE, create_celery
-from tasks.periodic import PERIODIC_TASK
 from tests.support.sync_state import wait_for_stored_state
 
 
@@ -24,9 +23,9 @@ def test_a_beat_tick_while_today_is_syncing_adds_nothing(
     celery = create_celery(settings)
     simulator.set_faults(latency_ms=1500)  # hold the first sync in its Tebra call
     try:
-        celery.send_task(PERIODIC_TASK, queue=SYNC_QUEUE)
+        celery.send_task(names.PERIODIC_SYNC, queue=SYNC_QUEUE)
         first = wait_for_stored_state(redis_client, today, "running")
-        celery.send_task(PERIODIC_TASK, queue=SYNC_QUEUE)  # a second tick while the first sync runs
+        celery.send_task(names.PERIODIC_SYNC, queue=SYNC_QUEUE)  # a second tick while the first sync runs
         time.sleep(0.5)
         assert redis_client.hget(keys.sync_status(today), "task_id") == first["task_id"]
         done = wait_for_stored_state(redis_client, today, "succeeded")
@@ -36,7 +35,7 @@ def test_a_beat_tick_while_today_is_syncing_adds_nothing(
     synced = [f for _, f in redis_client.xrange(keys.AGENT_UPDATES) if f["action"] == "schedule_synced"]
     assert len(synced) == 1
 
-    celery.send_task(PERIODIC_TASK, queue=SYNC_QUEUE)  # the next tick, with nothing running: a new sync
+    celery.send_task(names.PERIODIC_SYNC, queue=SYNC_QUEUE)  # the next tick, with nothing running: a new sync
     deadline = time.monotonic() + 30
     while redis_client.hget(keys.sync_status(today), "task_id") == first["task_id"]:
         assert time.monotonic() < deadline, "the next tick queued nothing"

@@ -26,7 +26,7 @@ import pytest
 import redis
 import requests
 
-from tasks import keys
+from tasks import keys, names
 from tebra_sim.clinic import Clinic
 from tests.conftest import TEST_BROKER_URL, TEST_REDIS_URL
 
@@ -206,8 +206,8 @@ def test_no_phi_in_redis_broker_results_or_logs(
         name.endswith(keys.TASK_RESULTS) for name in sources
     ), "task results were scanned"
     assert len(tap.commands) > 50, "the wiretap saw the traffic"
-    assert any("schedule.sync" in command for command in tap.commands), "it saw the task messages"
-    assert any("patients.fetch_details" in command for command in tap.commands), "and the details tasks"
+    assert any(names.SYNC in command for command in tap.commands), "it saw the task messages"
+    assert any(names.FETCH_DETAILS in command for command in tap.commands), "and the details tasks"
 
     found = []
     for where, blob in sources.items():

@@ -20,10 +20,9 @@ import redis
 from app import create_app
 from config import load_settings
 from scripts import redis_server
-from tasks import connections, events
+from tasks import connections, events, names
 from tasks.celery_factory import create_celery
 from tasks.clients import Clients
-from tasks.diagnostics import NOOP_TASK
 from tests.support.processes import free_port, start_worker, stop, wait_until
 from tests.support.redis_ha import SentinelGroup, redis_probes_ok
 from tests.support.tls import Authority, Pair
@@ -102,7 +101,7 @@ def test_data_client_ready_probes_and_a_worker_speak_tls_as_an_acl_user(
     worker = start_worker(env, tmp_path / "worker.log", name="tls-worker", concurrency=1)
     celery = create_celery(settings)
     try:
-        assert celery.send_task(NOOP_TASK, args=[7]).get(timeout=30) == 7
+        assert celery.send_task(names.NOOP, args=[7]).get(timeout=30) == 7
     finally:
         celery.close()
         stop(worker)
@@ -171,7 +170,7 @@ def test_sentinels_over_tls_lead_every_client_to_the_primary(
     worker = start_worker(env, tmp_path / "worker.log", name="tls-sentinel-worker", concurrency=1)
     celery = create_celery(settings)
     try:
-        assert celery.send_task(NOOP_TASK, args=[11]).get(timeout=30) == 11
+        assert celery.send_task(names.NOOP, args=[11]).get(timeout=30) == 11
     finally:
         celery.close()
         stop(worker)

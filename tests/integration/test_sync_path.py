@@ -14,7 +14,7 @@ import redis
 import requests
 from websockets.sync.client import connect
 
-from tasks import keys
+from tasks import keys, names
 from tests.integration.tebra_flow import (
     day_snapshot,
     request_sync,
@@ -111,7 +111,7 @@ def test_a_finished_sync_delivered_again_is_acknowledged_not_rerun(
     wait_for_state(api_server, date, {"succeeded"}, auth_headers)
     calls = simulator.stats()["calls"].get("GetAppointments", 0)
     celery = create_celery(settings)
-    celery.send_task("schedule.sync", args=[date], task_id=accepted["task_id"], queue=SYNC_QUEUE)
+    celery.send_task(names.SYNC, args=[date], task_id=accepted["task_id"], queue=SYNC_QUEUE)
     task_key = keys.task_meta(accepted["task_id"])
     wait_until(lambda: redis_client.hget(task_key, "redeliveries") == "1", 20, "the delivery acknowledged")
     synced = [

@@ -13,7 +13,7 @@ import pytest
 import redis
 
 from config.settings import Settings
-from tasks import keys
+from tasks import keys, names
 from tasks.phi import DETAILS_FIELD, PhiCipher, patient_binding
 from tests.conftest import TEST_BROKER_URL
 from tests.integration.tebra_flow import (
@@ -95,7 +95,7 @@ def test_details_follow_the_sync_sealed_cached_and_announced(
     # Task arguments carry the date and the hpid only (the result backend keeps them: result_extended).
     broker = redis.Redis.from_url(TEST_BROKER_URL, decode_responses=True)
     metas = [json.loads(broker.get(k) or "{}") for k in broker.scan_iter("celery-task-meta-*", count=1000)]
-    lookups = [m for m in metas if m.get("name") == "patients.fetch_details" and m["args"][0] == date]
+    lookups = [m for m in metas if m.get("name") == names.FETCH_DETAILS and m["args"][0] == date]
     assert lookups and all(len(m["args"]) == 2 and m["args"][1] in states for m in lookups)
     assert all(str(pid) not in json.dumps(m["args"]) for m in lookups for pid in patients)
 

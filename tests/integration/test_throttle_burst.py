@@ -28,7 +28,7 @@ import redis
 
 from config import Settings, load_settings
 from tasks.celery_factory import create_celery
-from tasks.sync_request import request_sync
+from tasks.sync.request import request_sync
 from tests.conftest import TEST_REDIS_URL
 from tests.integration.tebra_flow import CLINIC_TZ, events_of
 from tests.support.processes import free_port, start_worker, stop

@@ -22,7 +22,7 @@ import redis
 import requests
 from websockets.sync.client import connect
 
-from tasks import breaker_state, keys, phi
+from tasks import breaker_state, keys, names, phi
 from tests.conftest import TEST_BROKER_URL
 from tests.integration.tebra_flow import weekday_ahead, ws_url
 from tests.support.processes import BIN, free_port, spawn, start_worker, stop, wait_until
@@ -305,7 +305,7 @@ def test_two_beats_run_one_watch_at_a_time_and_announce_once(
     polls = [
         int(entry_id.split("-")[0]) / 1000
         for entry_id, fields in redis_client.xrange(keys.TASK_RESULTS)
-        if fields["action"] == "schedule.watch" and int(entry_id.split("-")[0]) / 1000 >= began
+        if fields["action"] == names.WATCH and int(entry_id.split("-")[0]) / 1000 >= began
     ]
     gaps = [b - a for a, b in itertools.pairwise(polls)]
     # Two beats tick 4 times in 5 s between them; the lease and the due check leave one poll per interval.

@@ -42,7 +42,8 @@ import simple_websocket
 
 from bench.common import percentiles
 from config import load_settings
-from tasks import connections, flow, keys
+from tasks import connections, keys
+from tasks.patients import flow
 from tests.support.balancer import Balancer, sockets_on, start_api, start_balancer, subscribe
 from tests.support.patients import seed_day
 from tests.support.processes import BIN, free_port, spawn, start_worker, stop, wait_until

@@ -22,7 +22,7 @@ import requests
 
 from config import load_settings
 from scripts import redis_server
-from tasks import breaker_state, keys
+from tasks import breaker_state, keys, names
 from tests.support.processes import BIN, free_port, spawn, stop, wait_until
 from tests.support.processes import start_worker as start_celery_worker
 
@@ -224,12 +224,12 @@ def test_a_hanging_tebra_times_out_frees_the_worker_and_is_retried(
     hung_date, other_date = weekdays(2, 60)
     try:
         started = time.monotonic()
-        hung = app.send_task("schedule.sync", args=[hung_date], queue=SYNC_QUEUE)
+        hung = app.send_task(names.SYNC, args=[hung_date], queue=SYNC_QUEUE)
         wait_until(lambda: client.hget(keys.sync_status(hung_date), "state") == "retrying", 20, "timeout")
         timed_out_s = time.monotonic() - started
         status = client.hgetall(keys.sync_status(hung_date))
         breaker = breaker_state.BreakerStore.from_settings(client, settings).snapshot()
-        app.send_task("schedule.sync", args=[other_date], queue=SYNC_QUEUE)
+        app.send_task(names.SYNC, args=[other_date], queue=SYNC_QUEUE)
         # The only pool process is free while the hung sync waits for its retry.
         wait_until(lambda: client.hget(keys.sync_status(other_date), "state") == "succeeded", hang_s, "other")
         other_done_s = time.monotonic() - started

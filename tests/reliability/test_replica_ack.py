@@ -20,7 +20,8 @@ import redis
 
 from app import create_app
 from config import load_settings
-from tasks import connections, flow, keys
+from tasks import connections, keys
+from tasks.patients import flow
 from tests.support.patients import seed_day
 from tests.support.redis_ha import SentinelGroup
 

@@ -20,11 +20,10 @@ from app import create_app
 from app.ratelimit import RateLimiter
 from app.relay_subscriber import EventSubscriber
 from config import Settings, load_settings
-from tasks import connections, events, metrics
+from tasks import connections, events, metrics, names
 from tasks.celery_factory import create_celery
 from tasks.clients import Clients
-from tasks.diagnostics import NOOP_TASK
-from tasks.patient_flow import PatientFlow
+from tasks.patients.board import PatientFlow
 from tests.support.processes import start_worker, stop, wait_until
 from tests.support.redis_ha import SentinelGroup, redis_probes_ok
 
@@ -69,7 +68,7 @@ def test_every_client_follows_the_sentinels_through_a_failover(
         subscriber.start()
         assert subscriber.ready.wait(10)
         before = exercise(settings, data, app)
-        assert celery.send_task(NOOP_TASK, args=[1]).get(timeout=30) == 1
+        assert celery.send_task(names.NOOP, args=[1]).get(timeout=30) == 1
         wait_until(lambda: before in sink.ids, 10, "the event before the failover")
 
         old = sentinel_group.kill_primary()
@@ -80,7 +79,7 @@ def test_every_client_follows_the_sentinels_through_a_failover(
         wait_until(lambda: redis_probes_ok(app), 20, "ready probes on the new primary")
         after = exercise(settings, data, app)  # the scripts are new to this server: NOSCRIPT, sent again
         assert data.info("server")["tcp_port"] == new
-        assert celery.send_task(NOOP_TASK, args=[2]).get(timeout=60) == 2
+        assert celery.send_task(names.NOOP, args=[2]).get(timeout=60) == 2
         wait_until(lambda: after in sink.ids, 30, "the event after the failover")
         assert sink.ids == sorted(set(sink.ids), key=events.stream_id_key)  # in order, none twice
         assert subscriber.reconnects >= 1

@@ -25,7 +25,7 @@ import redis
 from config import load_settings
 from tasks import keys
 from tasks.celery_factory import create_celery
-from tasks.sync_request import request_sync
+from tasks.sync.request import request_sync
 from tests.conftest import TEST_REDIS_URL
 from tests.support.processes import children_of, stop
 from tests.support.processes import start_worker as start_celery_worker

@@ -11,8 +11,8 @@ import redis
 
 from config import Settings
 from tasks.phi import PhiCipher
-from tasks.reconcile import write_day
-from tasks.store import ScheduleStore
+from tasks.sync.reconcile import write_day
+from tasks.sync.store import ScheduleStore
 
 
 def store_for(client: redis.Redis, settings: Settings) -> ScheduleStore:

@@ -7,16 +7,16 @@ from typing import Any
 
 import redis
 
-from tasks import sync_status
+from tasks.sync.status import read_status
 
 
 def wait_for_stored_state(client: redis.Redis, date: str, state: str, timeout: float = 30) -> dict[str, Any]:
-    """The day's status once its state is ``state`` (read with tasks/sync_status.read_status); fails after
-    ``timeout`` seconds showing the last status seen."""
+    """The day's status once its state is ``state`` (read with tasks/sync/status.py ``read_status``); fails
+    after ``timeout`` seconds showing the last status seen."""
     deadline = time.monotonic() + timeout
     status: dict[str, Any] | None = None
     while time.monotonic() < deadline:
-        status = sync_status.read_status(client, date)
+        status = read_status(client, date)
         if status and status.get("state") == state:
             return status
         time.sleep(0.05)

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from tasks.day_reads import APPLY, KEEP, REREAD, judge_empty, rejected_by_day
+from tasks.sync.day_reads import APPLY, KEEP, REREAD, judge_empty, rejected_by_day
 
 NOW = datetime(2026, 12, 1, 15, 0, tzinfo=UTC)
 TEN = timedelta(minutes=10)

@@ -159,13 +159,17 @@ def test_the_parser_finds_references_in_architecture() -> None:
 
 
 def test_the_check_catches_a_stale_name() -> None:
-    """The name that went stale once (sync_status.claim) is caught in each of the three forms."""
+    """A name that went stale (lifecycle.claim_queued, now ``claim``) is caught in each of the three forms."""
     doc = ROOT / "docs/architecture.md"
-    _, named, _ = references("tasks/sync_status.py `claim`, `sync_status.claim`, tasks/sync_state.py")
+    _, named, _ = references(
+        "tasks/sync/lifecycle.py `claim_queued`, `lifecycle.claim_queued`, tasks/sync_state.py"
+    )
     assert not path_exists("tasks/sync_state.py", doc)
+    assert not path_exists("tasks/sync_status.py", doc)  # moved: tasks/sync/lifecycle.py
     assert not path_exists("../shared/ARCHITECTURE.md", doc)  # beside the checkout, not in the repository
-    assert ("tasks/sync_status.py", "claim") in named and not resolves("tasks.sync_status.claim")
-    assert dotted_exists("sync_status.claim") is False
+    assert ("tasks/sync/lifecycle.py", "claim_queued") in named
+    assert not resolves("tasks.sync.lifecycle.claim_queued") and resolves("tasks.sync.lifecycle.claim")
+    assert dotted_exists("lifecycle.claim_queued") is False
     assert dotted_exists("schedule.sync") is True  # a task name the code spells
     assert dotted_exists("tasks.events.topic_of") is True
     assert isinstance(importlib.import_module("tasks.events"), ModuleType)

@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from tasks import flow
+from tasks.patients import flow
 
 
 def test_the_main_path_is_walkable_in_order() -> None:

@@ -12,8 +12,9 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from config import load_settings
 from tasks import keys
+from tasks.patients.details import patient_id
 from tasks.phi import DETAILS_FIELD, PhiCipher, keyring, patient_binding
-from tasks.store import ScheduleStore, canonical
+from tasks.sync.store import ScheduleStore, canonical
 from tests.unit.test_store import DATE, make_appointment
 from workers.phi_migration import Migration
 
@@ -73,7 +74,7 @@ def test_legacy_values_and_clear_reasons_are_resealed_once(redis_client: redis.R
         assert not any("Zorvak" in value or '"v1.' in value or value.startswith("v1.") for value in values), (
             key
         )
-    assert store.patient_id(DATE, entry_hpid) == "501"
+    assert patient_id(redis_client, cipher, DATE, entry_hpid) == "501"
     row = store.appointments_for([DATE])[0]
     assert (row["patient_name"], row["reason"]) == ("Testa", "Zorvak rash")
     entry = redis_client.hgetall(keys.patient(entry_hpid, DATE))

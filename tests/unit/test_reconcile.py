@@ -11,10 +11,10 @@ import redis
 
 from config import load_settings
 from tasks import events, keys
-from tasks.patient_flow import PatientFlow
+from tasks.patients.board import PatientFlow
 from tasks.phi import PhiCipher
-from tasks.reconcile import DayRead, Reconciler
-from tasks.store import ScheduleStore
+from tasks.sync.reconcile import DayRead, Reconciler
+from tasks.sync.store import ScheduleStore
 from tests.unit.test_store import make_appointment
 
 DAY1 = "2026-11-24"
@@ -187,7 +187,7 @@ def test_a_visit_under_way_is_flagged_not_dropped_and_the_clinic_resolves_it(
     assert cancelled_entry["status"] == "arrived"
     assert json.loads(cancelled_entry["tebra_conflict"]) == {"kind": "status", "status": "cancelled"}
     # The leave script announces a moved visit itself; a status flag is in the counts, for the caller to
-    # announce with the day's other status moves (tasks/patient_flow.py, queue_status_moves).
+    # announce with the day's other status moves (tasks/sync/announce.py, queue_status_moves).
     assert [f["hpid"] for f in sent(redis_client, "patient_conflict")] == [moving]
     assert [(m.hpid, m.flagged, m.tebra_status) for m in flagging.counts[DAY1].changed_statuses] == [
         (cancelled, True, "cancelled")

@@ -9,9 +9,10 @@ import redis
 
 from config import load_settings
 from tasks import keys
+from tasks.patients import details
 from tasks.phi import PhiCipher
-from tasks.reconcile import write_day
-from tasks.store import ScheduleStore
+from tasks.sync.reconcile import write_day
+from tasks.sync.store import ScheduleStore
 
 DATE = "2026-11-25"
 
@@ -152,9 +153,10 @@ def test_a_sealed_value_moved_to_another_record_does_not_open(
     redis_client.hset(
         keys.patient(b, DATE), "patient_id", redis_client.hget(keys.patient(a, DATE), "patient_id")
     )
+    cipher = PhiCipher.from_settings(load_settings({"APP_ENV": "test"}))
     with pytest.raises(InvalidTag):
-        store.patient_id(DATE, b)
-    assert store.patient_id(DATE, a) == "501"
+        details.patient_id(redis_client, cipher, DATE, b)
+    assert details.patient_id(redis_client, cipher, DATE, a) == "501"
     day = keys.appointments(DATE)
     first, second = (orjson.loads(redis_client.hget(day, appt_id)) for appt_id in ("1001", "1002"))
     redis_client.hset(day, "1002", orjson.dumps({**second, "patient_name": first["patient_name"]}))

@@ -12,11 +12,14 @@ import pytest
 import redis
 
 from config import load_settings
-from tasks import keys, patient_details, provider_cache, sync, sync_metrics
+from tasks import keys, names
 from tasks.events import EventPublisher, read_since
+from tasks.patients import details
 from tasks.phi import PhiCipher, patient_binding
-from tasks.reconcile import Reconciler, write_day
-from tasks.store import ScheduleStore
+from tasks.providers import cache, refresh
+from tasks.sync import plan, run, unknown_status
+from tasks.sync.reconcile import Reconciler, write_day
+from tasks.sync.store import ScheduleStore
 from tasks.tebra.errors import TebraBusinessError, TebraUpstreamError
 from tests.unit.test_store import DATE, make_appointment
 from workers.beat import beat_schedule
@@ -56,8 +59,8 @@ class FakeTebra:
         return {"id": patient_id, "dob": "1980-02-03"}
 
 
-def context(client: redis.Redis, store: ScheduleStore, source: FakeTebra) -> sync.SyncContext:
-    return sync.SyncContext(
+def context(client: redis.Redis, store: ScheduleStore, source: FakeTebra) -> run.SyncContext:
+    return run.SyncContext(
         redis=client,
         store=store,
         reconciler=Reconciler(client, store, sender="test", maxlen=1000),
@@ -71,15 +74,15 @@ def context(client: redis.Redis, store: ScheduleStore, source: FakeTebra) -> syn
 
 
 def test_plan_is_full_first_then_incremental_until_the_full_one_ages() -> None:
-    assert sync.plan_sync(None, NOW, 3600).mode == sync.FULL
+    assert plan.plan_sync(None, NOW, 3600).mode == plan.FULL
     recent = (NOW - timedelta(minutes=10)).isoformat()
     status = {"last_success_started_at": recent, "last_full_started_at": recent}
-    plan = sync.plan_sync(status, NOW, 3600)
-    assert plan.mode == sync.INCREMENTAL
-    assert plan.modified_since == NOW - timedelta(minutes=10, seconds=sync.MODIFIED_OVERLAP_S)
+    incremental = plan.plan_sync(status, NOW, 3600)
+    assert incremental.mode == plan.INCREMENTAL
+    assert incremental.modified_since == NOW - timedelta(minutes=10, seconds=plan.MODIFIED_OVERLAP_S)
     old_full = {**status, "last_full_started_at": (NOW - timedelta(hours=2)).isoformat()}
-    assert sync.plan_sync(old_full, NOW, 3600).mode == sync.FULL
-    assert sync.plan_sync({"last_success_started_at": "garbage"}, NOW, 3600).mode == sync.FULL
+    assert plan.plan_sync(old_full, NOW, 3600).mode == plan.FULL
+    assert plan.plan_sync({"last_success_started_at": "garbage"}, NOW, 3600).mode == plan.FULL
 
 
 def test_providers_fill_missing_names_and_ids_only_when_needed(
@@ -88,33 +91,33 @@ def test_providers_fill_missing_names_and_ids_only_when_needed(
     source = FakeTebra()
     ctx = context(redis_client, store, source)
     complete = [make_appointment(1)]
-    assert sync.fill_providers(ctx, complete) is None and source.provider_calls == 0
+    assert refresh.fill_providers(ctx, complete) is None and source.provider_calls == 0
 
     rows = [
         make_appointment(2, provider_name=None),
         make_appointment(3, provider_id=None, provider_name="Dr Other"),
     ]
-    assert sync.fill_providers(ctx, rows) is False
+    assert refresh.fill_providers(ctx, rows) is False
     assert rows[0]["provider_name"] == "Dr Provider" and rows[1]["provider_id"] == "8"
-    assert source.provider_calls == 1 and provider_cache.read(redis_client) is not None
+    assert source.provider_calls == 1 and cache.read(redis_client) is not None
 
     again = [make_appointment(4, provider_name=None)]
-    assert sync.fill_providers(ctx, again) is False and source.provider_calls == 1  # fresh cache
+    assert refresh.fill_providers(ctx, again) is False and source.provider_calls == 1  # fresh cache
 
 
 def test_tebra_down_serves_the_stale_provider_list_flagged(
     redis_client: redis.Redis, store: ScheduleStore
 ) -> None:
-    provider_cache.write(redis_client, [{"id": "7", "full_name": "Dr Provider"}], ttl_s=0)
+    cache.write(redis_client, [{"id": "7", "full_name": "Dr Provider"}], ttl_s=0)
     source = FakeTebra(fail=TebraUpstreamError("GetProviders: timed out", "GetProviders"))
     rows = [make_appointment(1, provider_name=None)]
-    assert sync.fill_providers(context(redis_client, store, source), rows) is True
+    assert refresh.fill_providers(context(redis_client, store, source), rows) is True
     assert rows[0]["provider_name"] == "Dr Provider"
 
 
 def test_unknown_statuses_are_counted_and_logged_once(caplog: pytest.LogCaptureFixture) -> None:
-    sync_metrics.reset_seen()
-    counter = sync_metrics.unknown_status_counter()
+    unknown_status.reset_seen()
+    counter = unknown_status.unknown_status_counter()
     before = counter.labels(status="needsreschedule")._value.get()
     rows: list[dict[str, Any]] = [
         {"tebra_status": "Needs-Reschedule", "status_known": False},
@@ -122,19 +125,16 @@ def test_unknown_statuses_are_counted_and_logged_once(caplog: pytest.LogCaptureF
         {"tebra_status": "Confirmed", "status_known": True},
         {"tebra_status": None, "status_known": False},
     ]
-    with caplog.at_level("WARNING", logger="tasks.sync_metrics"):
-        assert sync_metrics.note_unknown_statuses(rows, date=DATE) == 2
+    with caplog.at_level("WARNING", logger="tasks.sync.unknown_status"):
+        assert unknown_status.note_unknown_statuses(rows, date=DATE) == 2
     assert counter.labels(status="needsreschedule")._value.get() == before + 2
     assert len([r for r in caplog.records if "ConfirmationStatus" in r.getMessage()]) == 1
-    assert sync_metrics.status_label("Weird <script> value!") == "other"
+    assert unknown_status.status_label("Weird <script> value!") == "other"
 
 
-def details_ctx(
-    client: redis.Redis, store: ScheduleStore, source: FakeTebra
-) -> patient_details.DetailsContext:
-    return patient_details.DetailsContext(
+def details_ctx(client: redis.Redis, store: ScheduleStore, source: FakeTebra) -> details.DetailsContext:
+    return details.DetailsContext(
         redis=client,
-        store=store,
         cipher=PhiCipher.from_settings(load_settings({"APP_ENV": "test"})),
         publisher=EventPublisher(client, sender="test", maxlen=1000),
         source=source,
@@ -150,7 +150,7 @@ def test_a_lookup_seals_the_dob_caches_it_and_keeps_write_day_idempotent(
     hpid = store.hpid("501")
     source = FakeTebra()
     ctx = details_ctx(redis_client, store, source)
-    assert patient_details.fetch_details(ctx, DATE, hpid) == "complete"
+    assert details.fetch_details(ctx, DATE, hpid) == "complete"
     entry = redis_client.hgetall(keys.patient(hpid, DATE))
     assert (
         entry["details"] == "complete"
@@ -166,9 +166,9 @@ def test_a_lookup_seals_the_dob_caches_it_and_keeps_write_day_idempotent(
 
     counts = write_day(store, DATE, rows)  # a later sync leaves the details alone
     assert counts.patients_changed == 0 and redis_client.hget(keys.patient(hpid, DATE), "dob") == entry["dob"]
-    assert patient_details.fetch_details(ctx, DATE, hpid) == "complete"
+    assert details.fetch_details(ctx, DATE, hpid) == "complete"
     assert source.patient_calls == ["501"]  # the second came from the cache
-    assert patient_details.fetch_details(ctx, "2026-01-01", hpid) == "gone"
+    assert details.fetch_details(ctx, "2026-01-01", hpid) == "gone"
 
 
 def test_a_patient_tebra_cannot_give_is_marked_incomplete(
@@ -180,8 +180,8 @@ def test_a_patient_tebra_cannot_give_is_marked_incomplete(
         redis_client, store, FakeTebra(fail=TebraBusinessError("GetPatient: error", "GetPatient"))
     )
     with pytest.raises(TebraBusinessError):
-        patient_details.fetch_details(ctx, DATE, hpid)
-    assert patient_details.mark_incomplete(ctx, DATE, hpid, "TEBRA_ERROR") == "incomplete"
+        details.fetch_details(ctx, DATE, hpid)
+    assert details.mark_incomplete(ctx, DATE, hpid, "TEBRA_ERROR") == "incomplete"
     entry = redis_client.hgetall(keys.patient(hpid, DATE))
     assert entry["details"] == "incomplete" and "dob" not in entry
 
@@ -189,18 +189,21 @@ def test_a_patient_tebra_cannot_give_is_marked_incomplete(
 def test_lookups_are_queued_once_per_patient_and_day(redis_client: redis.Redis, store: ScheduleStore) -> None:
     write_day(store, DATE, [make_appointment(1), make_appointment(2), make_appointment(3, patient_id="501")])
     sent: list[tuple[str, str]] = []
-    assert patient_details.enqueue_day(redis_client, store, DATE, lambda d, h: sent.append((d, h))) == 2
+    assert details.enqueue_day(redis_client, DATE, lambda d, h: sent.append((d, h))) == 2
     assert {h for _, h in sent} == {store.hpid("501"), store.hpid("502")}
     assert all(len(hpid) == 24 and int(hpid, 16) >= 0 for _, hpid in sent)  # hpids, never Tebra ids
-    assert patient_details.enqueue_day(redis_client, store, DATE, lambda d, h: sent.append((d, h))) == 0
+    assert details.enqueue_day(redis_client, DATE, lambda d, h: sent.append((d, h))) == 0
     for _, hpid in sent:
-        patient_details.release(redis_client, DATE, hpid)
-    store.write_details(DATE, store.hpid("501"), dob="1980-02-03", complete=True, now=NOW.isoformat())
-    states = store.details_states(DATE)
-    assert patient_details.wanted(states, NOW) == [store.hpid("502")]
+        details.release(redis_client, DATE, hpid)
+    cipher = PhiCipher.from_settings(load_settings({"APP_ENV": "test"}))
+    details.write_details(
+        redis_client, cipher, DATE, store.hpid("501"), dob="1980-02-03", complete=True, now=NOW.isoformat()
+    )
+    states = details.details_states(redis_client, DATE)
+    assert details.wanted(states, NOW) == [store.hpid("502")]
     recent = {h: ("incomplete", NOW.isoformat()) for h in states}
-    assert patient_details.wanted(recent, NOW + timedelta(minutes=5)) == []
-    assert len(patient_details.wanted(recent, NOW + timedelta(hours=2))) == 2
+    assert details.wanted(recent, NOW + timedelta(minutes=5)) == []
+    assert len(details.wanted(recent, NOW + timedelta(hours=2))) == 2
 
 
 def test_beat_schedule_is_off_by_default_and_expires_its_ticks() -> None:
@@ -208,6 +211,6 @@ def test_beat_schedule_is_off_by_default_and_expires_its_ticks() -> None:
     # the watch is on by default
     assert set(beat_schedule(load_settings({"APP_ENV": "test"}))) == {"watch-tebra"}
     entry = beat_schedule(load_settings({"APP_ENV": "test", "PERIODIC_SYNC_MINUTES": "5"}))["sync-today"]
-    assert entry["task"] == "schedule.periodic_sync"
+    assert entry["task"] == names.PERIODIC_SYNC == "schedule.periodic_sync"
     assert entry["schedule"] == timedelta(minutes=5)
     assert entry["options"] == {"queue": "sync", "expires": 300}

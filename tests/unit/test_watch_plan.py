@@ -8,9 +8,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from config import load_settings
-from tasks import tebra_clock
 from tasks.events import iso_utc
-from tasks.watch import SKIPPED_NOT_DUE, SKIPPED_OFF, SKIPPED_WAITING, horizon, interval_s, plan_poll
+from tasks.sync import clock
+from tasks.sync.watch import SKIPPED_NOT_DUE, SKIPPED_OFF, SKIPPED_WAITING, horizon, interval_s, plan_poll
 
 SETTINGS = load_settings({"APP_ENV": "test", "CLINIC_TZ": "America/Chicago", "CLINIC_HOURS": "07:00-19:00"})
 # Tuesday 2026-03-03, 10:00 in Chicago (16:00 UTC): inside clinic hours.
@@ -77,12 +77,12 @@ def test_clock_bounds_from_changes() -> None:
     ended = datetime(2026, 3, 3, 16, 0, 30, tzinfo=UTC)
     # Stamped two hours behind: a change made a few seconds before the read ended reads 08:00:20 in Chicago.
     changes = [("2026-03-03T08:00:20-06:00", "2026-03-03T15:55:00Z")]
-    clock = tebra_clock.bounds(ended, changes)
-    assert clock.behind_max_s == pytest.approx(7210)
-    assert clock.behind_min_s == pytest.approx(7200 - 20 - 300 + 0, abs=1)  # was current at 15:55 UTC
-    assert clock.allowance_s == pytest.approx(7210)
-    assert tebra_clock.bounds(ended, []).allowance_s is None
-    ahead = tebra_clock.bounds(ended, [("2026-03-03T11:00:00-06:00", "2026-03-03T15:55:00Z")])
+    measured = clock.bounds(ended, changes)
+    assert measured.behind_max_s == pytest.approx(7210)
+    assert measured.behind_min_s == pytest.approx(7200 - 20 - 300 + 0, abs=1)  # was current at 15:55 UTC
+    assert measured.allowance_s == pytest.approx(7210)
+    assert clock.bounds(ended, []).allowance_s is None
+    ahead = clock.bounds(ended, [("2026-03-03T11:00:00-06:00", "2026-03-03T15:55:00Z")])
     assert ahead.allowance_s == 0.0
 
 

@@ -19,12 +19,11 @@ when another writer got in between) that:
 The index ``appointment:{id}`` holds ``{"date", "modified", "seen"}``: the day the appointment is on, its
 Tebra LastModifiedDate, and when the read that first stored this version began (ISO UTC). It is rewritten
 only when the version changes, so the same read twice changes no byte. ``seen`` also bounds how far behind
-Tebra's LastModifiedDate stamps run (tasks/tebra_clock.py).
+Tebra's LastModifiedDate stamps run (tasks/sync/clock.py).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
@@ -33,47 +32,14 @@ from typing import Any
 import orjson
 import redis
 
-from tasks import events, flow, keys
+from tasks import events, keys
 from tasks.events import utc_now_iso
-from tasks.store import ScheduleStore, WriteCounts, canonical, counts_of
+from tasks.sync.departure import DELETED, MOVED, Departures
+from tasks.sync.store import ScheduleStore, WriteCounts, canonical, counts_of
 
 log = logging.getLogger(__name__)
 
 WRITE_ATTEMPTS = 8  # a transaction retried this often met a writer of the same days every time: give up
-
-MOVED = "moved"
-DELETED = "deleted"
-
-# A patient leaves a day's board, or is flagged: one script per patient, so that the decision reads the entry
-# as it is at EXEC (a nurse's check-in a moment earlier counts). KEYS[1] the patient's entry, KEYS[2] the
-# day's index, KEYS[3] agent_updates. ARGV[1] the conflict JSON (what Tebra now says), ARGV[2] JSON {state:
-# rank}, ARGV[3] now (ISO UTC, the event's ts), ARGV[4] stream maxlen, ARGV[5] sender, ARGV[6] channel,
-# ARGV[7] date, ARGV[8] hpid, ARGV[9] the patient_removed payload. Returns gone | kept | conflict | removed.
-# An entry already flagged (or whose flag the clinic resolved) is kept as it is: the clinic was told once.
-_LEAVE_LUA = (
-    events.PUBLISH_LUA_FUNCTION
-    + """
-local entry = redis.call('HMGET', KEYS[1], 'status', 'status_source', 'tebra_conflict', 'conflict_resolved')
-if not entry[1] then
-  redis.call('SREM', KEYS[2], ARGV[8])
-  return 'gone'
-end
-local ranks = cjson.decode(ARGV[2])
-if entry[2] == 'local' and (ranks[entry[1]] or 0) >= ranks['arrived'] then
-  if (entry[3] and entry[3] ~= '') or (entry[4] and entry[4] ~= '') then return 'kept' end
-  redis.call('HSET', KEYS[1], 'tebra_conflict', ARGV[1])
-  local payload = '{"conflict":' .. ARGV[1] .. ',"date":' .. cjson.encode(ARGV[7]) .. ',"hpid":' ..
-    cjson.encode(ARGV[8]) .. ',"status":' .. cjson.encode(entry[1]) .. '}'
-  publish_event(KEYS[3], ARGV[4], ARGV[5], ARGV[6], 'patient_conflict', ARGV[3], payload)
-  return 'conflict'
-end
-redis.call('DEL', KEYS[1])
-redis.call('SREM', KEYS[2], ARGV[8])
-publish_event(KEYS[3], ARGV[4], ARGV[5], ARGV[6], 'patient_removed', ARGV[3], ARGV[9])
-return 'removed'
-"""
-)
-_RANKS = json.dumps(flow.RANKS)
 
 
 @dataclass(frozen=True)
@@ -158,8 +124,7 @@ class Reconciler:
         self._store = store
         self._sender = sender
         self._maxlen = maxlen
-        self._leave = client.register_script(_LEAVE_LUA)
-        self._channel = keys.events_channel(client)
+        self._departures = Departures(client, sender=sender, maxlen=maxlen)
 
     def apply(
         self,
@@ -412,41 +377,7 @@ class Reconciler:
                 self._store.queue_merge(pipe, date, plan.entries)
             for gone_hpid, leaver in sorted(plan.leavers.items()):
                 plan.leave_at.append((gone_hpid, len(pipe)))
-                self._queue_leave(pipe, date, gone_hpid, leaver, applied, now)
-
-    def _queue_leave(
-        self,
-        pipe: Any,
-        date: str,
-        gone_hpid: str,
-        why: dict[str, Any],
-        applied: dict[str, tuple[str, dict[str, Any]]],
-        now: str,
-    ) -> None:
-        reason = str(why["reason"])
-        removed: dict[str, Any] = {"date": date, "hpid": gone_hpid, "reason": reason}
-        conflict: dict[str, Any] = {"kind": reason}
-        landed = applied.get(str(why.get("appointment_id") or ""))
-        if reason == MOVED and landed is not None:
-            removed["to_date"] = conflict["to_date"] = landed[0]
-            tebra_status = landed[1].get("tebra_status")
-            if tebra_status:
-                conflict["tebra_status"] = str(tebra_status)
-        self._leave(
-            keys=[keys.patient(gone_hpid, date), keys.patients_index(date), keys.AGENT_UPDATES],
-            args=[
-                canonical(conflict),
-                _RANKS,
-                now,
-                self._maxlen,
-                self._sender,
-                self._channel,
-                date,
-                gone_hpid,
-                events.dumps(removed),
-            ],
-            client=pipe,
-        )
+                self._departures.queue(pipe, date, gone_hpid, leaver, applied, now)
 
 
 def write_day(

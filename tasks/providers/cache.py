@@ -12,8 +12,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
+from celery import Celery
 
-from tasks import keys
+from tasks import keys, names
+from tasks.celery_factory import SYNC_QUEUE
 from tasks.events import utc_now_iso
 
 STALE_KEEP_S = 7 * 86400
@@ -43,3 +45,19 @@ def write(client: redis.Redis, providers: list[dict[str, Any]], ttl_s: int) -> N
 def claim_refresh(client: redis.Redis, window_s: int = 30) -> bool:
     """True for the one caller that should enqueue a refresh in this window."""
     return bool(client.set(REFRESH_LOCK, "1", nx=True, ex=window_s))
+
+
+def request_refresh(
+    client: redis.Redis, celery: Celery, cached: CachedProviders | None, *, first_fill_wait_s: float
+) -> CachedProviders | None:
+    """Queue ``providers.refresh`` when ``cached`` is missing or stale (one caller per window: the others
+    serve what is cached meanwhile). With nothing cached yet, wait up to ``first_fill_wait_s`` for the first
+    fill, reading the cache (never the task); returns what is cached then (None: not yet)."""
+    if (cached is None or not cached.fresh) and claim_refresh(client):
+        celery.send_task(names.REFRESH_PROVIDERS, queue=SYNC_QUEUE)
+    if cached is None:
+        deadline = time.monotonic() + first_fill_wait_s
+        while cached is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+            cached = read(client)
+    return cached

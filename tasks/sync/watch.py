@@ -1,7 +1,7 @@
 """The watch: the board follows Tebra by itself, one GetAppointments per poll for the whole horizon.
 
 Every poll asks Tebra for the appointments modified since the last poll began (``FromLastModifiedDate``,
-started earlier by the overlap and Tebra's measured clock lag, tasks/tebra_clock.py) whose start is today
+started earlier by the overlap and Tebra's measured clock lag, tasks/sync/clock.py) whose start is today
 through today + ``SYNC_HORIZON_DAYS`` in CLINIC_TZ: one call, whatever the number of days, so a change on
 any day, a move between two days included, is seen by the same read. At least every
 ``FULL_RECONCILE_MINUTES`` (and on the first poll, and while the clock lag is unknown) the poll asks for the
@@ -33,14 +33,16 @@ import redis
 from ulid import ULID
 
 from config import Settings
-from tasks import day_reads, events, keys, sync_status, tebra_clock
+from tasks import events, keys, names, results
 from tasks.events import EventPublisher
-from tasks.reconcile import DayRead, Reconciler
-from tasks.sync import AppointmentSource, announce_day, clinic_day
+from tasks.sync import clock, day_reads, lifecycle
+from tasks.sync.announce import announce_day
+from tasks.sync.plan import clinic_day
+from tasks.sync.reconcile import DayRead, Reconciler
+from tasks.sync.run import AppointmentSource
 
 log = logging.getLogger(__name__)
 
-WATCH_TASK = "schedule.watch"
 WATCH = "watch"
 WATCH_FULL = "watch_full"
 SKIPPED_RUNNING = "running"  # another poll holds the lease
@@ -51,12 +53,6 @@ SKIPPED_WAITING = "waiting"  # the breaker said when to come back, and that is n
 # Compare-and-delete: only the poll that holds the lease lets it go.
 _RELEASE_LUA = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-# The watch's own bookkeeping on a day's status, only where the day has one (the watch creates no status for
-# a day nobody asked about). KEYS[1] the day's status; ARGV: field, value pairs.
-_NOTE_DAY_LUA = """
-if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], unpack(ARGV)) end
 return 0
 """
 
@@ -76,7 +72,7 @@ class WatchContext:
         return ZoneInfo(self.settings.clinic_tz)
 
     def suspect_context(self) -> SimpleNamespace:
-        """What recording a day kept as suspect_empty needs (tasks/day_reads.py ``finish_suspect``)."""
+        """What recording a day kept as suspect_empty needs (tasks/sync/day_reads.py ``finish_suspect``)."""
         return SimpleNamespace(
             redis=self.redis,
             publisher=self.publisher,
@@ -136,9 +132,9 @@ def run_watch(ctx: WatchContext, *, force: bool = False, force_full: bool = Fals
     try:
         now = datetime.now(UTC)
         state = ctx.redis.hgetall(keys.WATCH_STATE)
-        clock = tebra_clock.read(ctx.redis)
+        measured = clock.read(ctx.redis)
         skip, modified_since = plan_poll(
-            state, ctx.settings, now, force=force or force_full, allowance_s=clock.allowance_s
+            state, ctx.settings, now, force=force or force_full, allowance_s=measured.allowance_s
         )
         if skip is not None:
             return {"skipped": skip}
@@ -179,9 +175,9 @@ def poll(ctx: WatchContext, run_id: str, now: datetime, modified_since: datetime
         fetched={str(row["id"]) for row in rows},
         keep={row.id for row in getattr(rows, "rejected", ()) if row.id},  # set aside: stored copy stays
     )
-    clock = tebra_clock.observe(
+    measured = clock.observe(
         ctx.redis,
-        tebra_clock.bounds(read_ended, [(c.modified, c.old_seen) for c in applied.changes]),
+        clock.bounds(read_ended, [(c.modified, c.old_seen) for c in applied.changes]),
     )
     duration_ms = round((time.perf_counter() - started) * 1000)
     changed_days = sorted(day for day, counts in applied.counts.items() if counts.changed_anything)
@@ -197,12 +193,9 @@ def poll(ctx: WatchContext, run_id: str, now: datetime, modified_since: datetime
     pipe = ctx.redis.pipeline(transaction=False)
     for day in changed_days:
         announce_day(pipe, ctx.publisher, day, applied.counts[day], {"mode": mode, "task_id": run_id})
-    noted = ["last_success_started_at", started_at, "watched_at", started_at]
-    if full:
-        noted += ["last_full_started_at", started_at]
     for day in days:
         if day not in suspects:  # a suspect day's next read must be full again (the one that may confirm it)
-            pipe.eval(_NOTE_DAY_LUA, 1, keys.sync_status(day), *noted)
+            lifecycle.queue_watched(pipe, day, started_at=started_at, full=full)
     summary = {
         "run_id": run_id,
         "mode": mode,
@@ -211,7 +204,7 @@ def poll(ctx: WatchContext, run_id: str, now: datetime, modified_since: datetime
         "days": len(days),
         "changed_days": changed_days,
         "duration_ms": duration_ms,
-        "clock": clock.as_dict(),
+        "clock": measured.as_dict(),
     }
     watch_state = {
         "cursor": started_at,
@@ -226,9 +219,7 @@ def poll(ctx: WatchContext, run_id: str, now: datetime, modified_since: datetime
     if full:
         watch_state["last_full_started_at"] = started_at
     pipe.hset(keys.WATCH_STATE, mapping=watch_state)
-    sync_status.append_result(
-        pipe, run_id, WATCH_TASK, sync_status.SUCCEEDED, summary, ctx.settings.stream_maxlen
-    )
+    results.append(pipe, run_id, names.WATCH, lifecycle.SUCCEEDED, summary, ctx.settings.stream_maxlen)
     pipe.execute()
     log.info(
         "watch polled",

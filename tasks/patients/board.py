@@ -1,15 +1,15 @@
 """The day's board and the clinic's status changes: read in one round trip, changed in one Lua script.
 
 A status change (``PATCH /patients/{hpid}/status``) is one script run: it reads the entry, checks the
-version and the state machine (tasks/flow.py), writes status, ``status_source=local``, version+1, the
+version and the state machine (tasks/patients/flow.py), writes status, ``status_source=local``, version+1, the
 entry timestamp and the room, then appends ``patient_status_changed`` to ``agent_updates`` and publishes it
 on its database's events channel (``keys.events_channel``), exactly as :class:`tasks.events.EventPublisher`
 does. Redis runs one script at a time, so two nurses clicking at once serialize: the second sees the first's
 version (or status) and is refused, and every accepted change has exactly one event, in stream order. No
 event names a patient: only the hpid.
 
-A sync changes statuses through the merge script in tasks/store.py, which reports each change it made;
-:func:`queue_status_moves` announces each with the same event.
+A sync changes statuses through the merge script in tasks/sync/store.py, which reports each change it made;
+tasks/sync/announce.py announces each with the same event.
 """
 
 from __future__ import annotations
@@ -27,11 +27,10 @@ import redis
 from redis.client import Pipeline
 from redis.exceptions import NoScriptError
 
-from tasks import events, flow, keys
-from tasks.events import EventPublisher, utc_now_iso
+from tasks import keys
+from tasks.events import utc_now_iso
+from tasks.patients import flow
 from tasks.phi import Opener, PhiCipher, open_patient
-from tasks.reconcile import write_day
-from tasks.store import ScheduleStore, WriteCounts
 
 # The flow-entry fields the board shows, in the order the SORT ... GET below returns them (after the hpid).
 BOARD_FIELDS = (
@@ -304,49 +303,3 @@ def _parse(value: str | None) -> datetime | None:
         return datetime.fromisoformat(value)
     except ValueError:
         return None
-
-
-# -- the sync's side ----------------------------------------------------------------------------------------
-
-
-def queue_status_moves(pipe: Pipeline, publisher: EventPublisher, date: str, counts: WriteCounts) -> None:
-    """Queue one ``patient_status_changed`` per status a sync changed, as the merge script left it, and one
-    ``patient_conflict`` per entry it flagged instead (docs/board.md, "When Tebra and the clinic
-    disagree")."""
-    for move in counts.changed_statuses:
-        if move.flagged:
-            conflict = {"kind": "status", "status": move.tebra_status}
-            flagged = {"date": date, "hpid": move.hpid, "status": move.status, "conflict": conflict}
-            publisher.publish_on(pipe, events.PATIENT_CONFLICT, flagged)
-            continue
-        data = {
-            "date": date,
-            "hpid": move.hpid,
-            "status": move.status,
-            "previous": move.previous,
-            "version": move.version,
-            "room": move.room,
-        }
-        publisher.publish_on(pipe, events.PATIENT_STATUS_CHANGED, data)
-
-
-def write_day_announced(
-    client: redis.Redis,
-    store: ScheduleStore,
-    publisher: EventPublisher,
-    date: str,
-    appointments: Sequence[dict[str, Any]],
-    *,
-    full: bool = True,
-) -> WriteCounts:
-    """``store.write_day`` plus one ``patient_status_changed`` per status the sync changed.
-
-    The status before and the version after come from the merge script itself, so a clinic change landing
-    just before or after the write is announced by its own event, in the true order.
-    """
-    counts = write_day(store, date, appointments, full=full)
-    if counts.changed_statuses:
-        pipe = client.pipeline(transaction=False)
-        queue_status_moves(pipe, publisher, date, counts)
-        pipe.execute()
-    return counts

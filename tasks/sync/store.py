@@ -20,8 +20,9 @@ import orjson
 import redis
 from redis.client import Pipeline
 
-from tasks import flow, keys
+from tasks import keys
 from tasks.events import utc_now_iso
+from tasks.patients import flow
 from tasks.phi import PhiCipher, Sealer, hpid, open_appointment, open_patient, seal_appointment, seal_patient
 
 # One call merges a whole day (one round trip, the day's ranks and stamps sent once). KEYS[1] the day index,
@@ -122,22 +123,9 @@ return codes
 """
 
 
-# KEYS[1] patient key. ARGV: dob (sealed or ""), details (complete|incomplete), details_at. Writes only into
-# an entry that exists (a day that expired is not brought back by a late lookup); 1 when written, 0 when gone.
-_WRITE_DETAILS_LUA = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-if ARGV[1] ~= '' then redis.call('HSET', KEYS[1], 'dob', ARGV[1]) end
-redis.call('HSET', KEYS[1], 'details', ARGV[2], 'details_at', ARGV[3])
-return 1
-"""
-
 _RANKS = json.dumps(flow.RANKS)
 _STAMPS = json.dumps(flow.TIMESTAMP_FIELDS)
 _ENDED = json.dumps(dict.fromkeys(flow.ENDED_BEFORE_ARRIVAL, True))
-
-
-DETAILS_COMPLETE = "complete"
-DETAILS_INCOMPLETE = "incomplete"
 
 
 @dataclass(frozen=True)
@@ -268,7 +256,6 @@ class ScheduleStore:
         self._hmac_key = hmac_key
         self._ttl = retention_days * 86400
         self._merge = client.register_script(_MERGE_PATIENTS_LUA)
-        self._write_details = client.register_script(_WRITE_DETAILS_LUA)
 
     def hpid(self, patient_id: str) -> str:
         return hpid(patient_id, self._hmac_key)
@@ -343,33 +330,6 @@ class ScheduleStore:
             ]  # fmt: skip
             entries[entry_hpid] = (fields, str(appt.get("status") or flow.SCHEDULED))
         return entries
-
-    # -- patient details (worker) ---------------------------------------------------------------------------
-    # The fields written here (dob, details, details_at) are not among those write_day merges, so a later sync
-    # leaves them as they are and stays idempotent.
-
-    def patient_id(self, date: str, entry_hpid: str) -> str | None:
-        """The raw Tebra patient id behind ``entry_hpid`` on ``date``, or None when there is no such entry."""
-        sealed = self._redis.hget(keys.patient(entry_hpid, date), "patient_id")
-        return open_patient(self._cipher.open, entry_hpid, date, "patient_id", sealed) or None
-
-    def details_states(self, date: str) -> dict[str, tuple[str, str]]:
-        """hpid -> (details, details_at) for every flow entry of the day ("" where none was fetched yet)."""
-        hpids = sorted(self._redis.smembers(keys.patients_index(date)))
-        pipe = self._redis.pipeline(transaction=False)
-        for entry_hpid in hpids:
-            pipe.hmget(keys.patient(entry_hpid, date), ["details", "details_at"])
-        return {
-            entry_hpid: (details or "", details_at or "")
-            for entry_hpid, (details, details_at) in zip(hpids, pipe.execute(), strict=True)
-        }
-
-    def write_details(self, date: str, entry_hpid: str, *, dob: str | None, complete: bool, now: str) -> bool:
-        """Seal ``dob`` into the day's flow entry and mark its details; False when the entry is gone."""
-        sealed = seal_patient(self._cipher.seal, entry_hpid, date, "dob", dob)
-        state = DETAILS_COMPLETE if complete else DETAILS_INCOMPLETE
-        written = self._write_details(keys=[keys.patient(entry_hpid, date)], args=[sealed or "", state, now])
-        return bool(written)
 
     # -- reads (API) -----------------------------------------------------------------------------------------
 

@@ -18,8 +18,8 @@ import threading
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from tasks.flow import normalise_tebra_status
 from tasks.metrics import PREFIX
+from tasks.patients.flow import normalise_tebra_status
 
 if TYPE_CHECKING:
     from prometheus_client import Counter

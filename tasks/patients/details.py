@@ -9,7 +9,9 @@ calls GetPatient through the shared throttle (250 ms pace), writes the sealed ``
 ``details=complete`` into ``patient:{hpid}:{date}`` and announces ``patient_details_updated``. A patient who
 cannot be fetched is still on the board, marked ``details=incomplete``.
 
-Plain functions with their collaborators passed in; tasks/patients.py is the Celery shell.
+Plain functions with their collaborators passed in; tasks/patients/job.py is the Celery shell. The fields
+written here (dob, details, details_at) are not among those a sync merges (tasks/sync/store.py), so a later
+sync leaves them as they are and stays idempotent.
 """
 
 from __future__ import annotations
@@ -24,22 +26,21 @@ from typing import Any, Protocol
 import redis
 from celery import Celery
 
-from config import Settings
-from tasks import events, keys
+from tasks import events, keys, names, retry
 from tasks.celery_factory import DETAILS_QUEUE
 from tasks.events import EventPublisher
-from tasks.phi import DETAILS_FIELD, PhiCipher, patient_binding
-from tasks.store import DETAILS_COMPLETE, DETAILS_INCOMPLETE, ScheduleStore
+from tasks.job import Outcome
+from tasks.phi import DETAILS_FIELD, PhiCipher, open_patient, patient_binding, seal_patient
+from tasks.retry import Limits
 
 log = logging.getLogger(__name__)
 
-DETAILS_TASK = "patients.fetch_details"
 DETAILS_LOCK_TTL_S = 900  # a queued lookup older than this is presumed lost; the next sync queues it again
 INCOMPLETE_RETRY_AFTER_S = 3600  # a patient Tebra could not give us is asked again at most hourly
 
-# Outcomes of one lookup (the task's result; no PHI).
-COMPLETE = DETAILS_COMPLETE
-INCOMPLETE = DETAILS_INCOMPLETE
+# Outcomes of one lookup (the task's result, and the entry's ``details``; no PHI).
+COMPLETE = "complete"
+INCOMPLETE = "incomplete"
 GONE = "gone"  # the day's entry no longer exists: nothing to write
 
 
@@ -54,11 +55,53 @@ class DetailsContext:
     """The collaborators of one lookup."""
 
     redis: redis.Redis
-    store: ScheduleStore
     cipher: PhiCipher
     publisher: EventPublisher
     source: PatientSource
     cache_ttl_s: int
+
+
+# KEYS[1] patient key. ARGV: dob (sealed or ""), details (complete|incomplete), details_at. Writes only into
+# an entry that exists (a day that expired is not brought back by a late lookup); 1 when written, 0 when gone.
+_WRITE_DETAILS_LUA = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if ARGV[1] ~= '' then redis.call('HSET', KEYS[1], 'dob', ARGV[1]) end
+redis.call('HSET', KEYS[1], 'details', ARGV[2], 'details_at', ARGV[3])
+return 1
+"""
+
+
+# -- the day's flow entries -------------------------------------------------------------------------------
+
+
+def patient_id(client: redis.Redis, cipher: PhiCipher, date: str, hpid: str) -> str | None:
+    """The raw Tebra patient id behind ``hpid`` on ``date``, or None when there is no such entry."""
+    sealed = client.hget(keys.patient(hpid, date), "patient_id")
+    return open_patient(cipher.open, hpid, date, "patient_id", sealed) or None
+
+
+def details_states(client: redis.Redis, date: str) -> dict[str, tuple[str, str]]:
+    """hpid -> (details, details_at) for every flow entry of the day ("" where none was fetched yet)."""
+    hpids = sorted(client.smembers(keys.patients_index(date)))
+    pipe = client.pipeline(transaction=False)
+    for entry_hpid in hpids:
+        pipe.hmget(keys.patient(entry_hpid, date), ["details", "details_at"])
+    return {
+        entry_hpid: (details or "", details_at or "")
+        for entry_hpid, (details, details_at) in zip(hpids, pipe.execute(), strict=True)
+    }
+
+
+def write_details(
+    client: redis.Redis, cipher: PhiCipher, date: str, hpid: str, *, dob: str | None, complete: bool, now: str
+) -> bool:
+    """Seal ``dob`` into the day's flow entry and mark its details; False when the entry is gone."""
+    sealed = seal_patient(cipher.seal, hpid, date, "dob", dob)
+    state = COMPLETE if complete else INCOMPLETE
+    written = client.register_script(_WRITE_DETAILS_LUA)(
+        keys=[keys.patient(hpid, date)], args=[sealed or "", state, now]
+    )
+    return bool(written)
 
 
 # -- the cache across days --------------------------------------------------------------------------------
@@ -92,12 +135,12 @@ def fetch_details(ctx: DetailsContext, date: str, hpid: str) -> str:
     Raises the gateway's classified errors (throttled, upstream, security, business): the task decides
     between a retry and :func:`mark_incomplete`.
     """
-    patient_id = ctx.store.patient_id(date, hpid)
-    if patient_id is None:
+    tebra_id = patient_id(ctx.redis, ctx.cipher, date, hpid)
+    if tebra_id is None:
         return GONE
     details = read_cached(ctx, hpid)
     if details is None:
-        patient = ctx.source.get_patient(patient_id)
+        patient = ctx.source.get_patient(tebra_id)
         if patient is None or not patient.get("dob"):
             return mark_incomplete(ctx, date, hpid, "NOT_FOUND" if patient is None else "NO_DOB")
         details = {"dob": patient["dob"]}
@@ -112,9 +155,11 @@ def mark_incomplete(ctx: DetailsContext, date: str, hpid: str, reason: str) -> s
 
 
 def _store(ctx: DetailsContext, date: str, hpid: str, *, dob: str | None, complete: bool) -> str:
-    if not ctx.store.write_details(date, hpid, dob=dob, complete=complete, now=events.utc_now_iso()):
+    if not write_details(
+        ctx.redis, ctx.cipher, date, hpid, dob=dob, complete=complete, now=events.utc_now_iso()
+    ):
         return GONE
-    state = DETAILS_COMPLETE if complete else DETAILS_INCOMPLETE
+    state = COMPLETE if complete else INCOMPLETE
     ctx.publisher.publish(events.PATIENT_DETAILS_UPDATED, {"date": date, "hpid": hpid, "details": state})
     return state
 
@@ -126,9 +171,9 @@ def wanted(states: dict[str, tuple[str, str]], now: datetime) -> list[str]:
     """The hpids to look up: never fetched, or incomplete and last tried over an hour ago."""
     out = []
     for hpid, (details, details_at) in sorted(states.items()):
-        if details == DETAILS_COMPLETE:
+        if details == COMPLETE:
             continue
-        if details == DETAILS_INCOMPLETE and details_at:
+        if details == INCOMPLETE and details_at:
             tried = datetime.fromisoformat(details_at.replace("Z", "+00:00"))
             if (now - tried).total_seconds() < INCOMPLETE_RETRY_AFTER_S:
                 continue
@@ -136,11 +181,9 @@ def wanted(states: dict[str, tuple[str, str]], now: datetime) -> list[str]:
     return out
 
 
-def enqueue_day(
-    client: redis.Redis, store: ScheduleStore, date: str, send: Callable[[str, str], None]
-) -> int:
+def enqueue_day(client: redis.Redis, date: str, send: Callable[[str, str], None]) -> int:
     """Queue one lookup per patient of ``date`` that needs one and has none queued; returns how many."""
-    hpids = wanted(store.details_states(date), datetime.now(UTC))
+    hpids = wanted(details_states(client, date), datetime.now(UTC))
     if not hpids:
         return 0
     pipe = client.pipeline(transaction=False)
@@ -162,19 +205,38 @@ def release(client: redis.Redis, date: str, hpid: str) -> None:
     client.delete(keys.details_lock(date, hpid))
 
 
-def queue_lookups(
-    app: Celery, settings: Settings, client: redis.Redis, store: ScheduleStore, date: str
-) -> int:
-    """After a day's sync: queue its lookups on ``details``. Never fails the sync (a lost lookup is re-queued
-    by the next sync, and the board shows the patient meanwhile)."""
-    if not settings.patient_details_enabled:
+def queue_lookups(app: Celery, enabled: bool, client: redis.Redis, date: str) -> int:
+    """After a day's sync: queue its lookups on ``details`` (when PATIENT_DETAILS_ENABLED). Never fails the
+    sync (a lost lookup is re-queued by the next sync, and the board shows the patient meanwhile)."""
+    if not enabled:
         return 0
 
     def send(day: str, hpid: str) -> None:
-        app.send_task(DETAILS_TASK, args=[day, hpid], queue=DETAILS_QUEUE)
+        app.send_task(names.FETCH_DETAILS, args=[day, hpid], queue=DETAILS_QUEUE)
 
     try:
-        return enqueue_day(client, store, date, send)
+        return enqueue_day(client, date, send)
     except Exception as exc:
         log.warning("patient details not queued", extra={"date": date, "error": type(exc).__name__})
         return 0
+
+
+# -- the task's one call ------------------------------------------------------------------------------------
+
+
+def lookup(
+    ctx: DetailsContext, date: str, hpid: str, *, attempt: int, deferrals: int, limits: Limits
+) -> Outcome:
+    """One lookup as the task runs it: its result, or the retry policy's retry or deferral. A failure the
+    policy will not retry any more (or at all) marks the patient incomplete: the lookup is over either way."""
+    try:
+        state = fetch_details(ctx, date, hpid)
+    except retry.FAILURES as exc:
+        verdict = retry.decide(exc, attempt=attempt, deferrals=deferrals, limits=limits)
+        if verdict is None:
+            raise
+        if verdict.action != retry.FAIL:
+            return Outcome(verdict=verdict, error=exc)
+        state = mark_incomplete(ctx, date, hpid, verdict.code)
+    release(ctx.redis, date, hpid)
+    return Outcome({"date": date, "hpid": hpid, "details": state})

@@ -1,13 +1,9 @@
-"""One schedule sync as a plain function: ask Tebra for the clinic day, store it, announce it.
+"""One schedule sync as plain functions: ask Tebra for the clinic day, store it, announce it.
 
-The Celery task in tasks/schedule.py is a thin shell around :func:`run_sync`; everything here takes its
-collaborators as arguments so it reads (and tests) without Celery.
-
-Full or incremental (docs/tebra.md, "Incremental and periodic syncs"): a sync asks only for the rows Tebra
-changed since the last successful sync of that date began (``FromLastModifiedDate``, minus an overlap for
-clock skew) and merges them into what is stored; it asks for the whole day, and makes the stored day exactly
-Tebra's (catching deletions), when the date has no successful sync yet or its last full one is older than
-``FULL_SYNC_MAX_AGE_S``.
+The Celery task (tasks/sync/job.py) is a shell around :func:`sync_day`: it starts the sync (the lifecycle's
+start script, the plan: tasks/sync/plan.py), runs it (:func:`run_sync`), and turns a Tebra failure into the
+verdict of the one retry policy (tasks/retry.py), recorded for every day of the fetch. Everything here takes
+its collaborators as arguments so it reads (and tests) without Celery.
 """
 
 from __future__ import annotations
@@ -17,29 +13,31 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from datetime import date as date_type
-from datetime import time as time_of_day
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 import redis
+from celery import Celery
 
-from tasks import day_reads, events, metrics, patient_flow, provider_cache, sync_status
+from tasks import events, metrics, retry
 from tasks.events import EventPublisher
-from tasks.reconcile import Applied, DayRead, Reconciler
-from tasks.store import ScheduleStore, WriteCounts
-from tasks.sync_metrics import note_unknown_statuses
+from tasks.job import Outcome
+from tasks.patients.details import queue_lookups
+from tasks.providers.refresh import ProviderSource, fill_providers
+from tasks.retry import Limits
+from tasks.sync import day_reads, lifecycle
+from tasks.sync.announce import announce_other_days, queue_status_moves
+from tasks.sync.plan import FULL, SyncPlan, clinic_day, following_days, plan_sync
+from tasks.sync.reconcile import DayRead, Reconciler
+from tasks.sync.status import read_status
+from tasks.sync.store import ScheduleStore
+from tasks.sync.unknown_status import note_unknown_statuses
 from tasks.tebra.errors import TebraError
 
 log = logging.getLogger(__name__)
 
-FULL = "full"
-INCREMENTAL = "incremental"
-# A full read that stores the day ends any suspect_empty episode (tasks/day_reads.py).
+# A full read that stores the day ends any suspect_empty episode (tasks/sync/day_reads.py).
 _NOT_SUSPECT = {"suspect_empty_since": "", "suspect_empty_kept": "", "suspect_empty_reason": ""}
-FULL_SYNC_MAX_AGE_S = 3600  # a day's stored rows are made exactly Tebra's at least hourly (deletions)
-MODIFIED_OVERLAP_S = 300  # Tebra's clock and ours may disagree: ask for a little more than strictly needed
-MODES = (FULL, INCREMENTAL)
 
 
 class AppointmentSource(Protocol):
@@ -48,12 +46,6 @@ class AppointmentSource(Protocol):
     def get_appointments(
         self, start_local: datetime, end_local: datetime, *, modified_since: datetime | None = None
     ) -> list[dict[str, Any]]: ...
-
-
-class ProviderSource(Protocol):
-    """Where a sync gets the practice's providers when ``cache:providers`` is missing or stale."""
-
-    def get_providers(self) -> list[dict[str, Any]]: ...
 
 
 @dataclass(frozen=True)
@@ -68,31 +60,17 @@ class SyncContext:
     clinic_tz: ZoneInfo
     status_ttl_s: int
     results_maxlen: int
+    lock_ttl_s: int = 600  # SYNC_LOCK_TTL_S: how long a day's lock outlives its sync's last sign of life
     providers: ProviderSource | None = None  # None: fill from the cache only
     providers_ttl_s: int = 3600
-    full_sync_max_age_s: int = FULL_SYNC_MAX_AGE_S
+    full_sync_max_age_s: int = 3600  # FULL_RECONCILE_MINUTES (tasks/sync/plan.py)
     coalesce_days: int = 1  # SYNC_COALESCE_DAYS: 1 fetches the task's own day only
-    modified_overlap_s: int = MODIFIED_OVERLAP_S  # TEBRA_MODIFIED_OVERLAP_S
-    # How far Tebra's stamps may run behind ours (tasks/tebra_clock.py): asked only by an incremental plan,
+    modified_overlap_s: int = 300  # TEBRA_MODIFIED_OVERLAP_S
+    # How far Tebra's stamps may run behind ours (tasks/sync/clock.py): asked only by an incremental plan,
     # so a full sync costs no read of it.
     clock_allowance_s: Callable[[], float] = lambda: 0.0
+    details_enabled: bool = False  # PATIENT_DETAILS_ENABLED: queue each synced day's lookups
     empty_confirm_s: int = 600  # EMPTY_CONFIRM_MINUTES: a suspect empty day is emptied only this much later
-
-
-@dataclass(frozen=True)
-class SyncPlan:
-    """Full or incremental; ``modified_since`` is the FromLastModifiedDate of an incremental sync."""
-
-    mode: str
-    modified_since: datetime | None = None
-
-
-def clinic_day(date: str, tz: ZoneInfo) -> tuple[datetime, datetime]:
-    """Local midnight to the next local midnight (23 or 25 hours on a daylight-saving change)."""
-    day = date_type.fromisoformat(date)
-    start = datetime.combine(day, time_of_day.min, tzinfo=tz)
-    end = datetime.combine(day + timedelta(days=1), time_of_day.min, tzinfo=tz)
-    return start, end
 
 
 @dataclass(frozen=True)
@@ -106,17 +84,11 @@ class Begun:
     started: float  # perf_counter
 
 
-def following_days(date: str, count: int) -> list[str]:
-    """The ``count`` calendar days after ``date``."""
-    day = date_type.fromisoformat(date)
-    return [(day + timedelta(days=n)).isoformat() for n in range(1, count + 1)]
-
-
-def begin(ctx: SyncContext, date: str, task_id: str, *, attempt: int) -> Begun | sync_status.Start:
+def begin(ctx: SyncContext, date: str, task_id: str, *, attempt: int) -> Begun | lifecycle.Start:
     """Mark the sync of ``date`` running, decide full or incremental from the day's last syncs, and take
     the queued full syncs of the days after it into the same fetch (up to ``coalesce_days`` in all);
     announce every day it runs. All in one round trip, and one more for the announcements. Returns the
-    refused :class:`sync_status.Start` instead when another task runs this day or this task finished it.
+    refused :class:`lifecycle.Start` instead when another task runs this day or this task finished it.
 
     Why several days: a backlog of days (the next two weeks, after an outage) costs one GetAppointments per
     day, and Tebra allows one a second: taking a week per call clears it about five times sooner, and saves
@@ -127,7 +99,7 @@ def begin(ctx: SyncContext, date: str, task_id: str, *, attempt: int) -> Begun |
     started_at = events.utc_now_iso()
     started = time.perf_counter()
     oldest_full = now - timedelta(seconds=ctx.full_sync_max_age_s)
-    start = sync_status.start(
+    start = lifecycle.start(
         ctx.redis,
         date,
         task_id,
@@ -137,7 +109,7 @@ def begin(ctx: SyncContext, date: str, task_id: str, *, attempt: int) -> Begun |
         full_before=events.iso_utc(oldest_full),
         following=following_days(date, ctx.coalesce_days - 1),
     )
-    if start.outcome != sync_status.STARTED:
+    if start.outcome != lifecycle.STARTED:
         return start
     last = {
         "last_success_started_at": start.last_success_started_at,
@@ -152,74 +124,9 @@ def begin(ctx: SyncContext, date: str, task_id: str, *, attempt: int) -> Begun |
     )
     days = ((date, task_id), *start.days)
     pipe = ctx.redis.pipeline(transaction=False)
-    for day, day_task in days:
-        fields: dict[str, Any] = {"state": sync_status.RUNNING, "started_at": started_at, "attempt": attempt}
-        data: dict[str, Any] = {"date": day, "task_id": day_task, "attempt": attempt}
-        if day_task != task_id:
-            fields["run_by"] = data["run_by"] = task_id
-        sync_status.note_task(pipe, day, day_task, ctx.status_ttl_s, **fields, error="")
-        ctx.publisher.publish_on(pipe, events.SCHEDULE_SYNC_STARTED, data)
+    lifecycle.queue_started(pipe, ctx, days, started_at=started_at, attempt=attempt)
     pipe.execute()
     return Begun(plan, days, started_at, started)
-
-
-def plan_sync(
-    status: dict[str, Any] | None,
-    now: datetime,
-    full_max_age_s: int,
-    overlap_s: Callable[[], float] = lambda: MODIFIED_OVERLAP_S,
-) -> SyncPlan:
-    """Full unless the date had a successful sync and a full one within ``full_max_age_s`` (a full sync asked
-    for with ``mode=full`` reaches here with no last full one: the start script hides it)."""
-    if not status:
-        return SyncPlan(FULL)
-    last_success = events.parse_instant(status.get("last_success_started_at"))
-    last_full = events.parse_instant(status.get("last_full_started_at"))
-    if last_success is None or last_full is None:
-        return SyncPlan(FULL)
-    if (now - last_full).total_seconds() >= full_max_age_s:
-        return SyncPlan(FULL)
-    return SyncPlan(INCREMENTAL, last_success - timedelta(seconds=overlap_s()))
-
-
-def fill_providers(ctx: SyncContext, appointments: Sequence[dict[str, Any]]) -> bool | None:
-    """Fill provider ids and names missing from rows from the day's providers; returns whether the list used
-    was stale (None: no row needed it, so neither the cache nor Tebra was asked).
-
-    Cheap by construction: one GET of ``cache:providers`` only when a row lacks a provider id or name, and
-    one GetProviders (its own 500 ms throttle slot, never GetAppointments') only when that cache is missing
-    or older than an hour and no other process is already refreshing it. Tebra being down leaves the sync
-    with the stale list, flagged.
-    """
-    needy = [a for a in appointments if not (a.get("provider_id") and a.get("provider_name"))]
-    if not needy:
-        return None
-    providers, stale = _day_providers(ctx)
-    by_id = {str(p["id"]): p for p in providers}
-    by_name = {str(p.get("full_name") or "").casefold(): p for p in providers if p.get("full_name")}
-    for appointment in needy:
-        found = by_id.get(str(appointment.get("provider_id") or "")) or by_name.get(
-            str(appointment.get("provider_name") or "").casefold()
-        )
-        if found is not None:
-            appointment["provider_id"] = appointment.get("provider_id") or str(found["id"])
-            appointment["provider_name"] = appointment.get("provider_name") or found.get("full_name")
-    return stale
-
-
-def _day_providers(ctx: SyncContext) -> tuple[list[dict[str, Any]], bool]:
-    cached = provider_cache.read(ctx.redis)
-    if cached is not None and cached.fresh:
-        return cached.providers, False
-    if ctx.providers is not None and provider_cache.claim_refresh(ctx.redis):
-        try:
-            providers = ctx.providers.get_providers()
-        except TebraError as exc:
-            log.warning("providers not refreshed, using the cached list", extra={"code": exc.outcome})
-        else:
-            provider_cache.write(ctx.redis, providers, ctx.providers_ttl_s)
-            return providers, False
-    return (cached.providers if cached else []), True
 
 
 def run_sync(ctx: SyncContext, begun: Begun) -> dict[str, Any]:
@@ -245,7 +152,7 @@ def run_sync(ctx: SyncContext, begun: Begun) -> dict[str, Any]:
             confirm_after=timedelta(seconds=ctx.empty_confirm_s),
         )
     # The own day last: when it reads succeeded, every day of this fetch is done, so a redelivery of this
-    # task that finds it so has nothing left to do (tasks/sync_status.py, the start script).
+    # task that finds it so has nothing left to do (tasks/sync/lifecycle.py, the start script).
     order = [*taken, (date, task_id)]
     fetched = {str(appointment["id"]) for appointment in appointments}
     kept = [(day, day_task) for day, day_task in order if day in suspects]
@@ -302,7 +209,7 @@ def finish_days(
     rejected: dict[str, int] | None = None,
     kept_ids: set[str] | None = None,
 ) -> list[dict[str, Any]]:
-    """Store each (day, task id, rows), reconciled by appointment id (tasks/reconcile.py), then record,
+    """Store each (day, task id, rows), reconciled by appointment id (tasks/sync/reconcile.py), then record,
     announce and release every day, in order: the write's transaction, then one pipeline for the rest.
     Returns each day's summary. ``rejected``: the rows set aside per day (the status's ``rows_rejected``)."""
     own_task = begun.days[0][1]
@@ -323,7 +230,7 @@ def finish_days(
     summaries = []
     for (date, task_id, _), counts in zip(days, written, strict=True):
         # The board hears of every status Tebra moved, not only of the clinic's own changes.
-        patient_flow.queue_status_moves(pipe, ctx.publisher, date, counts)
+        queue_status_moves(pipe, ctx.publisher, date, counts)
         summary: dict[str, Any] = {
             "date": date,
             "task_id": task_id,
@@ -340,27 +247,16 @@ def finish_days(
             summary["run_by"] = own_task
         elif len(days) > 1:
             summary["also_synced"] = [day for day, _, _ in days if day != date]
-        sync_status.queue_record(
+        lifecycle.queue_succeeded(
             pipe,
-            date,
-            task_id,
-            ctx.status_ttl_s,
-            state=sync_status.SUCCEEDED,
+            ctx,
+            summary,
             finished_at=finished_at,
-            duration_ms=duration_ms,
-            counts=counts.as_dict(),
-            mode=mode,
             providers_stale="true" if providers_stale else "",
-            error="",
             rows_rejected=rows_rejected,
             **(_NOT_SUSPECT if mode == FULL else {}),
             **done,
         )
-        ctx.publisher.publish_on(pipe, events.SCHEDULE_SYNCED, summary)
-        sync_status.append_result(
-            pipe, task_id, "schedule.sync", sync_status.SUCCEEDED, summary, ctx.results_maxlen
-        )
-        sync_status.queue_release(pipe, date, task_id)
         summaries.append(summary)
     announce_other_days(pipe, ctx.publisher, applied, {day for day, _, _ in days}, mode, own_task)
     pipe.execute()
@@ -368,20 +264,94 @@ def finish_days(
     return summaries
 
 
-def announce_other_days(
-    pipe: Any, publisher: EventPublisher, applied: Applied, announced: set[str], mode: str, by: str
-) -> None:
-    """A day this read changed without syncing it (an appointment moved out of it): its status moves and
-    one ``schedule_synced`` naming the read that changed it, so its board follows."""
-    for day, counts in applied.counts.items():
-        if day in announced or not counts.changed_anything:
-            continue
-        announce_day(pipe, publisher, day, counts, {"mode": mode, "run_by": by})
+# -- the task's one call ------------------------------------------------------------------------------------
 
 
-def announce_day(
-    pipe: Any, publisher: EventPublisher, day: str, counts: WriteCounts, extra: dict[str, Any]
-) -> None:
-    """One day's status moves and flags, and its ``schedule_synced`` (counts, no PHI)."""
-    patient_flow.queue_status_moves(pipe, publisher, day, counts)
-    publisher.publish_on(pipe, events.SCHEDULE_SYNCED, {"date": day, "counts": counts.as_dict(), **extra})
+def sync_day(
+    ctx: SyncContext,
+    app: Celery,
+    date: str,
+    task_id: str,
+    *,
+    attempt: int,
+    deferrals: int,
+    limits: Limits,
+) -> Outcome:
+    """Sync ``date`` as task ``task_id``: start it (with the following days it takes), run it, and queue each
+    synced day's details lookups after ``schedule_synced`` is out (never before: the board needs nothing
+    from them to show the day). A Tebra failure becomes the retry policy's verdict, recorded for every day of
+    the fetch (a retry takes the same days again)."""
+    begun = begin(ctx, date, task_id, attempt=attempt)  # one script: the redelivery check, the plan, the days
+    if isinstance(begun, lifecycle.Start):  # refused: another task runs this day, or this one finished it
+        return Outcome(not_run(ctx, date, task_id, begun))
+    drop_taken_messages(app, begun.days[1:])
+    try:
+        summary = run_sync(ctx, begun)
+    except retry.FAILURES as exc:
+        verdict = retry.decide(exc, attempt=attempt, deferrals=deferrals, limits=limits)
+        if verdict is None:
+            raise
+        settle(ctx, begun.days, verdict, exc, attempt=attempt, deferrals=deferrals)
+        return Outcome(verdict=verdict, error=exc)
+    for day, _ in begun.days:
+        queue_lookups(app, ctx.details_enabled, ctx.redis, day)
+    return Outcome(summary)
+
+
+def settle(
+    ctx: SyncContext, days: lifecycle.Days, verdict: retry.Verdict, exc: BaseException, *, attempt: int,
+    deferrals: int,
+) -> None:  # fmt: skip
+    """Record the policy's verdict for every day of the fetch: retrying, deferred or failed."""
+    if verdict.action == retry.RETRY:
+        lifecycle.retrying(ctx, days, code=verdict.code, countdown=verdict.countdown, attempt=attempt)
+    elif verdict.action == retry.DEFER and verdict.refusal is not None:
+        refusal = verdict.refusal
+        breaker = {"state": refusal.state, "reason": refusal.reason or None}
+        # A credentials deferral's status says why Tebra is not called, in Tebra's words (no PHI in them).
+        message = str(refusal) if getattr(refusal, "code", None) else ""
+        lifecycle.deferred(ctx, days, code=verdict.code, countdown=verdict.countdown, deferrals=deferrals,
+                           breaker=breaker, message=message)  # fmt: skip
+    else:
+        lifecycle.failed(ctx, days, code=verdict.code, message=safe_message(exc))
+
+
+def safe_message(exc: BaseException) -> str:
+    """Gateway errors carry curated, PHI-free messages; anything else is named by its class only."""
+    if isinstance(exc, TebraError):
+        return str(exc)[:300]
+    return type(exc).__name__
+
+
+def drop_taken_messages(app: Celery, taken: Sequence[tuple[str, str]]) -> None:
+    """Revoke the messages of the days this task took, so that a worker drops each in its main process
+    (acknowledged, a ``task-revoked`` event) instead of handing it to a pool process only to learn from the
+    start script that the day is taken: that was a whole task's cost for each of them (docs/tebra.md,
+    "Coalesced syncs"). Only a shortcut: a worker that misses the broadcast (not yet started, or restarted:
+    revokes live in its memory) still runs the message, and the start script acknowledges it as taken."""
+    if not taken:
+        return
+    try:
+        app.control.revoke([task_id for _, task_id in taken])
+    except Exception as exc:  # the broadcast is an optimisation: the sync goes on without it
+        log.warning("taken days' messages not revoked", extra={"error": type(exc).__name__})
+
+
+def not_run(ctx: SyncContext, date: str, task_id: str, start: lifecycle.Start) -> dict[str, Any]:
+    """The result of a task whose day another task runs (``run_by``), or which finished it already."""
+    if start.outcome == lifecycle.TAKEN:
+        # The other task announces this day with this task's id and releases its lock; if it dies, its own
+        # redelivery takes the day again (the start script), so acknowledging this message loses nothing.
+        log.info(
+            "sync run by another task's fetch", extra={"date": date, "task_id": task_id, "run_by": start.by}
+        )
+        return {"date": date, "task_id": task_id, "run_by": start.by}
+    # Done: at-least-once delivery handed back a finished sync (its worker died after the work but before
+    # the acknowledgement, or the broker connection dropped in between: tasks/broker_transport.py). Running
+    # it again would change no data, but would announce it twice; this makes it once in effect.
+    status = read_status(ctx.redis, date) or {}
+    log.info("sync already done; redelivery acknowledged", extra={"date": date, "task_id": task_id})
+    lifecycle.redelivered(ctx.redis, date, task_id)
+    return {"date": date, "task_id": task_id, "state": status.get("state"),
+            "counts": status.get("counts") or {}, "duration_ms": status.get("duration_ms"),
+            "redelivered": True}  # fmt: skip

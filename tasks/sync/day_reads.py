@@ -29,7 +29,8 @@ from typing import Any
 
 import redis
 
-from tasks import events, keys, metrics, sync_status
+from tasks import events, keys, metrics
+from tasks.sync import lifecycle
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ APPLY = "apply"  # store the read as the day's whole set (it has rows, or the da
 REREAD = "reread"  # read the day again with an empty <Fields/> before believing it
 KEEP = "keep"  # keep the stored rows: the day is suspect_empty
 
-SUSPECT_EMPTY = "suspect_empty"  # the day's state while a suspicious empty read is not confirmed
+SUSPECT_EMPTY = lifecycle.SUSPECT_EMPTY  # the day's state while a suspicious empty read is not confirmed
 REASON_PLACEHOLDER = "placeholder"  # the read had only placeholder rows (an empty ID)
 REASON_NONE = "none"  # the read had no rows at all
 
@@ -164,22 +165,6 @@ def finish_suspect(
     )
     metrics.count_suspect_empty()
     pipe = ctx.redis.pipeline(transaction=False)
-    sync_status.queue_record(
-        pipe,
-        suspect.date,
-        task_id,
-        ctx.status_ttl_s,
-        state=SUSPECT_EMPTY,
-        finished_at=finished_at,
-        mode=mode,
-        error="",
-        suspect_empty_since=suspect.since,
-        suspect_empty_kept=suspect.kept,
-        suspect_empty_reason=suspect.reason,
-    )
-    if suspect.first:
-        ctx.publisher.publish_on(pipe, events.SCHEDULE_SUSPECT_EMPTY, summary)
-    sync_status.append_result(pipe, task_id, "schedule.sync", SUSPECT_EMPTY, summary, ctx.results_maxlen)
-    sync_status.queue_release(pipe, suspect.date, task_id)
+    lifecycle.queue_suspect(pipe, ctx, summary, first=suspect.first, finished_at=finished_at)
     pipe.execute()
     return summary

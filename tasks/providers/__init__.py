@@ -1,0 +1,1 @@
+"""The practice's providers: the cached list and its refresh."""
