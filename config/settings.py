@@ -147,7 +147,7 @@ class Settings:
     clinic_hours: str = "07:00-19:00"  # in CLINIC_TZ
     full_reconcile_minutes: int = 60  # a full read (which catches deletions) at least this often
     # Incremental reads ask from this long before the last read began, plus how far Tebra's LastModifiedDate
-    # stamps were measured to run behind our clock (tasks/tebra_clock.py).
+    # stamps were measured to run behind our clock (tasks/sync/clock.py).
     tebra_modified_overlap_s: int = 300
     # A full read with no real rows for a day that holds some is kept as suspect_empty; only a second empty
     # full read at least this long after the first empties the day (docs/tebra.md, "Bad days").

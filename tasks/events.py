@@ -48,7 +48,7 @@ EVENT_TYPES = frozenset(
 )
 
 # The same append-and-publish as a Lua function, for scripts that decide and announce in one step (a
-# patient leaving the board, tasks/reconcile.py): the envelope is the one EventPublisher sends.
+# patient leaving the board, tasks/sync/reconcile.py): the envelope is the one EventPublisher sends.
 PUBLISH_LUA_FUNCTION = """
 local function publish_event(stream, maxlen, sender, channel, event_type, ts, payload)
   local id = redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', 'sender', sender, 'action', event_type,

@@ -1,19 +1,22 @@
 """What every Celery task shell is made of: its settings, its attempt, and the one step that turns a plain
 function's :class:`Outcome` into Celery's terms (a result, a retry, a deferral or a failure).
 
-A shell unpacks primitives, calls one plain function and returns :func:`conclude` of it; the plain function
-asks tasks/retry.py what a failure means and records it where its readers look.
+A shell unpacks primitives, runs one plain function under the one retry policy (:func:`outcome_of`,
+tasks/retry.py) and returns :func:`conclude` of it. Where giving up is not a task failure (a patient shown
+without details, a refresh an operator holds off), the job module says what the job answers instead.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from celery import Task
 
 from config import Settings, load_settings
-from tasks.retry import DEFER, RETRY, Verdict
+from tasks import retry
+from tasks.retry import DEFER, RETRY, Limits, Verdict
 
 
 @dataclass(frozen=True)
@@ -23,6 +26,18 @@ class Outcome:
     result: Any = None
     verdict: Verdict | None = None
     error: BaseException | None = None
+
+
+def outcome_of(work: Callable[[], Any], *, attempt: int, deferrals: int, limits: Limits) -> Outcome:
+    """Run ``work`` (a plain function, its arguments bound): its result, or the retry policy's verdict on the
+    Tebra failure it raised (anything else goes up as it is)."""
+    try:
+        return Outcome(work())
+    except retry.FAILURES as exc:
+        verdict = retry.decide(exc, attempt=attempt, deferrals=deferrals, limits=limits)
+        if verdict is None:
+            raise
+        return Outcome(verdict=verdict, error=exc)
 
 
 def task_settings(task: Task) -> Settings:

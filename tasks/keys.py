@@ -45,7 +45,8 @@ def patient(hpid: str, date: str) -> str:
 
 def appointment_index(appointment_id: str) -> str:
     """String ``{"date", "modified", "seen"}``: the day an appointment is on, by its Tebra id (a Tebra
-    appointment id is no patient data); how a move between two days is recognised (tasks/reconcile.py)."""
+    appointment id is no patient data); how a move between two days is recognised
+    (tasks/sync/reconcile.py)."""
     return f"appointment:{appointment_id}"
 
 

@@ -1,6 +1,6 @@
 """The day's patient-flow board and the clinic's status changes (docs/board.md).
 
-The change itself (check, write, event) is one Lua script in tasks/patient_flow.py: this module validates,
+The change itself (check, write, event) is one Lua script in tasks/patients/board.py: this module validates,
 calls it once and turns its refusals into 404 / 409.
 """
 

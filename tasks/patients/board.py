@@ -86,7 +86,7 @@ version = version + 1
 redis.call('HSET', KEYS[1], 'status', requested, 'status_source', 'local', 'version', version,
            'room', new_room, 'updated_at', ARGV[7])
 -- The clinic's change answers a Tebra conflict flag: remembered as resolved, so the same news is not raised
--- again by the next read (tasks/store.py, the merge script).
+-- again by the next read (tasks/sync/store.py, the merge script).
 local flagged = redis.call('HGET', KEYS[1], 'tebra_conflict')
 if flagged and flagged ~= '' then
   redis.call('HSET', KEYS[1], 'conflict_resolved', flagged)

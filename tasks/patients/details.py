@@ -26,12 +26,10 @@ from typing import Any, Protocol
 import redis
 from celery import Celery
 
-from tasks import events, keys, names, retry
+from tasks import events, keys, names
 from tasks.celery_factory import DETAILS_QUEUE
 from tasks.events import EventPublisher
-from tasks.job import Outcome
 from tasks.phi import DETAILS_FIELD, PhiCipher, open_patient, patient_binding, seal_patient
-from tasks.retry import Limits
 
 log = logging.getLogger(__name__)
 
@@ -219,24 +217,3 @@ def queue_lookups(app: Celery, enabled: bool, client: redis.Redis, date: str) ->
     except Exception as exc:
         log.warning("patient details not queued", extra={"date": date, "error": type(exc).__name__})
         return 0
-
-
-# -- the task's one call ------------------------------------------------------------------------------------
-
-
-def lookup(
-    ctx: DetailsContext, date: str, hpid: str, *, attempt: int, deferrals: int, limits: Limits
-) -> Outcome:
-    """One lookup as the task runs it: its result, or the retry policy's retry or deferral. A failure the
-    policy will not retry any more (or at all) marks the patient incomplete: the lookup is over either way."""
-    try:
-        state = fetch_details(ctx, date, hpid)
-    except retry.FAILURES as exc:
-        verdict = retry.decide(exc, attempt=attempt, deferrals=deferrals, limits=limits)
-        if verdict is None:
-            raise
-        if verdict.action != retry.FAIL:
-            return Outcome(verdict=verdict, error=exc)
-        state = mark_incomplete(ctx, date, hpid, verdict.code)
-    release(ctx.redis, date, hpid)
-    return Outcome({"date": date, "hpid": hpid, "details": state})

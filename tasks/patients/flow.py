@@ -63,7 +63,7 @@ TIMESTAMP_ON_ENTRY: dict[str, str] = {
     WITH_DOCTOR: "with_doctor_time",
     COMPLETED: "completed_time",
 }
-TIMESTAMP_FIELDS = TIMESTAMP_ON_ENTRY  # the name tasks/store.py reads
+TIMESTAMP_FIELDS = TIMESTAMP_ON_ENTRY  # the name tasks/sync/store.py reads
 
 # Tebra's ConfirmationStatus, normalised (lower case; spaces, hyphens and underscores removed).
 _TEBRA_STATUS: dict[str, str] = {

@@ -9,13 +9,15 @@ patient is marked ``details=incomplete`` and stays on the board (asked for again
 
 from __future__ import annotations
 
+from functools import partial
+
 from celery import Task, shared_task
 
 from config import Settings
 from tasks import names
-from tasks.job import attempt_of, conclude, task_settings
-from tasks.patients.details import DetailsContext, lookup
-from tasks.retry import Limits
+from tasks.job import Outcome, attempt_of, conclude, outcome_of, task_settings
+from tasks.patients.details import DetailsContext, fetch_details, mark_incomplete, release
+from tasks.retry import FAIL, Limits
 from tasks.runtime import Runtime, get_runtime
 
 DETAILS_MAX_RETRIES = 3  # details are a nicety: after this many outage retries the patient shows incomplete
@@ -44,6 +46,23 @@ def details_context(runtime: Runtime) -> DetailsContext:
         source=runtime.gateway,
         cache_ttl_s=runtime.settings.retention_days * 86400,
     )
+
+
+def lookup(
+    ctx: DetailsContext, date: str, hpid: str, *, attempt: int, deferrals: int, limits: Limits
+) -> Outcome:
+    """One lookup under the policy: a retry or a deferral keeps it claimed; done, or given up (the patient
+    marked incomplete: the board shows them, asked for again hourly), it is over and a later sync may queue it
+    again."""
+    outcome = outcome_of(
+        partial(fetch_details, ctx, date, hpid), attempt=attempt, deferrals=deferrals, limits=limits
+    )
+    verdict = outcome.verdict
+    if verdict is not None and verdict.action != FAIL:
+        return outcome
+    state = outcome.result if verdict is None else mark_incomplete(ctx, date, hpid, verdict.code)
+    release(ctx.redis, date, hpid)
+    return Outcome({"date": date, "hpid": hpid, "details": state})
 
 
 @shared_task(

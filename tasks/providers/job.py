@@ -1,16 +1,19 @@
-"""Celery task shell: refresh ``cache:providers`` from Tebra, under the one retry policy (tasks/retry.py)."""
+"""Celery task shell: refresh ``cache:providers`` from Tebra, under the one retry policy (tasks/retry.py).
+The API queues it (tasks/providers/cache.py ``request_refresh``) when the list is missing or stale."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import redis
 from celery import Task, shared_task
 
 from config import Settings
 from tasks import names
-from tasks.job import attempt_of, conclude, task_settings
-from tasks.providers.refresh import refresh
-from tasks.retry import Limits
+from tasks.job import Outcome, attempt_of, conclude, outcome_of, task_settings
+from tasks.providers import cache
+from tasks.providers.fill import ProviderSource
+from tasks.retry import CIRCUIT_OPEN, FAIL, Limits
 from tasks.runtime import get_runtime
 
 REFRESH_RETRIES = 5  # the API serves the stale list meanwhile; the next stale read asks again
@@ -25,6 +28,21 @@ def refresh_limits(settings: Settings) -> Limits:
         throttle_retries=REFRESH_RETRIES,
         wait_held_open=False,
     )
+
+
+def refresh(
+    client: redis.Redis, source: ProviderSource, ttl_s: int, *, attempt: int, deferrals: int, limits: Limits
+) -> Outcome:
+    """Fetch the providers and cache them for ``ttl_s`` (the result: the count), or the policy's verdict.
+    A breaker held open by an operator ends the refresh, deferred: the API asks again once it is cleared."""
+    outcome = outcome_of(source.get_providers, attempt=attempt, deferrals=deferrals, limits=limits)
+    verdict = outcome.verdict
+    if verdict is None:
+        cache.write(client, outcome.result, ttl_s)
+        return Outcome({"providers": len(outcome.result)})
+    if verdict.action == FAIL and verdict.code == CIRCUIT_OPEN:
+        return Outcome({"providers": None, "deferred": True})
+    return outcome
 
 
 @shared_task(

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
@@ -21,9 +22,9 @@ from celery import Celery
 
 from tasks import events, metrics, retry
 from tasks.events import EventPublisher
-from tasks.job import Outcome
+from tasks.job import Outcome, outcome_of
 from tasks.patients.details import queue_lookups
-from tasks.providers.refresh import ProviderSource, fill_providers
+from tasks.providers.fill import ProviderSource, fill_providers
 from tasks.retry import Limits
 from tasks.sync import day_reads, lifecycle
 from tasks.sync.announce import announce_other_days, queue_status_moves
@@ -285,22 +286,18 @@ def sync_day(
     if isinstance(begun, lifecycle.Start):  # refused: another task runs this day, or this one finished it
         return Outcome(not_run(ctx, date, task_id, begun))
     drop_taken_messages(app, begun.days[1:])
-    try:
-        summary = run_sync(ctx, begun)
-    except retry.FAILURES as exc:
-        verdict = retry.decide(exc, attempt=attempt, deferrals=deferrals, limits=limits)
-        if verdict is None:
-            raise
-        settle(ctx, begun.days, verdict, exc, attempt=attempt, deferrals=deferrals)
-        return Outcome(verdict=verdict, error=exc)
+    outcome = outcome_of(partial(run_sync, ctx, begun), attempt=attempt, deferrals=deferrals, limits=limits)
+    if outcome.verdict is not None:
+        settle(ctx, begun.days, outcome.verdict, outcome.error, attempt=attempt, deferrals=deferrals)
+        return outcome
     for day, _ in begun.days:
         queue_lookups(app, ctx.details_enabled, ctx.redis, day)
-    return Outcome(summary)
+    return outcome
 
 
 def settle(
-    ctx: SyncContext, days: lifecycle.Days, verdict: retry.Verdict, exc: BaseException, *, attempt: int,
-    deferrals: int,
+    ctx: SyncContext, days: lifecycle.Days, verdict: retry.Verdict, exc: BaseException | None, *,
+    attempt: int, deferrals: int,
 ) -> None:  # fmt: skip
     """Record the policy's verdict for every day of the fetch: retrying, deferred or failed."""
     if verdict.action == retry.RETRY:
@@ -316,7 +313,7 @@ def settle(
         lifecycle.failed(ctx, days, code=verdict.code, message=safe_message(exc))
 
 
-def safe_message(exc: BaseException) -> str:
+def safe_message(exc: BaseException | None) -> str:
     """Gateway errors carry curated, PHI-free messages; anything else is named by its class only."""
     if isinstance(exc, TebraError):
         return str(exc)[:300]

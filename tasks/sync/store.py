@@ -202,7 +202,7 @@ def counts_of(
     left: Sequence[str] = (),
 ) -> WriteCounts:
     """One day's write, counted from what the merge script answered (four values per patient) and what the
-    leave script answered for each patient left without an appointment (tasks/reconcile.py)."""
+    leave script answered for each patient left without an appointment (tasks/sync/reconcile.py)."""
     codes = [int(code) for code in merged[::4]]
     moves = tuple(
         # A flagged entry keeps its status (the one before); what Tebra says is in ``tebra_status``.
@@ -271,7 +271,7 @@ class ScheduleStore:
         """How long a day's keys live after their last write (RETENTION_DAYS)."""
         return self._ttl
 
-    # -- the building blocks of a write (tasks/reconcile.py writes reads of Tebra with these) ----------------
+    # -- the building blocks of a write (tasks/sync/reconcile.py writes reads of Tebra with these) ----------
 
     def sealers(self) -> tuple[Sealer, Callable[[str], str]]:
         """The sealer and the hpid function of one write: each patient's id appears in several rows, so the

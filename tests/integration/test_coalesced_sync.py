@@ -1,6 +1,6 @@
 """Coalesced syncs: a full sync takes the queued days after it into its one GetAppointments.
 
-The days are queued the way the API queues them (tasks/sync_request.py) before a worker of one process
+The days are queued the way the API queues them (tasks/sync/request.py) before a worker of one process
 starts, so which task takes which day is certain: the first takes the next six calendar days, the next
 queued day left starts the next fetch. Its own broker (in the test's data database, as in
 test_throttle_burst) keeps the session worker away. What is asserted is what the simulator answered and

@@ -1,7 +1,7 @@
 """The board and status changes through the real app on the real test Redis (in-process client).
 
-Every pair of states in tasks/flow.py goes through ``PATCH /patients/{hpid}/status``: the allowed ones move
-the patient (status, source, version, entry timestamp, one event), the others answer 409 naming the
+Every pair of states in tasks/patients/flow.py goes through ``PATCH /patients/{hpid}/status``: the allowed
+ones move the patient (status, source, version, entry timestamp, one event), the others answer 409 naming the
 allowed next states and change nothing.
 """
 

@@ -69,7 +69,7 @@ def drill_env(stack_env: dict[str, str], simulator: Any) -> Iterator[dict[str, s
 
 
 def enqueue(env: dict[str, str], client: redis.Redis, date: str) -> str:
-    """Queue a sync the way the API does (tasks/sync_request.py), on the drills' broker."""
+    """Queue a sync the way the API does (tasks/sync/request.py), on the drills' broker."""
     settings = load_settings(env)
     sent = request_sync(client, create_celery(settings), settings, date, requested_by="drill")
     assert not sent.deduplicated

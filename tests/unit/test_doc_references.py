@@ -43,6 +43,7 @@ SHARED_RELATIVE = ("tebra/wsdl/", "tebra/soap-fault-")
 NOT_CODE = {
     "app.control.revoke": "Celery's API (the Celery app's control)",
     "credentials.refused": "a JSON field of GET /api/v1/ops/tebra",
+    "details.required_scope": "a JSON field of a 403's error envelope (not tasks/patients/details.py)",
 }
 
 PATH_RE = re.compile(

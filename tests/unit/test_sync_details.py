@@ -16,7 +16,7 @@ from tasks import keys, names
 from tasks.events import EventPublisher, read_since
 from tasks.patients import details
 from tasks.phi import PhiCipher, patient_binding
-from tasks.providers import cache, refresh
+from tasks.providers import cache, fill
 from tasks.sync import plan, run, unknown_status
 from tasks.sync.reconcile import Reconciler, write_day
 from tasks.sync.store import ScheduleStore
@@ -91,18 +91,18 @@ def test_providers_fill_missing_names_and_ids_only_when_needed(
     source = FakeTebra()
     ctx = context(redis_client, store, source)
     complete = [make_appointment(1)]
-    assert refresh.fill_providers(ctx, complete) is None and source.provider_calls == 0
+    assert fill.fill_providers(ctx, complete) is None and source.provider_calls == 0
 
     rows = [
         make_appointment(2, provider_name=None),
         make_appointment(3, provider_id=None, provider_name="Dr Other"),
     ]
-    assert refresh.fill_providers(ctx, rows) is False
+    assert fill.fill_providers(ctx, rows) is False
     assert rows[0]["provider_name"] == "Dr Provider" and rows[1]["provider_id"] == "8"
     assert source.provider_calls == 1 and cache.read(redis_client) is not None
 
     again = [make_appointment(4, provider_name=None)]
-    assert refresh.fill_providers(ctx, again) is False and source.provider_calls == 1  # fresh cache
+    assert fill.fill_providers(ctx, again) is False and source.provider_calls == 1  # fresh cache
 
 
 def test_tebra_down_serves_the_stale_provider_list_flagged(
@@ -111,7 +111,7 @@ def test_tebra_down_serves_the_stale_provider_list_flagged(
     cache.write(redis_client, [{"id": "7", "full_name": "Dr Provider"}], ttl_s=0)
     source = FakeTebra(fail=TebraUpstreamError("GetProviders: timed out", "GetProviders"))
     rows = [make_appointment(1, provider_name=None)]
-    assert refresh.fill_providers(context(redis_client, store, source), rows) is True
+    assert fill.fill_providers(context(redis_client, store, source), rows) is True
     assert rows[0]["provider_name"] == "Dr Provider"
 
 

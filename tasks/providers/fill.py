@@ -9,10 +9,7 @@ from typing import Any, Protocol
 
 import redis
 
-from tasks import retry
-from tasks.job import Outcome
 from tasks.providers import cache
-from tasks.retry import Limits
 from tasks.tebra.errors import TebraError
 
 log = logging.getLogger(__name__)
@@ -73,21 +70,3 @@ def _day_providers(ctx: Filling) -> tuple[list[dict[str, Any]], bool]:
             cache.write(ctx.redis, providers, ctx.providers_ttl_s)
             return providers, False
     return (cached.providers if cached else []), True
-
-
-def refresh(
-    client: redis.Redis, source: ProviderSource, ttl_s: int, *, attempt: int, deferrals: int, limits: Limits
-) -> Outcome:
-    """Fetch the providers and cache them for ``ttl_s`` (the result: the count), or the policy's verdict.
-    A breaker held open by an operator ends the refresh, deferred: the API asks again once it is cleared."""
-    try:
-        providers = source.get_providers()
-    except retry.FAILURES as exc:
-        verdict = retry.decide(exc, attempt=attempt, deferrals=deferrals, limits=limits)
-        if verdict is None:
-            raise
-        if verdict.action == retry.FAIL and verdict.code == retry.CIRCUIT_OPEN:
-            return Outcome({"providers": None, "deferred": True})
-        return Outcome(verdict=verdict, error=exc)
-    cache.write(client, providers, ttl_s)
-    return Outcome({"providers": len(providers)})
