@@ -100,8 +100,8 @@ def test_flower_shows_the_finished_sync_without_phi(
 ) -> None:
     assert requests.get(f"{flower}/api/tasks", timeout=5).status_code == 401, "Flower's API needs basic auth"
     date = next(d for d in map(clinic_date, range(3, 10)) if simulator.appointments(d))  # a clinic day
-    names = patient_names(simulator, date)
-    assert names, "the simulator's appointments name their patients"
+    patients = patient_names(simulator, date)
+    assert patients, "the simulator's appointments name their patients"
     request_id = f"ops-test-{time.monotonic_ns()}"
     accepted = requests.post(
         f"{api_server}/api/v1/schedule/sync",
@@ -127,7 +127,7 @@ def test_flower_shows_the_finished_sync_without_phi(
     listed = requests.get(f"{flower}/api/tasks", params={"limit": 50}, auth=FLOWER_AUTH, timeout=5).json()
     assert listed[task_id]["state"] == "SUCCESS"
     shown = json.dumps([info, listed[task_id]])
-    leaked = [name for name in names if name in shown]
+    leaked = [name for name in patients if name in shown]
     assert not leaked, f"patient names in Flower: {leaked}"
 
     # The worker's own metrics (parent-only server reading every pool process's samples).
@@ -138,7 +138,7 @@ def test_flower_shows_the_finished_sync_without_phi(
         'clinic_relay_tebra_call_duration_seconds_count{operation="GetAppointments",outcome="ok"}' in scrape
     )
     assert date not in scrape and task_id not in scrape
-    assert not [name for name in names if name in scrape]
+    assert not [name for name in patients if name in scrape]
 
     # One request id from the HTTP request to the task's log lines, in JSON.
     lines = [json.loads(line) for line in _json_lines(logs_dir / "worker.log")]
@@ -153,7 +153,7 @@ def test_flower_shows_the_finished_sync_without_phi(
     every_line = (logs_dir / "worker.log").read_text(errors="replace") + (logs_dir / "api.log").read_text(
         errors="replace"
     )
-    assert not [name for name in names if name in every_line], "no patient names in any log line"
+    assert not [name for name in patients if name in every_line], "no patient names in any log line"
     assert f"date={date}" not in every_line, "no query strings in access lines (gunicorn's is off)"
 
 
