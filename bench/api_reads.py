@@ -28,11 +28,11 @@ from typing import Any
 
 from bench.apps import BARE_PATH
 from bench.common import BIN, ROOT, percentiles
-from bench.stack import Stack, bench_stack, machine, write_result
+from bench.stack import Stack, bench_stack, machine, monday_weeks_ago, write_result
 from bench.throughput import enqueue_syncs, wait_synced
 
 GOAL_RATIO = 0.50
-DAY = "2026-03-02"  # a Monday: 40 appointments
+DAY = monday_weeks_ago(4)  # a Monday: 40 appointments, within the year around today the API takes
 
 
 def run_client(port: int, path: str, start_at: float, seconds: float) -> None:

@@ -252,6 +252,15 @@ def bench_stack(
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def monday_weeks_ago(weeks: int) -> str:
+    """The Monday ``weeks`` whole weeks before this week's. The API takes dates within a year of today, so a
+    bench day fixed in the source would be refused a year later; every weekday of the simulator is filled."""
+    import datetime as dt
+
+    today = dt.date.today()
+    return (today - dt.timedelta(days=today.weekday(), weeks=weeks)).isoformat()
+
+
 def weekdays(first: str, count: int) -> list[str]:
     """``count`` weekdays (the simulator's clinic is closed at weekends) from ``first`` on."""
     import datetime as dt
