@@ -38,7 +38,7 @@ from app.socket_auth import EXTENSION_KEY as WS_AUTHENTICATOR_KEY
 from app.socket_auth import TOPIC_EXTENSION_KEY as WS_TOPIC_AUTHORIZER_KEY
 from app.socket_auth import SocketAuthError
 from config import Settings
-from config.settings import SIGN_IN_MODES
+from config.parsing import SIGN_IN_MODES
 
 log = logging.getLogger(__name__)
 

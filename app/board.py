@@ -31,7 +31,7 @@ from app.auth import ALL_SCOPES, DISCOVERY_KEY
 from app.discovery import Discovery, DiscoveryUnavailable
 from app.errors import ApiError
 from config import Settings
-from config.settings import SIGN_IN_MODES
+from config.parsing import SIGN_IN_MODES
 from tasks import flow
 
 STATIC_DIR = Path(__file__).parent / "static"
