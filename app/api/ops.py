@@ -16,9 +16,10 @@ from flask import Response, request
 
 from app.api import bp
 from app.audit import audited, note
-from app.auth import OPS_BREAKER, require_scope, subject
+from app.auth import require_scope, subject
 from app.errors import ApiError, success
 from app.schemas import BreakerActionSchema, TebraActionSchema
+from app.scopes import OPS_BREAKER
 from app.services import services
 from tasks import credentials_latch, events, keys, tebra_check
 from tasks.breaker.store import BreakerStore, unknown_state

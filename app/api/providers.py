@@ -8,8 +8,9 @@ import time
 from flask import Response
 
 from app.api import bp
-from app.auth import READ_SCHEDULE, require_scope
+from app.auth import require_scope
 from app.errors import ApiError, success
+from app.scopes import READ_SCHEDULE
 from app.services import services
 from tasks import provider_cache
 from tasks.breaker.glance import Glance, glance

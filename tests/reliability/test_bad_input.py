@@ -28,12 +28,12 @@ import requests
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 
-from app import auth
+from app import scopes
 from config import Settings
 from tasks.breaker.store import BreakerStore
 from tests.support.processes import wait_until
 
-FUZZ_SCOPES = (auth.READ_SCHEDULE, auth.SYNC_SCHEDULE, auth.WRITE_PATIENTS)
+FUZZ_SCOPES = (scopes.READ_SCHEDULE, scopes.SYNC_SCHEDULE, scopes.WRITE_PATIENTS)
 TRACE_MARKERS = ("Traceback", 'File "', "werkzeug", "site-packages")
 
 
