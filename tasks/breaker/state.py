@@ -57,6 +57,7 @@ class BreakerConfig:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> BreakerConfig:
+        longest_call_s = settings.tebra_connect_timeout_s + settings.tebra_operation_timeout_s
         return cls(
             failure_threshold=settings.breaker_failure_threshold,
             window_s=settings.breaker_window_s,
@@ -66,9 +67,7 @@ class BreakerConfig:
             sample_every=settings.breaker_sample_every,
             latency_min_samples=settings.breaker_latency_min_samples,
             half_retry_s=settings.breaker_half_retry_s,
-            trial_ttl_s=settings.tebra_connect_timeout_s
-            + settings.tebra_operation_timeout_s
-            + TRIAL_TTL_MARGIN_S,
+            trial_ttl_s=longest_call_s + TRIAL_TTL_MARGIN_S,
         )
 
     def args(self) -> list[Any]:
