@@ -10,7 +10,7 @@ import os
 from typing import Any
 
 from config import load_settings
-from config.settings import is_loopback
+from config.parsing import is_loopback
 from tasks.logs import gunicorn_logconfig_dict
 
 _settings = load_settings()

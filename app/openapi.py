@@ -12,7 +12,8 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify
 
-from app.auth import ALL_SCOPES, READ_SCHEDULE, require_scope
+from app.auth import require_scope
+from app.scopes import ALL_SCOPES, READ_SCHEDULE
 
 bp = Blueprint("openapi", __name__, url_prefix="/api/v1")
 

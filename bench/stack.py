@@ -88,11 +88,12 @@ class Stack:
 
     def token(self, scopes: tuple[str, ...] | None = None) -> str:
         """A development bearer token the API accepts (signed with this stack's dev key)."""
-        from app import auth, devkey, devtoken
+        from app import devkey, devtoken
+        from app.scopes import ALL_SCOPES
         from config import Settings
 
         key = devkey.load_or_create(self.key_path)
-        chosen = auth.ALL_SCOPES if scopes is None else scopes
+        chosen = ALL_SCOPES if scopes is None else scopes
         return devtoken.mint(key, audience=Settings().auth0_audience, scopes=chosen, subject="bench|user")
 
     def settings(self) -> Any:

@@ -15,10 +15,10 @@ from celery import Task, shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 
 from tasks import patient_details
+from tasks.breaker.errors import BreakerOpen
 from tasks.patient_details import DETAILS_TASK, DetailsContext
 from tasks.runtime import Runtime, get_runtime
 from tasks.schedule import THROTTLE_RETRY_LIMIT, backoff_s, task_settings
-from tasks.tebra.breaker import BreakerOpen
 from tasks.tebra.credentials import REFUSED_CODE, CredentialsRefused
 from tasks.tebra.errors import TebraError, TebraSecurityError, TebraThrottled, TebraUpstreamError
 

@@ -19,10 +19,10 @@ from celery import Task, shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 
 from tasks import watch
+from tasks.breaker.errors import BreakerOpen
 from tasks.runtime import get_runtime
 from tasks.schedule import task_settings
 from tasks.sync_request import request_sync
-from tasks.tebra.breaker import BreakerOpen
 from tasks.tebra.credentials import CredentialsRefused
 from tasks.tebra.errors import TebraError
 

@@ -7,9 +7,9 @@ from typing import Any
 from celery import Task, shared_task
 
 from tasks import provider_cache
+from tasks.breaker.errors import BreakerOpen
 from tasks.runtime import get_runtime
 from tasks.schedule import task_settings
-from tasks.tebra.breaker import BreakerOpen
 from tasks.tebra.errors import TebraThrottled, TebraUpstreamError
 
 REFRESH_TASK = "providers.refresh"

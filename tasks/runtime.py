@@ -18,13 +18,14 @@ import redis
 
 from config import Settings
 from tasks import events, keys, metrics, tebra_clock
-from tasks.breaker_state import BreakerStore
+from tasks.breaker.errors import BreakerOpen
+from tasks.breaker.guard import BreakerEvents, TebraBreaker
+from tasks.breaker.store import BreakerStore
 from tasks.clients import Clients
 from tasks.connections import get_redis, reset_redis
 from tasks.reconcile import Reconciler
 from tasks.sync import SyncContext
 from tasks.tebra import client as tebra_client
-from tasks.tebra.breaker import BreakerEvents, BreakerOpen, TebraBreaker
 from tasks.tebra.credentials import CredentialsGuard, with_credentials
 from tasks.tebra.errors import TebraError
 from tasks.tebra.gateway import TebraGateway

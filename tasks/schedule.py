@@ -15,10 +15,10 @@ from kombu.exceptions import OperationalError
 
 from config import Settings, load_settings
 from tasks import events, sync_status
+from tasks.breaker.errors import BreakerOpen
 from tasks.patient_details import queue_lookups
 from tasks.runtime import get_runtime
 from tasks.sync import begin, run_sync
-from tasks.tebra.breaker import BreakerOpen
 from tasks.tebra.credentials import credentials_refused
 from tasks.tebra.errors import (
     TebraBusinessError,

@@ -6,9 +6,10 @@ from flask import Response, request
 
 from app.api import bp
 from app.audit import audited, record_on
-from app.auth import READ_SCHEDULE, require_scope
+from app.auth import require_scope
 from app.errors import success
 from app.schemas import days_between, range_schema
+from app.scopes import READ_SCHEDULE
 from app.services import services
 
 

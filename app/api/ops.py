@@ -2,7 +2,7 @@
 state (the credentials latch, the live throttles, the last check) and resume after refused credentials
 (docs/tebra.md).
 
-The API never calls Tebra: it reads and writes the breaker's keys in Redis through tasks/breaker_state.py,
+The API never calls Tebra: it reads and writes the breaker's keys in Redis through tasks/breaker/store.py,
 the same scripts the workers' guard runs. A breaker whose Redis cannot be read is reported ``unknown``
 with 503, never ``closed``.
 """
@@ -16,11 +16,14 @@ from flask import Response, request
 
 from app.api import bp
 from app.audit import audited, note
-from app.auth import OPS_BREAKER, require_scope, subject
+from app.auth import require_scope, subject
 from app.errors import ApiError, success
 from app.schemas import BreakerActionSchema, TebraActionSchema
+from app.scopes import OPS_BREAKER
 from app.services import services
-from tasks import breaker_state, credentials_latch, events, keys, tebra_check
+from tasks import credentials_latch, events, keys, tebra_check
+from tasks.breaker.store import BreakerStore, unknown_state
+from tasks.breaker.transition import announce
 from tasks.celery_factory import SYNC_QUEUE
 from tasks.tebra_check import CHECK_TASK
 
@@ -28,19 +31,19 @@ FORCE_OPEN = "force_open"
 CLEAR = "clear"
 
 
-def _store() -> breaker_state.BreakerStore:
+def _store() -> BreakerStore:
     svc = services()
-    return breaker_state.BreakerStore.from_settings(svc.redis, svc.settings)
+    return BreakerStore.from_settings(svc.redis, svc.settings)
 
 
-def _snapshot(store: breaker_state.BreakerStore) -> dict[str, object]:
+def _snapshot(store: BreakerStore) -> dict[str, object]:
     try:
         return store.snapshot()
     except redis.RedisError as exc:
         raise ApiError(
             "SERVICE_UNAVAILABLE",
             "The breaker's state cannot be read (Redis unavailable); Tebra calls are refused meanwhile.",
-            details=breaker_state.unknown_state(exc),
+            details=unknown_state(exc),
             headers={"Retry-After": "5"},
         ) from None
 
@@ -63,7 +66,7 @@ def change_breaker() -> Response:
     by = f"api:{subject() or 'unknown'}"
     transition = store.force_open(by=by) if action == FORCE_OPEN else store.clear()
     if transition is not None:
-        breaker_state.announce(services().publisher, transition, by=by)
+        announce(services().publisher, transition, by=by)
     return success({"action": action, "changed": transition is not None, **_snapshot(store)})
 
 

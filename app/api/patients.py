@@ -13,9 +13,10 @@ from flask import Response, current_app, request
 
 from app.api import bp
 from app.audit import audited, note, record_on
-from app.auth import READ_SCHEDULE, WRITE_PATIENTS, require_scope
+from app.auth import require_scope
 from app.errors import ApiError, success
 from app.schemas import HpidSchema, StatusChangeSchema, day_query_schema
+from app.scopes import READ_SCHEDULE, WRITE_PATIENTS
 from app.services import services
 from tasks.patient_flow import PatientFlow, PatientNotFound, StatusConflict
 

@@ -8,10 +8,12 @@ import time
 from flask import Response
 
 from app.api import bp
-from app.auth import READ_SCHEDULE, require_scope
+from app.auth import require_scope
 from app.errors import ApiError, success
+from app.scopes import READ_SCHEDULE
 from app.services import services
-from tasks import breaker_state, provider_cache
+from tasks import provider_cache
+from tasks.breaker.glance import Glance, glance
 from tasks.celery_factory import SYNC_QUEUE
 
 REFRESH_TASK = "providers.refresh"
@@ -23,7 +25,7 @@ FIRST_FILL_WAIT_S = 3.0  # a cold cache waits this long for the first fetch, the
 def list_providers() -> Response:
     svc = services()
     cached = provider_cache.read(svc.redis)
-    breaker = breaker_state.glance(svc.redis)
+    breaker = glance(svc.redis)
     if breaker.is_open:
         return _while_breaker_open(cached, breaker)
     if (cached is None or not cached.fresh) and provider_cache.claim_refresh(svc.redis):
@@ -42,9 +44,7 @@ def list_providers() -> Response:
     return success(cached.providers, stale=not cached.fresh, fetched_at=cached.fetched_at)
 
 
-def _while_breaker_open(
-    cached: provider_cache.CachedProviders | None, breaker: breaker_state.Glance
-) -> Response:
+def _while_breaker_open(cached: provider_cache.CachedProviders | None, breaker: Glance) -> Response:
     """Tebra is not being called: serve the last list flagged stale (no refresh queued), or 503."""
     retry = "60" if breaker.retry_in_s is None else str(max(1, math.ceil(breaker.retry_in_s)))
     if cached is None:

@@ -9,9 +9,10 @@ from kombu.exceptions import OperationalError
 
 from app.api import bp
 from app.audit import audited, note
-from app.auth import READ_SCHEDULE, SYNC_SCHEDULE, require_scope
+from app.auth import require_scope
 from app.errors import ApiError, success
 from app.schemas import DateSchema, SyncRequestSchema
+from app.scopes import READ_SCHEDULE, SYNC_SCHEDULE
 from app.services import services
 from tasks import sync_request, sync_status
 

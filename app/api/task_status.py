@@ -5,9 +5,10 @@ from __future__ import annotations
 from flask import Response
 
 from app.api import bp
-from app.auth import READ_SCHEDULE, require_scope
+from app.auth import require_scope
 from app.errors import ApiError, success
 from app.schemas import TaskIdSchema
+from app.scopes import READ_SCHEDULE
 from app.services import services
 from tasks import sync_status
 
