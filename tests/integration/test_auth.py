@@ -26,8 +26,8 @@ from app import auth
 from app.auth import TokenVerifier, install_verifier
 from app.discovery import Discovery
 from app.jwks import JwksCache
-from app.socket_auth import EXTENSION_KEY as WS_KEY
-from app.socket_auth import SocketAuthError
+from app.realtime.access import EXTENSION_KEY as WS_KEY
+from app.realtime.access import SocketAuthError
 from config import SettingsError, load_settings
 from tests.support.jwks_server import JwksServer, new_key
 from tests.unit.test_fail_closed import STRONG

@@ -19,7 +19,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from app.relay_stream import entries_after, newest_id
+from app.realtime.stream import entries_after, newest_id
 from config import Settings
 from tasks import connections, keys
 from tasks.events import stream_id_key
