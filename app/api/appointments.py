@@ -3,18 +3,33 @@
 from __future__ import annotations
 
 from flask import Response, request
+from marshmallow import fields
 
 from app.api import bp
-from app.audit import audited, record_on
-from app.auth import READ_SCHEDULE, require_scope
+from app.audit import record_on
+from app.auth import READ_SCHEDULE
 from app.errors import success
-from app.schemas import days_between, range_schema
+from app.ratelimit import READ_COST
+from app.route import Answer, route
+from app.schemas import RangeSchema, days_between, range_schema
 from app.services import services
 
 
-@bp.get("/appointments")
-@audited("appointments.read")
-@require_scope(READ_SCHEDULE)
+@route(
+    bp,
+    "GET",
+    "/appointments",
+    summary="Stored appointments of clinic days start..end (at most MAX_RANGE_DAYS days, 31 by default)",
+    scope=READ_SCHEDULE,
+    audit="appointments.read",
+    cost=READ_COST,
+    query=RangeSchema,
+    answer=Answer(
+        many=True,
+        description="appointments ordered by start",
+        extra={"count": fields.Integer(), "start": fields.Date(), "end": fields.Date()},
+    ),
+)
 def list_appointments() -> Response:
     svc = services()
     args = range_schema(svc.clinic_tz, svc.settings.max_range_days).load(request.args)

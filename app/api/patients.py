@@ -10,12 +10,16 @@ import re
 from typing import Any
 
 from flask import Response, current_app, request
+from marshmallow import fields
 
 from app.api import bp
-from app.audit import audited, note, record_on
-from app.auth import READ_SCHEDULE, WRITE_PATIENTS, require_scope
+from app.api.answers import StatusChangedSchema
+from app.audit import note, record_on
+from app.auth import READ_SCHEDULE, WRITE_PATIENTS
 from app.errors import ApiError, success
-from app.schemas import HpidSchema, StatusChangeSchema, day_query_schema
+from app.ratelimit import READ_COST, WRITE_COST
+from app.route import Answer, route
+from app.schemas import DayQuerySchema, HpidSchema, IfMatchSchema, StatusChangeSchema, day_query_schema
 from app.services import services
 from tasks.patient_flow import PatientFlow, PatientNotFound, StatusConflict
 
@@ -33,9 +37,21 @@ def patient_flow() -> PatientFlow:
     return found
 
 
-@bp.get("/patients")
-@audited("patients.read")
-@require_scope(READ_SCHEDULE)
+@route(
+    bp,
+    "GET",
+    "/patients",
+    summary="The day's patient-flow board",
+    scope=READ_SCHEDULE,
+    audit="patients.read",
+    cost=READ_COST,
+    query=DayQuerySchema,
+    answer=Answer(
+        many=True,
+        description="patients",
+        extra={"date": fields.Date(), "count": fields.Integer(), "last_event_id": fields.String()},
+    ),
+)
 def list_patients() -> Response:
     """The day's board: every patient with their status, times and wait (names and dates of birth: PHI)."""
     svc = services()
@@ -47,9 +63,22 @@ def list_patients() -> Response:
     return response
 
 
-@bp.patch("/patients/<hpid>/status")
-@audited("patients.status_change", kept=True)
-@require_scope(WRITE_PATIENTS)
+@route(
+    bp,
+    "PATCH",
+    "/patients/<hpid>/status",
+    summary="Move one patient along the flow",
+    scope=WRITE_PATIENTS,
+    audit="patients.status_change",
+    kept=True,
+    cost=WRITE_COST,
+    path=HpidSchema,
+    query=DayQuerySchema,
+    headers=IfMatchSchema,
+    body=StatusChangeSchema,
+    answer=Answer(StatusChangedSchema, description="the change"),
+    errors=(404, 409, 413),
+)
 def change_status(hpid: str) -> Response:
     """Move one patient along the flow; refused with 409 when the state machine or the version says no."""
     svc = services()

@@ -8,9 +8,12 @@ from flask import Response, request
 from kombu.exceptions import OperationalError
 
 from app.api import bp
-from app.audit import audited, note
-from app.auth import READ_SCHEDULE, SYNC_SCHEDULE, require_scope
+from app.api.answers import SyncAcceptedSchema, SyncStatusSchema
+from app.audit import note
+from app.auth import READ_SCHEDULE, SYNC_SCHEDULE
 from app.errors import ApiError, success
+from app.ratelimit import READ_COST, SYNC_COST
+from app.route import Answer, route
 from app.schemas import DateSchema, SyncRequestSchema
 from app.services import services
 from tasks import sync_request, sync_status
@@ -18,9 +21,18 @@ from tasks import sync_request, sync_status
 log = logging.getLogger(__name__)
 
 
-@bp.post("/schedule/sync")
-@audited("schedule.sync_requested", kept=True)
-@require_scope(SYNC_SCHEDULE)
+@route(
+    bp,
+    "POST",
+    "/schedule/sync",
+    summary="Queue a sync of one clinic day (a sync of that day already queued or running is reused)",
+    scope=SYNC_SCHEDULE,
+    audit="schedule.sync_requested",
+    kept=True,
+    cost=SYNC_COST,
+    query=SyncRequestSchema,
+    answer=Answer(SyncAcceptedSchema, status=202, description="accepted"),
+)
 def request_sync() -> Response:
     """Queue a sync of one clinic day; a sync of that day already queued or running is reused."""
     svc = services()
@@ -53,8 +65,17 @@ def request_sync() -> Response:
     return response
 
 
-@bp.get("/schedule/status/<date>")
-@require_scope(READ_SCHEDULE)
+@route(
+    bp,
+    "GET",
+    "/schedule/status/<date>",
+    summary="The last sync of one clinic day",
+    scope=READ_SCHEDULE,
+    cost=READ_COST,
+    path=DateSchema,
+    answer=Answer(SyncStatusSchema, description="status"),
+    errors=(404,),
+)
 def sync_status_of(date: str) -> Response:
     """The last sync of one clinic day."""
     svc = services()
