@@ -238,7 +238,10 @@ def read_since(client: redis.Redis, since: str, *, count: int = 1000) -> list[di
     return [envelope_from_entry(entry_id, fields) for entry_id, fields in entries]
 
 
-def stream_id_key(stream_id: str) -> tuple[int, int]:
+StreamKey = tuple[int, int]  # a stream id as numbers: (ms, seq)
+
+
+def stream_id_key(stream_id: str) -> StreamKey:
     """Sort key of a stream id ``ms-seq`` (ids compare as numbers, not as text)."""
     ms, _, seq = stream_id.partition("-")
     return int(ms), int(seq or 0)

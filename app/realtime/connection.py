@@ -24,10 +24,9 @@ from contextlib import contextmanager, suppress
 from typing import Any
 
 from app.realtime.frame import close_frame
+from tasks.events import StreamKey
 
 log = logging.getLogger(__name__)
-
-StreamKey = tuple[int, int]
 
 _SEND_FLAGS = socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL
 

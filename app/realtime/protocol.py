@@ -24,7 +24,6 @@ MAX_TOPICS = 16  # a board shows one day: schedule + patients + ops, with room f
 MAX_MESSAGE_BYTES = 4096  # the largest client message is a subscribe with MAX_TOPICS topics
 
 # Close codes (RFC 6455 §7.4; 4000-4999 are the application's, mirroring HTTP statuses).
-CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001  # the server is shutting down: reconnect (to another process) with ``since``
 CLOSE_TRY_AGAIN_LATER = 1013  # events are unavailable (Redis down): reconnect with backoff
 CLOSE_UNAUTHORIZED = 4401  # the token was refused, or expired without a fresh ``auth`` message

@@ -21,10 +21,10 @@ from flask import Flask
 from app.realtime.connection import ClientSocket, LockedSocket
 from app.realtime.frame import text_frame
 from app.realtime.stream import entries_after, trimmed_past
-from app.realtime.subscriber import EventSubscriber, StreamKey
+from app.realtime.subscriber import EventSubscriber
 from config import Settings
 from tasks.connections import make_redis
-from tasks.events import stream_id_key, topic_of
+from tasks.events import StreamKey, stream_id_key, topic_of
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,6 @@ import redis
 from tasks import keys
 from tasks.events import entry_text, stream_id_key
 
-StreamKey = tuple[int, int]
-
 PAGE = 500
 
 
