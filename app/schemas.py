@@ -104,22 +104,12 @@ class RangeSchema(_ClinicSchema):
 
 
 @functools.cache
-def range_schema(tz: ZoneInfo, max_days: int) -> RangeSchema:
-    """One shared RangeSchema per setting (loading keeps no state on the instance; building one costs more
-    than the load itself on the hottest read)."""
-    return RangeSchema(tz, max_days)
-
-
-@functools.cache
-def day_query_schema(tz: ZoneInfo) -> DayQuerySchema:
-    """One shared DayQuerySchema per clinic time zone (see :func:`range_schema`)."""
-    return DayQuerySchema(tz)
-
-
 def instance_of(schema: type[Schema], tz: ZoneInfo, max_days: int) -> Schema:
-    """``schema`` as the API builds it for a clinic in ``tz`` whose ranges span at most ``max_days``."""
+    """``schema`` as the API loads with it for a clinic in ``tz`` whose ranges span at most ``max_days``: one
+    shared instance per class and setting (loading keeps no state on the instance; building one costs more
+    than the load itself on the hottest read)."""
     if issubclass(schema, RangeSchema):
-        return range_schema(tz, max_days)
+        return schema(tz, max_days)
     if issubclass(schema, _ClinicSchema):
         return schema(tz)
     return schema()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Response, request
+from flask import Response
 from marshmallow import fields
 
 from app.api import bp
@@ -10,8 +10,8 @@ from app.audit import record_on
 from app.auth import READ_SCHEDULE
 from app.errors import success
 from app.ratelimit import READ_COST
-from app.route import Answer, route
-from app.schemas import RangeSchema, days_between, range_schema
+from app.route import Answer, load_query, route
+from app.schemas import RangeSchema, days_between
 from app.services import services
 
 
@@ -32,7 +32,7 @@ from app.services import services
 )
 def list_appointments() -> Response:
     svc = services()
-    args = range_schema(svc.clinic_tz, svc.settings.max_range_days).load(request.args)
+    args = load_query()
     days = days_between(args["start"], args["end"])
     rows = svc.store.appointments_for(days, also=record_on)  # the audit record rides with the read
     response = success(rows, start=days[0], end=days[-1], count=len(rows))

@@ -19,7 +19,7 @@ from app.audit import note
 from app.auth import OPS_BREAKER, subject
 from app.errors import ApiError, success
 from app.ratelimit import READ_COST, WRITE_COST
-from app.route import Answer, route
+from app.route import Answer, load_body, route
 from app.schemas import BreakerActionSchema, TebraActionSchema
 from app.services import services
 from tasks import breaker_state, credentials_latch, events, keys, tebra_check
@@ -74,7 +74,7 @@ def read_breaker() -> Response:
 )
 def change_breaker() -> Response:
     """``{"action": "force_open"}`` holds it open until ``{"action": "clear"}``; answers the new state."""
-    action = BreakerActionSchema().load(request.get_json(silent=True) or {})["action"]
+    action = load_body(request.get_json(silent=True) or {})["action"]
     note(action=action)
     store = _store()
     by = f"api:{subject() or 'unknown'}"
@@ -136,7 +136,7 @@ def read_tebra() -> Response:
 def change_tebra() -> Response:
     """``{"action": "resume"}``: the operator fixed the credentials; workers read them again and call Tebra.
     ``{"action": "check"}``: run the Tebra check (``make check-tebra``) on a worker; its report shows here."""
-    action = TebraActionSchema().load(request.get_json(silent=True) or {})["action"]
+    action = load_body(request.get_json(silent=True) or {})["action"]
     note(action=action)
     svc = services()
     answer: dict[str, Any] = {"action": action}

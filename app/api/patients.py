@@ -18,8 +18,8 @@ from app.audit import note, record_on
 from app.auth import READ_SCHEDULE, WRITE_PATIENTS
 from app.errors import ApiError, success
 from app.ratelimit import READ_COST, WRITE_COST
-from app.route import Answer, route
-from app.schemas import DayQuerySchema, HpidSchema, IfMatchSchema, StatusChangeSchema, day_query_schema
+from app.route import Answer, load_body, load_path, load_query, route
+from app.schemas import DayQuerySchema, HpidSchema, IfMatchSchema, StatusChangeSchema
 from app.services import services
 from tasks.patient_flow import PatientFlow, PatientNotFound, StatusConflict
 
@@ -54,8 +54,7 @@ def patient_flow() -> PatientFlow:
 )
 def list_patients() -> Response:
     """The day's board: every patient with their status, times and wait (names and dates of birth: PHI)."""
-    svc = services()
-    date = day_query_schema(svc.clinic_tz).load(request.args)["date"].isoformat()
+    date = load_query()["date"].isoformat()
     board = patient_flow().board(date, also=record_on)  # the audit record rides with the read
     # last_event_id: subscribe to /ws with since=<it> to get every change after this read, and none before.
     response = success(board.rows, date=date, count=len(board.rows), last_event_id=board.last_event_id)
@@ -81,10 +80,9 @@ def list_patients() -> Response:
 )
 def change_status(hpid: str) -> Response:
     """Move one patient along the flow; refused with 409 when the state machine or the version says no."""
-    svc = services()
-    HpidSchema().load({"hpid": hpid})
-    date = day_query_schema(svc.clinic_tz).load(request.args)["date"].isoformat()
-    body = StatusChangeSchema().load(_json_body())
+    load_path(hpid=hpid)
+    date = load_query()["date"].isoformat()
+    body = load_body(_json_body())
     expected = _expected_version(body.get("version"))
     try:
         changed = patient_flow().change_status(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import Response, request
+from flask import Response
 from kombu.exceptions import OperationalError
 
 from app.api import bp
@@ -13,7 +13,7 @@ from app.audit import note
 from app.auth import READ_SCHEDULE, SYNC_SCHEDULE
 from app.errors import ApiError, success
 from app.ratelimit import READ_COST, SYNC_COST
-from app.route import Answer, route
+from app.route import Answer, load_path, load_query, route
 from app.schemas import DateSchema, SyncRequestSchema
 from app.services import services
 from tasks import sync_request, sync_status
@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 def request_sync() -> Response:
     """Queue a sync of one clinic day; a sync of that day already queued or running is reused."""
     svc = services()
-    args = SyncRequestSchema(svc.clinic_tz).load(request.args)
+    args = load_query()
     date = args["date"].isoformat()
     full = args.get("mode") == "full"
     try:
@@ -79,7 +79,7 @@ def request_sync() -> Response:
 def sync_status_of(date: str) -> Response:
     """The last sync of one clinic day."""
     svc = services()
-    day = DateSchema(svc.clinic_tz).load({"date": date})["date"].isoformat()
+    day = load_path(date=date)["date"].isoformat()
     status = sync_status.read_status(svc.redis, day)
     if status is None:
         raise ApiError("NOT_FOUND", f"No sync has been requested for {day}.")

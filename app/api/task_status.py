@@ -8,7 +8,7 @@ from app.api import bp
 from app.auth import READ_SCHEDULE
 from app.errors import ApiError, success
 from app.ratelimit import READ_COST
-from app.route import Answer, route
+from app.route import Answer, load_path, route
 from app.schemas import TaskIdSchema
 from app.services import services
 from tasks import sync_status
@@ -26,7 +26,7 @@ from tasks import sync_status
     errors=(404,),
 )
 def task_of(task_id: str) -> Response:
-    TaskIdSchema().load({"task_id": task_id})
+    load_path(task_id=task_id)
     record = sync_status.read_task(services().redis, task_id)
     if record is None:
         raise ApiError("NOT_FOUND", "No such task.")
