@@ -24,13 +24,14 @@ from app import devkey
 from app.discovery import Discovery
 from app.errors import ApiError
 from app.jwks import JwksUnavailable
+from app.realtime.access import EXTENSION_KEY as WS_AUTHENTICATOR_KEY
+from app.realtime.access import TOPIC_EXTENSION_KEY as WS_TOPIC_AUTHORIZER_KEY
+from app.realtime.access import SocketAuthError
 from app.scopes import ALL_SCOPES, OPS_BREAKER, READ_SCHEDULE, Claims, scopes_of
-from app.socket_auth import EXTENSION_KEY as WS_AUTHENTICATOR_KEY
-from app.socket_auth import TOPIC_EXTENSION_KEY as WS_TOPIC_AUTHORIZER_KEY
-from app.socket_auth import SocketAuthError
 from app.tokens import AuthError, TokenVerifier, bearer_token, verifier_from_settings
 from config import Settings
 from config.parsing import SIGN_IN_MODES
+from tasks.events import topic_family
 
 log = logging.getLogger(__name__)
 
@@ -150,14 +151,16 @@ def socket_authenticator(token_verifier: TokenVerifier) -> Callable[[str | None]
     return authenticate
 
 
-def topic_scope(topic: str) -> str:
-    """The scope a socket needs for ``topic``: ops needs ops:breaker, schedule:*/patients:* read:schedule."""
-    return OPS_BREAKER if topic == "ops" else READ_SCHEDULE
+def topic_scope(topic: str) -> str | None:
+    """The scope a socket needs for ``topic``, from the topic table (tasks/events.py); None for no topic."""
+    family = topic_family(topic)
+    return None if family is None else family.scope
 
 
 def may_subscribe(claims: Claims, topic: str) -> bool:
     """Whether a socket with ``claims`` may receive ``topic``'s events."""
-    return topic_scope(topic) in scopes_of(claims)
+    scope = topic_scope(topic)
+    return scope is not None and scope in scopes_of(claims)
 
 
 def seconds_left(claims: Claims, now: float | None = None) -> float:

@@ -29,7 +29,6 @@ from tests.support.processes import wait_until as wait_for
 
 # The API process serves this app factory (real JWT auth in development mode, one extra bare route).
 BENCH_APP = "bench.apps:bench_app()"
-OPEN_BENCH_APP = "bench.apps:open_bench_app()"  # every socket let in (raw socket clients send no token)
 
 
 def rss_kb(pid: int) -> int:

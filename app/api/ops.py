@@ -15,9 +15,11 @@ import redis
 from flask import Response, request
 
 from app.api import bp
-from app.audit import audited, note
-from app.auth import require_scope, subject
+from app.audit import note
+from app.auth import subject
 from app.errors import ApiError, success
+from app.ratelimit import READ_COST, WRITE_COST
+from app.route import Answer, load_body, route
 from app.schemas import BreakerActionSchema, TebraActionSchema
 from app.scopes import OPS_BREAKER
 from app.services import services
@@ -28,7 +30,6 @@ from tasks.celery_factory import SYNC_QUEUE
 from tasks.tebra_check import CHECK_TASK
 
 FORCE_OPEN = "force_open"
-CLEAR = "clear"
 
 
 def _store() -> BreakerStore:
@@ -48,19 +49,35 @@ def _snapshot(store: BreakerStore) -> dict[str, object]:
         ) from None
 
 
-@bp.get("/ops/breaker")
-@require_scope(OPS_BREAKER)
+@route(
+    bp,
+    "GET",
+    "/ops/breaker",
+    summary="The Tebra breaker's state",
+    scope=OPS_BREAKER,
+    cost=READ_COST,
+    answer=Answer(description="breaker"),
+)
 def read_breaker() -> Response:
     """State, failures in the window, latency p95 and when it will next let a call through."""
     return success(_snapshot(_store()))
 
 
-@bp.post("/ops/breaker")
-@audited("ops.breaker_changed")
-@require_scope(OPS_BREAKER)
+@route(
+    bp,
+    "POST",
+    "/ops/breaker",
+    summary="Hold the Tebra breaker open until cleared, or clear it",
+    scope=OPS_BREAKER,
+    audit="ops.breaker_changed",
+    cost=WRITE_COST,
+    body=BreakerActionSchema,
+    answer=Answer(description="the new state"),
+    errors=(413,),
+)
 def change_breaker() -> Response:
     """``{"action": "force_open"}`` holds it open until ``{"action": "clear"}``; answers the new state."""
-    action = BreakerActionSchema().load(request.get_json(silent=True) or {})["action"]
+    action = load_body(request.get_json(silent=True) or {})["action"]
     note(action=action)
     store = _store()
     by = f"api:{subject() or 'unknown'}"
@@ -71,7 +88,6 @@ def change_breaker() -> Response:
 
 
 RESUME = "resume"
-CHECK = "check"
 
 
 def _tebra_state(client: redis.Redis) -> dict[str, Any]:
@@ -94,20 +110,36 @@ def _tebra_state(client: redis.Redis) -> dict[str, Any]:
     }
 
 
-@bp.get("/ops/tebra")
-@require_scope(OPS_BREAKER)
+@route(
+    bp,
+    "GET",
+    "/ops/tebra",
+    summary="The Tebra account: the credentials latch, the live throttles, the last check",
+    scope=OPS_BREAKER,
+    cost=READ_COST,
+    answer=Answer(description="the account's state"),
+)
 def read_tebra() -> Response:
     """Whether Tebra refused our credentials (the latch), the account's live throttles, the last check."""
     return success(_tebra_state(services().redis))
 
 
-@bp.post("/ops/tebra")
-@audited("ops.tebra_changed")
-@require_scope(OPS_BREAKER)
+@route(
+    bp,
+    "POST",
+    "/ops/tebra",
+    summary="Resume Tebra calls after fixing refused credentials, or run the Tebra check on a worker",
+    scope=OPS_BREAKER,
+    audit="ops.tebra_changed",
+    cost=WRITE_COST,
+    body=TebraActionSchema,
+    answer=Answer(description="the new state"),
+    errors=(413,),
+)
 def change_tebra() -> Response:
     """``{"action": "resume"}``: the operator fixed the credentials; workers read them again and call Tebra.
     ``{"action": "check"}``: run the Tebra check (``make check-tebra``) on a worker; its report shows here."""
-    action = TebraActionSchema().load(request.get_json(silent=True) or {})["action"]
+    action = load_body(request.get_json(silent=True) or {})["action"]
     note(action=action)
     svc = services()
     answer: dict[str, Any] = {"action": action}

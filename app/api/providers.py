@@ -6,10 +6,12 @@ import math
 import time
 
 from flask import Response
+from marshmallow import fields
 
 from app.api import bp
-from app.auth import require_scope
 from app.errors import ApiError, success
+from app.ratelimit import READ_COST
+from app.route import Answer, route
 from app.scopes import READ_SCHEDULE
 from app.services import services
 from tasks import provider_cache
@@ -20,8 +22,19 @@ REFRESH_TASK = "providers.refresh"
 FIRST_FILL_WAIT_S = 3.0  # a cold cache waits this long for the first fetch, then answers 503
 
 
-@bp.get("/providers")
-@require_scope(READ_SCHEDULE)
+@route(
+    bp,
+    "GET",
+    "/providers",
+    summary="The practice's providers (cached 1 h; stale while Tebra is away)",
+    scope=READ_SCHEDULE,
+    cost=READ_COST,
+    answer=Answer(
+        many=True,
+        description="providers",
+        extra={"stale": fields.Boolean(), "fetched_at": fields.String(), "breaker": fields.String()},
+    ),
+)
 def list_providers() -> Response:
     svc = services()
     cached = provider_cache.read(svc.redis)

@@ -26,8 +26,8 @@ from app import auth, scopes, tokens
 from app.auth import install_verifier
 from app.discovery import Discovery
 from app.jwks import JwksCache
-from app.socket_auth import EXTENSION_KEY as WS_KEY
-from app.socket_auth import SocketAuthError
+from app.realtime.access import EXTENSION_KEY as WS_KEY
+from app.realtime.access import SocketAuthError
 from app.tokens import TokenVerifier
 from config import SettingsError, load_settings
 from tests.support.jwks_server import JwksServer, new_key
