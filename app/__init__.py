@@ -36,13 +36,14 @@ def create_app(settings: Settings | None = None) -> Flask:
 
 
 def _register_blueprints(app: Flask) -> None:
-    from app import health, openapi, ws
+    from app import health, openapi
     from app.api import bp as api_bp
+    from app.realtime import endpoint as realtime
 
     app.register_blueprint(api_bp)
     app.register_blueprint(openapi.bp)  # GET /api/v1/openapi.json
     app.register_blueprint(health.bp)
-    ws.init_app(app)
+    realtime.init_app(app)  # /ws: the socket endpoint and its relay
 
 
 def _refuse_oversized_bodies() -> None:

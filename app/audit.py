@@ -41,8 +41,8 @@ from marshmallow import ValidationError
 from redis.client import Pipeline
 from ulid import ULID
 
-from app.auth import roles_of
 from app.errors import ApiError
+from app.scopes import roles_of
 from app.services import services
 from tasks import audit, connections, keys
 

@@ -1,280 +1,45 @@
-"""Who is calling: RS256 bearer tokens verified against the identity provider's keys, scopes per route.
+"""Who is calling: each request's and socket's bearer token verified (app/tokens.py), scopes per route.
 
 Every request under ``/api/`` must carry ``Authorization: Bearer <token>``; /health, /ready and the
-development JWKS stay public. A token is accepted only if:
-  - its header says ``alg: RS256`` (the allow-list: ``none``, HS256 signed with the public key and every
-    other algorithm are refused before any key is looked at) and names a ``kid`` the key set holds;
-  - its signature verifies under that key;
-  - ``iss`` is ``https://{AUTH0_DOMAIN}/`` (dev: :data:`app.devkey.DEV_ISSUER`), ``aud`` holds AUTH0_AUDIENCE,
-    ``exp`` is present and not past, ``nbf``/``iat`` not in the future, each with LEEWAY_S of clock skew;
-  - it has a ``sub``.
+development JWKS stay public. A token is accepted only if it verifies (app/tokens.py says what that
+checks: RS256 only, the key's ``kid``, the signature, ``iss`` ``https://{AUTH0_DOMAIN}/`` or
+:data:`app.devkey.DEV_ISSUER` in dev, ``aud``, ``exp``, ``nbf``/``iat``, a ``sub``).
 The verified claims are on ``flask.g.claims`` (:func:`current_claims`). Scopes come from the ``scope``
-claim (space-separated) and the ``permissions`` claim (Auth0 RBAC), united. A missing or bad token is 401
-``UNAUTHORIZED``; a good token without the route's scope is 403 ``FORBIDDEN``; both carry
-``WWW-Authenticate: Bearer …`` as RFC 6750 §3 describes.
+claim (space-separated) and the ``permissions`` claim (Auth0 RBAC), united with the roles' (app/scopes.py).
+A missing or bad token is 401 ``UNAUTHORIZED``; a good token without the route's scope is 403
+``FORBIDDEN``; both carry ``WWW-Authenticate: Bearer …`` as RFC 6750 §3 describes.
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
 import logging
-import threading
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
 from flask import Flask, Response, current_app, g, jsonify, request
-from joserfc import jws, jwt
-from joserfc.errors import JoseError
-from joserfc.jwk import KeySet, RSAKey
-from joserfc.jwt import JWTClaimsRegistry
 
 from app import devkey
 from app.discovery import Discovery
 from app.errors import ApiError
-from app.jwks import JwksCache, JwksUnavailable
-from app.socket_auth import EXTENSION_KEY as WS_AUTHENTICATOR_KEY
-from app.socket_auth import TOPIC_EXTENSION_KEY as WS_TOPIC_AUTHORIZER_KEY
-from app.socket_auth import SocketAuthError
+from app.jwks import JwksUnavailable
+from app.realtime.access import EXTENSION_KEY as WS_AUTHENTICATOR_KEY
+from app.realtime.access import TOPIC_EXTENSION_KEY as WS_TOPIC_AUTHORIZER_KEY
+from app.realtime.access import SocketAuthError
+from app.scopes import ALL_SCOPES, OPS_BREAKER, READ_SCHEDULE, Claims, scopes_of
+from app.tokens import AuthError, TokenVerifier, bearer_token, verifier_from_settings
 from config import Settings
-from config.settings import SIGN_IN_MODES
+from config.parsing import SIGN_IN_MODES
+from tasks.events import topic_family
 
 log = logging.getLogger(__name__)
 
 EXTENSION_KEY = "auth_verifier"
 DISCOVERY_KEY = "oidc_discovery"  # the issuer's Discovery (oidc, auth0 modes) or None (dev)
 REALM = "clinic-relay"
-ALGORITHMS = ("RS256",)
-LEEWAY_S = 30  # clock skew between Auth0, the browser and this host
-MAX_TOKEN_BYTES = 8192  # Auth0 access tokens are ~1 kB; a huge one is an attack on the parser, not a token
 
-READ_SCHEDULE = "read:schedule"
-SYNC_SCHEDULE = "sync:schedule"
-WRITE_PATIENTS = "write:patients"
-OPS_BREAKER = "ops:breaker"
-ALL_SCOPES = (READ_SCHEDULE, SYNC_SCHEDULE, WRITE_PATIENTS, OPS_BREAKER)
-SCOPES_KEY = "_scopes"  # derived entries of verified claims (TokenVerifier)
-ROLES_KEY = "_roles"
-
-Claims = dict[str, Any]
-KeyLookup = Callable[[str], KeySet | None]
 View = TypeVar("View", bound=Callable[..., Any])
-
-
-class AuthError(Exception):
-    """A request (or socket) that did not prove who it is. ``error`` is RFC 6750's error code."""
-
-    def __init__(self, description: str, error: str | None = "invalid_token") -> None:
-        super().__init__(description)
-        self.description = description
-        self.error = error
-
-
-class Roles:
-    """The provider's roles mapped to our scopes: ``claim`` names the roles, ``table`` says what each may do.
-
-    ``claim`` is looked up as a top-level claim first (Auth0's namespaced ``https://…/roles`` has dots in
-    it), then as a dotted path into nested objects (Keycloak's ``realm_access.roles``). Its value is a list
-    of role names or one name. Unknown roles grant nothing.
-    """
-
-    def __init__(self, claim: str = "roles", table: dict[str, tuple[str, ...]] | None = None) -> None:
-        self.claim = claim
-        self.table = dict(table or {})
-        unknown = {scope for scopes in self.table.values() for scope in scopes} - set(ALL_SCOPES)
-        if unknown:
-            raise ValueError(f"OIDC_ROLE_SCOPES names unknown scopes: {', '.join(sorted(unknown))}")
-
-    def of(self, claims: Claims) -> list[str]:
-        """The role names the claims carry (strings only, in their order)."""
-        value: Any = claims.get(self.claim)
-        if value is None and "." in self.claim:
-            value = claims
-            for part in self.claim.split("."):
-                value = value.get(part) if isinstance(value, dict) else None
-        if isinstance(value, str):
-            value = [value]
-        return [item for item in value if isinstance(item, str)] if isinstance(value, list) else []
-
-    def scopes(self, roles: list[str]) -> set[str]:
-        return {scope for role in roles for scope in self.table.get(role, ())}
-
-
-class TokenVerifier:
-    """Verifies access tokens of one issuer and audience against the keys ``keys_for(kid)`` returns.
-
-    The claims it returns carry two derived entries, always set here (never taken from the token):
-    ``_roles`` (the role names) and ``_scopes`` (every scope granted: ``scope``, ``permissions`` and the
-    roles' scopes, united).
-    """
-
-    def __init__(
-        self,
-        *,
-        issuer: str,
-        audience: str,
-        keys_for: KeyLookup,
-        leeway_s: int = LEEWAY_S,
-        roles: Roles | None = None,
-    ) -> None:
-        self.issuer = issuer
-        self.audience = audience
-        self.roles = roles or Roles()
-        self._keys_for = keys_for
-        self._verified = VerifiedTokens()
-        self._registry = JWTClaimsRegistry(
-            leeway=leeway_s,
-            iss={"essential": True, "value": issuer},
-            aud={"essential": True, "value": audience},
-            exp={"essential": True},
-            sub={"essential": True},
-        )
-
-    def verify(self, token: str) -> Claims:
-        """The token's claims, or :class:`AuthError`; :class:`JwksUnavailable` when no keys can be had."""
-        if len(token) > MAX_TOKEN_BYTES:
-            raise AuthError("The token is too large.")
-        cached = self._verified.get(token)
-        if cached is not None:
-            return cached
-        claims = self._verify(token)
-        self._verified.put(token, claims)
-        return claims
-
-    def _verify(self, token: str) -> Claims:
-        try:
-            header = jws.extract_compact(token.encode("ascii")).headers()
-        except (JoseError, ValueError, UnicodeError):
-            raise AuthError("The token is not a signed JWT.") from None
-        if header.get("alg") not in ALGORITHMS:
-            raise AuthError("The token's algorithm is not allowed.")
-        kid = header.get("kid")
-        if not isinstance(kid, str) or not kid:
-            raise AuthError("The token names no signing key.")
-        keys = self._keys_for(kid)
-        if keys is None:
-            raise AuthError("The token's signing key is not known.")
-        try:
-            decoded = jwt.decode(token, keys, algorithms=list(ALGORITHMS))
-            self._registry.validate(decoded.claims)
-        except JoseError as exc:
-            raise AuthError(_describe(exc)) from None
-        if not isinstance(decoded.claims.get("sub"), str):
-            raise AuthError("The token has no subject.")
-        claims = dict(decoded.claims)
-        roles = self.roles.of(claims)
-        claims[ROLES_KEY] = roles
-        claims[SCOPES_KEY] = sorted(_token_scopes(claims) | self.roles.scopes(roles))
-        return claims
-
-
-class VerifiedTokens:
-    """Tokens that verified, for a short while: a dashboard sends the same token with every request, and an
-    RS256 check costs more than the rest of a cached read.
-
-    Entries live until the token's ``exp`` and never longer than ``ttl_s`` (60 s, the JWKS cache's age: a key
-    removed from the JWKS stops being honoured as soon as it would without this cache). Keyed by a digest of
-    the token; only successes are kept; bounded in size.
-    """
-
-    def __init__(self, ttl_s: float = 60.0, max_entries: int = 4096) -> None:
-        self._ttl_s = ttl_s
-        self._max = max_entries
-        self._entries: dict[bytes, tuple[float, Claims]] = {}
-        self._lock = threading.Lock()
-
-    def get(self, token: str) -> Claims | None:
-        key = hashlib.sha256(token.encode()).digest()
-        with self._lock:
-            found = self._entries.get(key)
-            if found is None:
-                return None
-            if found[0] <= time.time():
-                del self._entries[key]
-                return None
-            return dict(found[1])
-
-    def put(self, token: str, claims: Claims) -> None:
-        until = min(time.time() + self._ttl_s, float(claims.get("exp", 0)))
-        key = hashlib.sha256(token.encode()).digest()
-        with self._lock:
-            if len(self._entries) >= self._max:
-                self._entries.pop(next(iter(self._entries)))  # the oldest insertion
-            self._entries[key] = (until, dict(claims))
-
-
-def _describe(exc: JoseError) -> str:
-    # Fixed phrases only: the client learns which check failed, never anything echoed back from the token.
-    return {
-        "expired_token": "The token has expired.",
-        "invalid_claim": "The token's issuer, audience or validity window is not accepted.",
-        "missing_claim": "The token lacks a required claim.",
-        "bad_signature": "The token's signature does not verify.",
-    }.get(exc.error, "The token is not valid.")
-
-
-def verifier_from_settings(settings: Settings, discovery: Discovery | None = None) -> TokenVerifier:
-    """oidc/auth0 modes: keys from the discovery document's jwks_uri. Dev mode: the key at DEV_KEY_PATH."""
-    roles = Roles(settings.oidc_role_claim, settings.role_scopes)
-    if settings.auth_mode in SIGN_IN_MODES:
-        found = discovery or Discovery(settings.issuer, ttl_s=settings.oidc_discovery_ttl_s)
-        cache = JwksCache(lambda: found.metadata().jwks_uri)
-        return TokenVerifier(
-            issuer=settings.issuer, audience=settings.audience, keys_for=cache.keys_for, roles=roles
-        )
-    if settings.auth_mode == "dev":
-        return dev_verifier(devkey.load_or_create(settings.dev_key_path), settings.audience, roles)
-    raise ValueError(f"AUTH_MODE must be dev, oidc or auth0, not {settings.auth_mode!r}")
-
-
-def dev_verifier(key: RSAKey, audience: str, roles: Roles | None = None) -> TokenVerifier:
-    """A verifier that trusts only the development key (no HTTP: the API is its own JWKS)."""
-    keys = KeySet.import_key_set(devkey.public_jwks(key))  # type: ignore[arg-type]
-    kid = key.kid
-    return TokenVerifier(
-        issuer=devkey.DEV_ISSUER,
-        audience=audience,
-        keys_for=lambda asked: keys if asked == kid else None,
-        roles=roles,
-    )
-
-
-def bearer_token(header: str | None) -> str | None:
-    """The token of an ``Authorization: Bearer <token>`` header; None if absent; AuthError if malformed."""
-    if header is None or not header.strip():
-        return None
-    scheme, _, token = header.strip().partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not token or " " in token:
-        raise AuthError("Send the token as: Authorization: Bearer <token>.", error="invalid_request")
-    return token
-
-
-def scopes_of(claims: Claims) -> frozenset[str]:
-    """The scopes granted: what the verifier derived (token scopes and roles), else the token's own."""
-    derived = claims.get(SCOPES_KEY)
-    if isinstance(derived, list):
-        return frozenset(derived)
-    return frozenset(_token_scopes(claims))
-
-
-def roles_of(claims: Claims) -> list[str]:
-    """The role names the verifier found in the token (empty for a token without roles)."""
-    found = claims.get(ROLES_KEY)
-    return list(found) if isinstance(found, list) else []
-
-
-def _token_scopes(claims: Claims) -> set[str]:
-    """The token's own scopes: the ``scope`` string and Auth0's ``permissions`` list, united."""
-    granted: set[str] = set()
-    scope = claims.get("scope")
-    if isinstance(scope, str):
-        granted.update(scope.split())
-    permissions = claims.get("permissions")
-    if isinstance(permissions, list):
-        granted.update(item for item in permissions if isinstance(item, str))
-    return granted
 
 
 def verifier(app: Flask | None = None) -> TokenVerifier:
@@ -386,14 +151,16 @@ def socket_authenticator(token_verifier: TokenVerifier) -> Callable[[str | None]
     return authenticate
 
 
-def topic_scope(topic: str) -> str:
-    """The scope a socket needs for ``topic``: ops needs ops:breaker, schedule:*/patients:* read:schedule."""
-    return OPS_BREAKER if topic == "ops" else READ_SCHEDULE
+def topic_scope(topic: str) -> str | None:
+    """The scope a socket needs for ``topic``, from the topic table (tasks/events.py); None for no topic."""
+    family = topic_family(topic)
+    return None if family is None else family.scope
 
 
 def may_subscribe(claims: Claims, topic: str) -> bool:
     """Whether a socket with ``claims`` may receive ``topic``'s events."""
-    return topic_scope(topic) in scopes_of(claims)
+    scope = topic_scope(topic)
+    return scope is not None and scope in scopes_of(claims)
 
 
 def seconds_left(claims: Claims, now: float | None = None) -> float:

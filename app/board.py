@@ -27,11 +27,12 @@ from flask import Blueprint, Flask, Response, current_app, jsonify, request, sen
 from joserfc.jwk import RSAKey
 
 from app import devkey
-from app.auth import ALL_SCOPES, DISCOVERY_KEY
+from app.auth import DISCOVERY_KEY
 from app.discovery import Discovery, DiscoveryUnavailable
 from app.errors import ApiError
+from app.scopes import ALL_SCOPES
 from config import Settings
-from config.settings import SIGN_IN_MODES
+from config.parsing import SIGN_IN_MODES
 from tasks.patients import flow
 
 STATIC_DIR = Path(__file__).parent / "static"

@@ -17,7 +17,8 @@ from collections.abc import Sequence
 from joserfc import jwt
 from joserfc.jwk import RSAKey
 
-from app import auth, devkey
+from app import devkey
+from app.scopes import ALL_SCOPES
 from config import load_settings
 
 DEFAULT_TTL_S = 8 * 3600  # one clinic day
@@ -28,7 +29,7 @@ def mint(
     key: RSAKey,
     *,
     audience: str,
-    scopes: Sequence[str] = auth.ALL_SCOPES,
+    scopes: Sequence[str] = ALL_SCOPES,
     subject: str = DEFAULT_SUBJECT,
     ttl_s: int = DEFAULT_TTL_S,
     issuer: str = devkey.DEV_ISSUER,
@@ -51,7 +52,7 @@ def mint(
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m app.devtoken", description=__doc__.splitlines()[0])
-    parser.add_argument("--scope", action="append", choices=auth.ALL_SCOPES, help="repeat; default: all")
+    parser.add_argument("--scope", action="append", choices=ALL_SCOPES, help="repeat; default: all")
     parser.add_argument("--sub", default=DEFAULT_SUBJECT)
     parser.add_argument("--ttl", type=int, default=DEFAULT_TTL_S, help="seconds (default: 8 h)")
     args = parser.parse_args(argv)
@@ -63,7 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     token = mint(
         key,
         audience=settings.auth0_audience,
-        scopes=args.scope or auth.ALL_SCOPES,
+        scopes=args.scope or ALL_SCOPES,
         subject=args.sub,
         ttl_s=args.ttl,
     )

@@ -10,7 +10,7 @@ import os
 from typing import Any
 
 from config import load_settings
-from config.settings import is_loopback
+from config.parsing import is_loopback
 from tasks.logs import gunicorn_logconfig_dict
 
 _settings = load_settings()
@@ -59,15 +59,15 @@ def _local_bind(address: str) -> bool:
 
 def post_worker_init(worker: Any) -> None:
     """Chain the relay's 1001 close in front of gthread's SIGTERM handler (installed just before this)."""
-    from app.ws import close_sockets_on_sigterm
+    from app.realtime.endpoint import close_sockets_on_sigterm
 
     close_sockets_on_sigterm(worker.wsgi)
 
 
 def worker_int(worker: Any) -> None:
     """SIGINT/SIGQUIT (immediate stop): close the sockets with 1001 anyway, synchronously, before exiting."""
-    from app.relay import relay_of
-    from app.socket_protocol import CLOSE_GOING_AWAY
+    from app.realtime.protocol import CLOSE_GOING_AWAY
+    from app.realtime.relay import relay_of
 
     relay_of(worker.wsgi).shutdown(CLOSE_GOING_AWAY, "server shutting down")
 

@@ -1,333 +1,205 @@
-"""``GET /api/v1/openapi.json``: the OpenAPI 3.1 document of every endpoint this API serves.
+"""``GET /api/v1/openapi.json``: the OpenAPI 3.1 document of every endpoint this API serves, generated.
 
-Written by hand beside the routes (app/api/*.py, app/health.py, app/metrics.py) and the schemas they load
-(app/schemas.py); tests/reliability/test_bad_input.py fuzzes the served API from it with schemathesis, so a
-route or parameter that drifts from it shows up there. Like every path under /api it needs a bearer token
-(``read:schedule``): the document is for the clinic's developers, not the public.
+Every route under /api/v1 declares itself once (app/route.py); this module turns the app's routes and their
+declarations into the document with apispec and its marshmallow plugin: parameters and bodies from the input
+schemas (app/schemas.py), answers from app/api/answers.py inside the success envelope, the error envelope with
+the codes of app/errors.py ``STATUS_OF``. Only /health and /ready, which are not /api routes, are written out
+here. tests/reliability/test_bad_input.py fuzzes the served API from this document with schemathesis. Like
+every path under /api it needs a bearer token (``read:schedule``): the document is for the clinic's
+developers, not the public.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
-from flask import Blueprint, Response, jsonify
+from apispec import APISpec
+from apispec.ext.marshmallow import MarshmallowPlugin
+from flask import Blueprint, Flask, Response, current_app, jsonify
+from marshmallow import Schema, fields, validate
 
-from app.auth import ALL_SCOPES, READ_SCHEDULE, require_scope
+from app.errors import STATUS_OF
+from app.ratelimit import READ_COST
+from app.route import Answer, Declaration, declaration_of, route
+from app.schemas import ClinicDate, instance_of
+from app.scopes import ALL_SCOPES, READ_SCHEDULE
+from app.services import services
 
 bp = Blueprint("openapi", __name__, url_prefix="/api/v1")
 
-DATE = {"type": "string", "format": "date", "pattern": r"^\d{4}-\d{2}-\d{2}$", "examples": ["2026-11-26"]}
-ERROR_CODES = [
-    "VALIDATION_ERROR",
-    "UNAUTHORIZED",
-    "FORBIDDEN",
-    "NOT_FOUND",
-    "METHOD_NOT_ALLOWED",
-    "CONFLICT",
-    "PAYLOAD_TOO_LARGE",
-    "UNSUPPORTED_MEDIA_TYPE",
-    "RATE_LIMIT",
-    "INTERNAL",
-    "UPSTREAM_ERROR",
-    "CIRCUIT_OPEN",
-    "SERVICE_UNAVAILABLE",
-]
+EXTENSION_KEY = "openapi_document"
+DESCRIPTION = (
+    "The clinic's schedule from Tebra, kept in Redis; events over the /ws WebSocket (docs/realtime.md). "
+    "Every answer is an envelope: {success, data | error, timestamp}."
+)
+ERROR_STATUSES = {
+    400: "VALIDATION_ERROR: a parameter or the body is not valid",
+    401: "UNAUTHORIZED: no valid bearer token",
+    403: "FORBIDDEN: the token lacks the scope",
+    404: "NOT_FOUND",
+    409: "CONFLICT",
+    413: "PAYLOAD_TOO_LARGE: bodies are limited to 64 KB",
+    429: "RATE_LIMIT (with Retry-After)",
+    502: "UPSTREAM_ERROR",
+    503: "SERVICE_UNAVAILABLE or CIRCUIT_OPEN (with Retry-After): Redis, the broker or Tebra is away",
+}
+_FLASK_PARAMETER = re.compile(r"<(?:\w+:)?(\w+)>")
 
 
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
+class ErrorBodySchema(Schema):
+    code = fields.String(required=True, validate=validate.OneOf(list(STATUS_OF)))
+    message = fields.String(required=True)
+    details = fields.Raw()
 
 
-def _json(schema: dict[str, Any]) -> dict[str, Any]:
-    return {"content": {"application/json": {"schema": schema}}}
+class ErrorSchema(Schema):
+    """The error envelope (app/errors.py), whatever the status."""
+
+    success = fields.Constant(False, required=True)
+    error = fields.Nested(ErrorBodySchema, required=True)
+    timestamp = fields.String(required=True)
 
 
-def _ok(description: str, data: dict[str, Any], **extra: dict[str, Any]) -> dict[str, Any]:
-    """A success envelope whose ``data`` is ``data`` (plus top-level ``extra`` fields)."""
+@route(
+    bp,
+    "GET",
+    "/openapi.json",
+    summary="This document",
+    scope=READ_SCHEDULE,
+    cost=READ_COST,
+    answer=Answer(envelope=False, description="OpenAPI 3.1"),
+)
+def openapi_document() -> Response:
+    found = current_app.extensions.get(EXTENSION_KEY)
+    if found is None:  # built on first use: the routes are all registered by then
+        found = current_app.extensions[EXTENSION_KEY] = build_document(current_app)
+    return jsonify(found)
+
+
+def build_document(app: Flask) -> dict[str, Any]:
+    """The OpenAPI document of ``app``: every declared route, then the public probes."""
+    plugin = MarshmallowPlugin()
+    spec = APISpec(
+        title="Clinic Relay API",
+        version="1",
+        openapi_version="3.1.0",
+        plugins=[plugin],
+        info={"description": DESCRIPTION},
+        servers=[{"url": "/"}],
+    )
+    assert plugin.converter is not None  # set once the plugin is on a spec
+    plugin.converter.add_attribute_function(_clinic_day_and_constants)
+    spec.components.security_scheme(
+        "bearer",
+        {
+            "type": "http",
+            "scheme": "bearer",
+            "bearerFormat": "JWT",
+            "description": "Auth0 RS256 access token; scopes: " + ", ".join(ALL_SCOPES),
+        },
+    )
+    spec.components.schema("Error", schema=ErrorSchema)
+    for rule in sorted(app.url_map.iter_rules(), key=lambda rule: rule.rule):
+        declared = declaration_of(app.view_functions.get(rule.endpoint))
+        if declared is not None:
+            path = _FLASK_PARAMETER.sub(r"{\1}", rule.rule)
+            operation = _operation(declared, plugin)
+            spec.path(path=path, operations={declared.method.lower(): operation})
+    for path, operations in PROBES.items():
+        spec.path(path=path, operations=operations)
+    document = spec.to_dict()
+    for operations in document["paths"].values():
+        for operation in operations.values():
+            for parameter in operation.get("parameters", []):
+                _never_null(parameter["schema"])
+    return document
+
+
+def _operation(declared: Declaration, plugin: MarshmallowPlugin) -> dict[str, Any]:
+    operation: dict[str, Any] = {
+        "summary": declared.summary,
+        "security": [{"bearer": [declared.scope]}],
+        "responses": {
+            str(declared.answer.status): _answer(declared.answer, plugin),
+            **{str(status): _error(status) for status in declared.statuses},
+        },
+    }
+    where = {"path": declared.path, "query": declared.query, "header": declared.headers}
+    parameters = [{"in": place, "schema": _schema(schema)} for place, schema in where.items() if schema]
+    if parameters:
+        operation["parameters"] = parameters
+    if declared.body is not None:
+        operation["requestBody"] = {"required": True, **_json(_schema(declared.body))}
+    return operation
+
+
+def _schema(schema: type[Schema]) -> Schema:
+    svc = services()
+    return instance_of(schema, svc.clinic_tz, svc.settings.max_range_days)
+
+
+def _answer(answer: Answer, plugin: MarshmallowPlugin) -> dict[str, Any]:
+    data: Any = _schema(answer.schema) if answer.schema is not None else {"type": "object"}
+    if answer.many:
+        data = {"type": "array", "items": data}
+    if not answer.envelope:
+        return {"description": answer.description, **_json(data)}
+    assert plugin.converter is not None  # set once the plugin is on a spec
+    extra = {name: plugin.converter.field2property(field) for name, field in answer.extra.items()}
     envelope = {
         "type": "object",
         "required": ["success", "data", "timestamp"],
-        "properties": {
-            "success": {"const": True},
-            "data": data,
-            "timestamp": {"type": "string"},
-            **extra,
-        },
+        "properties": {"success": {"const": True}, "data": data, "timestamp": {"type": "string"}, **extra},
     }
-    return {"description": description, **_json(envelope)}
+    return {"description": answer.description, **_json(envelope)}
 
 
-def _errors(*statuses: int) -> dict[str, Any]:
-    """Error answers: the envelope, whatever the status (401/429/503 can happen on every /api route)."""
-    described = {
-        400: "VALIDATION_ERROR: a parameter or the body is not valid",
-        401: "UNAUTHORIZED: no valid bearer token",
-        403: "FORBIDDEN: the token lacks the scope",
-        404: "NOT_FOUND",
-        409: "CONFLICT",
-        413: "PAYLOAD_TOO_LARGE: bodies are limited to 64 KB",
-        429: "RATE_LIMIT (with Retry-After)",
-        502: "UPSTREAM_ERROR",
-        503: "SERVICE_UNAVAILABLE or CIRCUIT_OPEN (with Retry-After): Redis, the broker or Tebra is away",
-    }
-    chosen = sorted({401, 429, 503, *statuses})
-    return {str(code): {"description": described[code], **_json(_ref("Error"))} for code in chosen}
+def _error(status: int) -> dict[str, Any]:
+    return {"description": ERROR_STATUSES[status], **_json({"$ref": "#/components/schemas/Error"})}
 
 
-def _query(name: str, schema: dict[str, Any], description: str, required: bool = False) -> dict[str, Any]:
-    return {"name": name, "in": "query", "required": required, "schema": schema, "description": description}
+def _never_null(schema: dict[str, Any]) -> None:
+    """A parameter is absent or a string, never null: marshmallow's ``load_default=None`` is no JSON null."""
+    if isinstance(schema.get("type"), list):
+        schema["type"] = next(kind for kind in schema["type"] if kind != "null")
+    if "enum" in schema:
+        schema["enum"] = [value for value in schema["enum"] if value is not None]
+    if "default" in schema and schema["default"] is None:
+        del schema["default"]
 
 
-def _action_op(summary: str, actions: list[str]) -> dict[str, Any]:
-    """An ops POST whose body is ``{"action": one of actions}`` (ops:breaker); answers the new state."""
-    body = {
-        "type": "object",
-        "required": ["action"],
-        "additionalProperties": False,
-        "properties": {"action": {"type": "string", "enum": actions}},
-    }
-    return _op(
-        summary,
-        "ops:breaker",
-        {"200": _ok("the new state", OBJECT)},
-        413,
-        requestBody={"required": True, **_json(body)},
-    )
+def _json(schema: Any) -> dict[str, Any]:
+    return {"content": {"application/json": {"schema": schema}}}
 
 
-def _op(summary: str, scope: str, responses: dict[str, Any], *statuses: int, **more: Any) -> dict[str, Any]:
-    return {
-        "summary": summary,
-        "security": [{"bearer": [scope]}],
-        "responses": {**responses, **_errors(400, 403, *statuses)},
-        **more,
-    }
+def _clinic_day_and_constants(self: Any, field: fields.Field, **_: Any) -> dict[str, Any]:
+    """What marshmallow's own types do not say: a clinic day is YYYY-MM-DD; a constant is ``const``."""
+    if isinstance(field, ClinicDate):
+        return {"pattern": r"^\d{4}-\d{2}-\d{2}$", "examples": ["2026-11-26"]}
+    if isinstance(field, fields.Constant):
+        return {"const": field.constant}
+    return {}
 
 
-OBJECT = {"type": "object"}
-ROWS = {"type": "array", "items": OBJECT}
-SYNC_STATE = {
-    "type": "string",
-    "enum": ["queued", "running", "succeeded", "failed", "retrying", "deferred", "suspect_empty"],
-}
-FLOW_STATES = [
-    "scheduled",
-    "confirmed",
-    "arrived",
-    "appt-prep",
-    "ready-for-md",
-    "with-doctor",
-    "seen-by-md",
-    "completed",
-    "cancelled",
-    "no-show",
-    "rescheduled",
-]
-
-DOCUMENT: dict[str, Any] = {
-    "openapi": "3.1.0",
-    "info": {
-        "title": "Clinic Relay API",
-        "version": "1",
-        "description": "The clinic's schedule from Tebra, kept in Redis; events over the /ws WebSocket "
-        "(docs/realtime.md). Every answer is an envelope: {success, data | error, timestamp}.",
+# The public probes (app/health.py): no token, and answers of their own shape rather than the envelope.
+_OBJECT = _json({"type": "object"})
+PROBES: dict[str, dict[str, Any]] = {
+    "/health": {
+        "get": {
+            "summary": "The process is up",
+            "security": [],
+            "responses": {"200": {"description": "ok", **_OBJECT}},
+        }
     },
-    "servers": [{"url": "/"}],
-    "components": {
-        "securitySchemes": {
-            "bearer": {
-                "type": "http",
-                "scheme": "bearer",
-                "bearerFormat": "JWT",
-                "description": "Auth0 RS256 access token; scopes: " + ", ".join(ALL_SCOPES),
-            }
-        },
-        "schemas": {
-            "Error": {
-                "type": "object",
-                "required": ["success", "error", "timestamp"],
-                "properties": {
-                    "success": {"const": False},
-                    "error": {
-                        "type": "object",
-                        "required": ["code", "message"],
-                        "properties": {
-                            "code": {"type": "string", "enum": ERROR_CODES},
-                            "message": {"type": "string"},
-                            "details": {},
-                        },
-                    },
-                    "timestamp": {"type": "string"},
-                },
+    "/ready": {
+        "get": {
+            "summary": "Redis, the broker, a live worker and the audit writer answer",
+            "security": [],
+            "responses": {
+                "200": {"description": "ready", **_OBJECT},
+                "503": {"description": "a dependency is missing; checks say which", **_OBJECT},
             },
-            "SyncAccepted": {
-                "type": "object",
-                "required": ["task_id", "date", "status", "deduplicated"],
-                "properties": {
-                    "task_id": {"type": "string"},
-                    "date": DATE,
-                    "status": SYNC_STATE,
-                    "deduplicated": {"type": "boolean"},
-                    "mode": {"type": "string", "enum": ["full", "auto"]},
-                },
-            },
-        },
-    },
-    "paths": {
-        "/api/v1/providers": {
-            "get": _op(
-                "The practice's providers (cached 1 h; stale while Tebra is away)",
-                READ_SCHEDULE,
-                {"200": _ok("providers", ROWS, stale={"type": "boolean"})},
-            )
-        },
-        "/api/v1/appointments": {
-            "get": _op(
-                "Stored appointments of clinic days start..end (at most 31 days)",
-                READ_SCHEDULE,
-                {"200": _ok("appointments ordered by start", ROWS, count={"type": "integer"})},
-                parameters=[
-                    _query("start", DATE, "first clinic day (YYYY-MM-DD)", required=True),
-                    _query("end", DATE, "last clinic day, inclusive (default: start)"),
-                ],
-            )
-        },
-        "/api/v1/schedule/sync": {
-            "post": _op(
-                "Queue a sync of one clinic day (a sync of that day already queued or running is reused)",
-                "sync:schedule",
-                {
-                    "202": _ok("accepted", _ref("SyncAccepted")),
-                },
-                parameters=[
-                    _query("date", DATE, "clinic day, within 366 days of today (default today)"),
-                    _query(
-                        "mode",
-                        {"type": "string", "enum": ["full", "incremental"]},
-                        "full: read the whole day from Tebra (deletions too) whatever the last full read "
-                        "was; incremental or none: the worker chooses",
-                    ),
-                ],
-            )
-        },
-        "/api/v1/schedule/status/{date}": {
-            "get": _op(
-                "The last sync of one clinic day",
-                READ_SCHEDULE,
-                {"200": _ok("status", OBJECT)},
-                404,
-                parameters=[{"name": "date", "in": "path", "required": True, "schema": DATE}],
-            )
-        },
-        "/api/v1/tasks/{task_id}": {
-            "get": _op(
-                "What is known of one task (state, date, counts; no PHI)",
-                READ_SCHEDULE,
-                {"200": _ok("task", OBJECT)},
-                404,
-                parameters=[
-                    {
-                        "name": "task_id",
-                        "in": "path",
-                        "required": True,
-                        "schema": {"type": "string", "pattern": "^[0-9A-Za-z-]{20,40}$"},
-                    }
-                ],
-            )
-        },
-        "/api/v1/patients": {
-            "get": _op(
-                "The day's patient-flow board",
-                READ_SCHEDULE,
-                {"200": _ok("patients", ROWS, count={"type": "integer"})},
-                parameters=[_query("date", DATE, "clinic day (default today)")],
-            )
-        },
-        "/api/v1/patients/{hpid}/status": {
-            "patch": _op(
-                "Move one patient along the flow",
-                "write:patients",
-                {"200": _ok("the change", OBJECT)},
-                404,
-                409,
-                413,
-                parameters=[
-                    {
-                        "name": "hpid",
-                        "in": "path",
-                        "required": True,
-                        "schema": {"type": "string", "pattern": "^[0-9a-f]{24}$"},
-                    },
-                    _query("date", DATE, "clinic day (default today)"),
-                    {
-                        "name": "If-Match",
-                        "in": "header",
-                        "required": False,
-                        "schema": {"type": "string"},
-                        "description": 'the version seen, as "3"',
-                    },
-                ],
-                requestBody={
-                    "required": True,
-                    **_json(
-                        {
-                            "type": "object",
-                            "required": ["status"],
-                            "additionalProperties": False,
-                            "properties": {
-                                "status": {"type": "string", "enum": FLOW_STATES},
-                                "room": {"type": ["string", "null"], "maxLength": 32},
-                                "version": {"type": ["integer", "null"], "minimum": 1},
-                            },
-                        }
-                    ),
-                },
-            )
-        },
-        "/api/v1/ops/breaker": {
-            "get": _op("The Tebra breaker's state", "ops:breaker", {"200": _ok("breaker", OBJECT)}),
-            "post": _action_op(
-                "Hold the Tebra breaker open until cleared, or clear it", ["force_open", "clear"]
-            ),
-        },
-        "/api/v1/ops/tebra": {
-            "get": _op(
-                "The Tebra account: the credentials latch, the live throttles, the last check",
-                "ops:breaker",
-                {"200": _ok("the account's state", OBJECT)},
-            ),
-            "post": _action_op(
-                "Resume Tebra calls after fixing refused credentials, or run the Tebra check on a worker",
-                ["resume", "check"],
-            ),
-        },
-        "/api/v1/openapi.json": {
-            "get": _op(
-                "This document", READ_SCHEDULE, {"200": {"description": "OpenAPI 3.1", **_json(OBJECT)}}
-            )
-        },
-        "/health": {
-            "get": {
-                "summary": "The process is up",
-                "security": [],
-                "responses": {"200": {"description": "ok", **_json(OBJECT)}},
-            }
-        },
-        "/ready": {
-            "get": {
-                "summary": "Redis, the broker, a live worker and the audit writer answer",
-                "security": [],
-                "responses": {
-                    "200": {"description": "ready", **_json(OBJECT)},
-                    "503": {"description": "a dependency is missing; checks say which", **_json(OBJECT)},
-                },
-            }
-        },
+        }
     },
 }
-
-
-@bp.get("/openapi.json")
-@require_scope(READ_SCHEDULE)
-def openapi_document() -> Response:
-    return jsonify(DOCUMENT)

@@ -1,7 +1,8 @@
 """A token bucket per client IP + user, kept in Redis so every API process shares it.
 
 Each bucket holds up to RATE_LIMIT_CAPACITY tokens and refills at RATE_LIMIT_REFILL_PER_S. A request costs
-:func:`cost_of` tokens (a sync, which makes a worker call Tebra, costs more than a read). The take-or-refuse
+:func:`cost_of` tokens: what its route declares (app/route.py; a sync, which makes a worker call Tebra, costs
+more than a read). The take-or-refuse
 decision is one Lua script using the Redis server's clock (``TIME``), so API processes with skewed clocks
 or racing requests cannot overdraw a bucket. Refused: 429 ``RATE_LIMIT`` with ``Retry-After`` (whole seconds
 until the cost is back). Redis unreachable: 503 ``SERVICE_UNAVAILABLE`` through the app's Redis error
@@ -23,24 +24,29 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 from flask import Flask, current_app, request
 
 from app import auth
 from app.errors import ApiError
+from app.route import declaration_of
 from app.services import services
 from config import Settings
 
 KEY_PREFIX = "ratelimit:"
 EXTENSION_KEY = "rate_limiter"
 
-# Endpoint -> tokens. A sync queues Tebra work for a worker; anything else that changes state costs a little
-# more than a read. Unlisted endpoints cost READ_COST for GET/HEAD/OPTIONS and WRITE_COST otherwise.
-ROUTE_COSTS = {"api.request_sync": 10}
+# What routes declare (app/route.py): a sync queues Tebra work for a worker; anything else that changes state
+# costs a little more than a read. A request no declaration covers (a 404, a preflight) costs READ_COST for
+# GET/HEAD/OPTIONS and WRITE_COST otherwise.
 READ_COST = 1
 WRITE_COST = 3
+SYNC_COST = 10
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 LEASE_TOKENS = 10  # a read takes up to this many when the bucket has them (at least its cost)
 LEASE_S = 1.0  # spare tokens of a lease are spent within this, or lost
 MAX_LEASES = 10000  # identities with a live lease in one process; expired ones are dropped past this
@@ -146,11 +152,12 @@ def client_ip(remote_addr: str | None, forwarded_for: str | None, trusted_proxie
     return hops[-trusted_proxies][:64]
 
 
-def cost_of(endpoint: str | None, method: str) -> int:
-    """The tokens one request to ``endpoint`` costs."""
-    if endpoint in ROUTE_COSTS:
-        return ROUTE_COSTS[endpoint]
-    return READ_COST if method in {"GET", "HEAD", "OPTIONS"} else WRITE_COST
+def cost_of(view: Callable[..., Any] | None, method: str) -> int:
+    """The tokens one ``method`` request to ``view`` costs: its declared cost, else by the method."""
+    declared = declaration_of(view)
+    if declared is not None and method in {declared.method, "HEAD" if declared.method == "GET" else ""}:
+        return declared.cost
+    return READ_COST if method in _SAFE_METHODS else WRITE_COST
 
 
 def limiter(app: Flask) -> RateLimiter:
@@ -169,7 +176,7 @@ def _charge_api_request() -> None:
     ip = client_ip(request.remote_addr, request.headers.get("X-Forwarded-For"), settings.trusted_proxies)
     # Anonymous and bad-token requests share their IP's "-" bucket: guessing tokens is rate-limited too.
     identity = f"{ip}|{auth.subject() or '-'}"
-    cost = cost_of(request.endpoint, request.method)
+    cost = cost_of(current_app.view_functions.get(request.endpoint or ""), request.method)
     bucket = limiter(current_app)
     decision = bucket.take_read(identity) if cost == READ_COST else bucket.take(identity, cost)
     if not decision.allowed:

@@ -49,8 +49,18 @@ class SyncRequestSchema(_ClinicSchema):
     """``POST /schedule/sync?date=&mode=``: the clinic day, default today; ``mode=full`` reads the whole day
     from Tebra whatever the last full read was, ``incremental`` (or none) lets the worker choose."""
 
-    date = ClinicDate(load_default=None)
-    mode = fields.String(load_default=None, validate=validate.OneOf(["full", "incremental"]))
+    date = ClinicDate(
+        load_default=None,
+        metadata={"description": f"clinic day, within {MAX_DAYS_FROM_TODAY} days of today (default today)"},
+    )
+    mode = fields.String(
+        load_default=None,
+        validate=validate.OneOf(["full", "incremental"]),
+        metadata={
+            "description": "full: read the whole day from Tebra (deletions too) whatever the last full read "
+            "was; incremental or none: the worker chooses"
+        },
+    )
 
     @post_load
     def _default_today(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
@@ -68,8 +78,10 @@ class DateSchema(_ClinicSchema):
 class RangeSchema(_ClinicSchema):
     """``GET /appointments?start=&end=``: inclusive clinic days, at most ``max_days``."""
 
-    start = ClinicDate(required=True)
-    end = ClinicDate(load_default=None)
+    start = ClinicDate(required=True, metadata={"description": "first clinic day (YYYY-MM-DD)"})
+    end = ClinicDate(
+        load_default=None, metadata={"description": "last clinic day, inclusive (default: start)"}
+    )
 
     def __init__(self, tz: ZoneInfo, max_days: int, **kwargs: Any) -> None:
         super().__init__(tz, **kwargs)
@@ -92,16 +104,15 @@ class RangeSchema(_ClinicSchema):
 
 
 @functools.cache
-def range_schema(tz: ZoneInfo, max_days: int) -> RangeSchema:
-    """One shared RangeSchema per setting (loading keeps no state on the instance; building one costs more
+def instance_of(schema: type[Schema], tz: ZoneInfo, max_days: int) -> Schema:
+    """``schema`` as the API loads with it for a clinic in ``tz`` whose ranges span at most ``max_days``: one
+    shared instance per class and setting (loading keeps no state on the instance; building one costs more
     than the load itself on the hottest read)."""
-    return RangeSchema(tz, max_days)
-
-
-@functools.cache
-def day_query_schema(tz: ZoneInfo) -> DayQuerySchema:
-    """One shared DayQuerySchema per clinic time zone (see :func:`range_schema`)."""
-    return DayQuerySchema(tz)
+    if issubclass(schema, RangeSchema):
+        return schema(tz, max_days)
+    if issubclass(schema, _ClinicSchema):
+        return schema(tz)
+    return schema()
 
 
 def days_between(start: date, end: date) -> list[str]:
@@ -119,6 +130,12 @@ class TaskIdSchema(_Strict):
 
 class DayQuerySchema(SyncRequestSchema):
     """``?date=`` on the board's reads and writes: a clinic day, default today."""
+
+
+class IfMatchSchema(Schema):
+    """``If-Match: "<version>"`` on a status change: the version the client saw (the view parses it)."""
+
+    if_match = fields.String(data_key="If-Match", metadata={"description": 'the version seen, as "3"'})
 
 
 class HpidSchema(_Strict):

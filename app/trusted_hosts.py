@@ -22,7 +22,7 @@ from flask import Flask, request
 
 from app.errors import ApiError
 from config import Settings
-from config.settings import LOOPBACK_NAMES, is_loopback
+from config.parsing import LOOPBACK_NAMES, is_loopback
 
 ALWAYS_TRUSTED = (*LOOPBACK_NAMES, "127.0.0.1", "::1")
 _HOST = re.compile(r"(?P<name>[a-z0-9.-]{1,253}|\[[0-9a-f:.]{2,45}\])(?::(?P<port>[0-9]{1,5}))?")

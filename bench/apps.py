@@ -3,8 +3,7 @@
 ``bench_app()`` is the real API (create_app: JWT auth in development mode, rate limit, request log, metrics,
 security headers) plus one bare route, ``GET /bench/bare``, that answers a small JSON success envelope and
 does nothing else. It is the floor of the API-read benchmark: the same server, the same process, the same
-per-request hooks, no Redis and no token check. ``open_bench_app()`` also lets every socket in without a
-token (the raw-socket clients of the memory benchmark send none).
+per-request hooks, no Redis and no token check.
 """
 
 from __future__ import annotations
@@ -24,13 +23,4 @@ def bench_app() -> Flask:
         return success({"ok": True})
 
     app.add_url_rule(BARE_PATH, "bench_bare", bare, methods=["GET"])
-    return app
-
-
-def open_bench_app() -> Flask:
-    from app.socket_auth import EXTENSION_KEY, TOPIC_EXTENSION_KEY, accept_any, allow_every_topic
-
-    app = bench_app()
-    app.extensions[EXTENSION_KEY] = accept_any
-    app.extensions[TOPIC_EXTENSION_KEY] = allow_every_topic  # accept_any's claims carry no scope
     return app

@@ -8,7 +8,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -20,6 +19,7 @@ UNCAPPED_SOCKETS = {
     "WS_MAX_PER_USER": "100000",
     "WS_MAX_UNAUTHENTICATED": "100000",
 }
+TOKEN_VARIABLE = "BENCH_TOKEN"  # how client processes get the development token their sockets present
 
 
 def raise_file_limit(wanted: int) -> int:
@@ -44,19 +44,19 @@ def percentiles(values: list[float]) -> dict[str, float]:
     return {"p50": rank(50), "p95": rank(95), "p99": rank(99), "max": ordered[-1]}
 
 
-def open_app() -> Any:
-    """The API with every socket let in (the benchmark measures the relay, not token checks)."""
-    from app import create_app
-    from app.socket_auth import EXTENSION_KEY, TOPIC_EXTENSION_KEY, accept_any, allow_every_topic
+def dev_token(env: dict[str, str]) -> str:
+    """A development bearer token with every scope, for an API started with ``env`` (development signing: the
+    key at DEV_KEY_PATH, which the API creates or loads at start). Sockets present it like a browser would."""
+    from app import auth, devkey, devtoken
+    from config import load_settings
 
-    app = create_app()
-    app.extensions[EXTENSION_KEY] = accept_any
-    app.extensions[TOPIC_EXTENSION_KEY] = allow_every_topic  # accept_any's claims carry no scope
-    return app
+    settings = load_settings({**os.environ, **env})
+    key = devkey.load_or_create(str(ROOT / settings.dev_key_path))
+    return devtoken.mint(key, audience=settings.auth0_audience, scopes=auth.ALL_SCOPES, subject="bench|relay")
 
 
 def start_api(port: int, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    """gunicorn with the API's own config on ``port``; returns once /health answers."""
+    """gunicorn serving the API (app/wsgi.py) with its config on ``port``; returns once /health answers."""
     import requests
 
     proc = subprocess.Popen(
@@ -66,7 +66,7 @@ def start_api(port: int, env: dict[str, str], log: Path) -> subprocess.Popen[byt
             "app/gunicorn_conf.py",
             "--bind",
             f"127.0.0.1:{port}",
-            "bench.common:open_app()",
+            "app.wsgi:app",
         ],
         cwd=ROOT,
         env={**os.environ, **UNCAPPED_SOCKETS, **env},

@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.memory --sockets 1000 --syncs 10000 --every 1000
 
-API: gunicorn (app/gunicorn_conf.py, one gthread process) serving ``bench.apps:open_bench_app()``; VmRSS of
+API: gunicorn (app/gunicorn_conf.py, one gthread process) serving ``bench.apps:bench_app()``; VmRSS of
 its worker process (/proc/<pid>/status) idle, with ``--sockets`` sockets open and subscribed (a client
 process of raw sockets, bench/relay_latency.py's), and after they closed. The floor is the idle API.
 
@@ -17,15 +17,15 @@ pool process's RSS at the end minus at the first sample, beside the goal of < 5 
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import BIN, ROOT
+from bench.common import BIN, ROOT, TOKEN_VARIABLE
 from bench.stack import (
-    OPEN_BENCH_APP,
     Stack,
     bench_stack,
     children_of,
@@ -46,7 +46,8 @@ def hold_sockets(port: int, n: int) -> None:
 
     raise_file_limit(n + 1000)
     selector = TimedSelector()
-    receivers = [Receiver("ws", port, selector, 0, []) for _ in range(n)]
+    token = os.environ[TOKEN_VARIABLE]
+    receivers = [Receiver("ws", port, selector, 0, [], token) for _ in range(n)]
     print("READY", flush=True)
     sys.stdin.read()
     for receiver in receivers:
@@ -54,7 +55,7 @@ def hold_sockets(port: int, n: int) -> None:
 
 
 def api_memory(stack: Stack, sockets: int) -> dict[str, Any]:
-    stack.start_api(OPEN_BENCH_APP)
+    stack.start_api()
     pid = stack.api_worker_pid()
     time.sleep(1)
     idle = rss_kb(pid)
@@ -64,6 +65,7 @@ def api_memory(stack: Stack, sockets: int) -> dict[str, Any]:
             *("--port", str(stack.api_port), "--sockets", str(sockets)),
         ],
         cwd=ROOT,
+        env={**os.environ, TOKEN_VARIABLE: stack.token()},  # the sockets sign in as a browser does
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,

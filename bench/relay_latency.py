@@ -33,7 +33,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import BIN, RESULTS, ROOT, percentiles, raise_file_limit, start_api
+from bench.common import (
+    BIN,
+    RESULTS,
+    ROOT,
+    TOKEN_VARIABLE,
+    dev_token,
+    percentiles,
+    raise_file_limit,
+    start_api,
+)
 from tests.support.processes import free_port
 
 # The relay's database (tests/integration/ws_support.py), on the test server TEST_REDIS_URL names.
@@ -58,7 +67,15 @@ class TimedSelector(selectors.EpollSelector):
 class Receiver:
     """One receiving socket: connected and subscribed (blocking), then read by the event loop."""
 
-    def __init__(self, kind: str, port: int, selector: TimedSelector, warmup: int, sink: list[float]) -> None:
+    def __init__(
+        self,
+        kind: str,
+        port: int,
+        selector: TimedSelector,
+        warmup: int,
+        sink: list[float],
+        token: str = "",
+    ) -> None:
         self.selector = selector
         self.warmup = warmup
         self.sink = sink
@@ -67,8 +84,10 @@ class Receiver:
         self.sock = socket.create_connection(("127.0.0.1", port if kind == "ws" else 6379), timeout=30)
         if kind == "ws":
             key = base64.b64encode(os.urandom(16)).decode()
+            # A token in the handshake, as sync_latency's sockets send it: checked before the upgrade.
             self.sock.sendall(
                 f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                f"Authorization: Bearer {token}\r\n"
                 f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
             )
             buffer = self._read_until(b"", b"\r\n\r\n")
@@ -129,7 +148,8 @@ async def _receive(kind: str, n: int, port: int, events: int, warmup: int, wait_
     loop = asyncio.get_running_loop()
     selector = loop._selector  # type: ignore[attr-defined]
     latencies: list[float] = []
-    receivers = [Receiver(kind, port, selector, warmup, latencies) for _ in range(n)]
+    token = os.environ.get(TOKEN_VARIABLE, "")
+    receivers = [Receiver(kind, port, selector, warmup, latencies, token) for _ in range(n)]
     for receiver in receivers:  # add_reader on raw sockets: no transport, no protocol, one callback a read
         loop.add_reader(receiver.sock.fileno(), receiver.on_readable)
     print("READY", flush=True)
@@ -161,7 +181,7 @@ def run_clients(args: argparse.Namespace) -> None:
 
 
 def _spawn_clients(
-    role: str, n: int, port: int, events: int, warmup: int, wait_s: float
+    role: str, n: int, port: int, events: int, warmup: int, wait_s: float, token: str
 ) -> subprocess.Popen[str]:
     command = [str(BIN / "python"), "-m", "bench.relay_latency", "--role", role, "--sockets", str(n)]
     command += [
@@ -174,7 +194,8 @@ def _spawn_clients(
         "--wait",
         str(wait_s),
     ]
-    return subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    env = {**os.environ, TOKEN_VARIABLE: token}
+    return subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True, env=env)
 
 
 def _publish(events: int, rate: float) -> float:
@@ -203,7 +224,9 @@ def run(args: argparse.Namespace) -> None:
     port = free_port()
     log = Path(tempfile.gettempdir()) / "relay_latency.api.log"  # the API's output, if it fails to start
     log.write_text("")
-    api = start_api(port, {"REDIS_URL": REDIS_URL, "APP_ENV": "test", "LOG_LEVEL": "WARNING"}, log)
+    api_env = {"REDIS_URL": REDIS_URL, "APP_ENV": "test", "LOG_LEVEL": "WARNING"}
+    api = start_api(port, api_env, log)
+    token = dev_token(api_env)
     warmup = int(args.rate * args.warmup)
     events = warmup + int(args.rate * args.seconds)
     rows: list[dict[str, Any]] = []
@@ -212,7 +235,7 @@ def run(args: argparse.Namespace) -> None:
         for n in args.sockets:
             wait_s = events / args.rate + 15
             clients = {
-                role: _spawn_clients(role, n, port, events, warmup, wait_s) for role in ("ws", "redis")
+                role: _spawn_clients(role, n, port, events, warmup, wait_s, token) for role in ("ws", "redis")
             }
             for role, proc in clients.items():
                 assert proc.stdout is not None

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from app import create_app, devkey, devtoken
-from app.auth import ALL_SCOPES
+from app.scopes import ALL_SCOPES
 from bench.common import percentiles
 from bench.stack import machine, write_result
 from config import Settings, load_settings

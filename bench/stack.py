@@ -29,7 +29,6 @@ from tests.support.processes import wait_until as wait_for
 
 # The API process serves this app factory (real JWT auth in development mode, one extra bare route).
 BENCH_APP = "bench.apps:bench_app()"
-OPEN_BENCH_APP = "bench.apps:open_bench_app()"  # every socket let in (raw socket clients send no token)
 
 
 def rss_kb(pid: int) -> int:
@@ -88,11 +87,12 @@ class Stack:
 
     def token(self, scopes: tuple[str, ...] | None = None) -> str:
         """A development bearer token the API accepts (signed with this stack's dev key)."""
-        from app import auth, devkey, devtoken
+        from app import devkey, devtoken
+        from app.scopes import ALL_SCOPES
         from config import Settings
 
         key = devkey.load_or_create(self.key_path)
-        chosen = auth.ALL_SCOPES if scopes is None else scopes
+        chosen = ALL_SCOPES if scopes is None else scopes
         return devtoken.mint(key, audience=Settings().auth0_audience, scopes=chosen, subject="bench|user")
 
     def settings(self) -> Any:
@@ -250,6 +250,15 @@ def bench_stack(
     finally:
         stop(server)
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def monday_weeks_ago(weeks: int) -> str:
+    """The Monday ``weeks`` whole weeks before this week's. The API takes dates within a year of today, so a
+    bench day fixed in the source would be refused a year later; every weekday of the simulator is filled."""
+    import datetime as dt
+
+    today = dt.date.today()
+    return (today - dt.timedelta(days=today.weekday(), weeks=weeks)).isoformat()
 
 
 def weekdays(first: str, count: int) -> list[str]:

@@ -11,7 +11,10 @@ here, as the exact text every socket will receive (the relay sends these bytes a
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
 from typing import Any
 
 import redis
@@ -95,14 +98,103 @@ def dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), sort_keys=True)
 
 
+@dataclass(frozen=True)
+class TopicFamily:
+    """One family of socket topics: its name, the pattern of its topic names, the token scope that reads it
+    and the event types it carries. A dated family's topics are ``{name}:{YYYY-MM-DD}`` (``data.date``)."""
+
+    name: str
+    pattern: re.Pattern[str]
+    scope: str
+    events: frozenset[str]
+
+    @property
+    def dated(self) -> bool:
+        return self.pattern.groups > 0
+
+    def topic(self, data: dict[str, Any]) -> str:
+        """The topic of an event of this family carrying ``data``."""
+        return f"{self.name}:{data.get('date', '')}" if self.dated else self.name
+
+    def holds(self, topic: str) -> bool:
+        """Whether ``topic`` is one of this family's (a dated one names a real calendar day)."""
+        match = self.pattern.fullmatch(topic)
+        if match is None:
+            return False
+        if not self.dated:
+            return True
+        try:
+            date.fromisoformat(match.group(1))
+        except ValueError:
+            return False
+        return True
+
+
+# The topic table: every event type belongs to exactly one family (a test holds it to EVENT_TYPES); the socket
+# protocol (app/realtime/protocol.py) accepts these names only, and app/auth.py asks a token for ``scope``.
+# Scopes are spelled as the API's tokens carry them (app/auth.py ALL_SCOPES; a test holds the two in step).
+_DAY = r":([0-9]{4}-[0-9]{2}-[0-9]{2})"  # ASCII digits only
+TOPIC_FAMILIES = (
+    TopicFamily(
+        "schedule",
+        re.compile("schedule" + _DAY),
+        "read:schedule",
+        frozenset(
+            {
+                SCHEDULE_SYNC_STARTED,
+                SCHEDULE_SYNCED,
+                SCHEDULE_SYNC_DEFERRED,
+                SCHEDULE_SYNC_FAILED,
+                SCHEDULE_SUSPECT_EMPTY,
+            }
+        ),
+    ),
+    TopicFamily(
+        "patients",
+        re.compile("patients" + _DAY),
+        "read:schedule",
+        frozenset({PATIENT_STATUS_CHANGED, PATIENT_DETAILS_UPDATED, PATIENT_REMOVED, PATIENT_CONFLICT}),
+    ),
+    TopicFamily(
+        "ops", re.compile("ops"), "ops:breaker", frozenset({BREAKER_STATE_CHANGED, TEBRA_CREDENTIALS_REFUSED})
+    ),
+)
+_FAMILY_OF_EVENT = {event_type: family for family in TOPIC_FAMILIES for event_type in family.events}
+_SCHEDULE = TOPIC_FAMILIES[0]
+
+
 def topic_of(event_type: str, data: dict[str, Any]) -> str:
     """The socket topic an event belongs to: it follows from its type and ``data.date``."""
-    if event_type in (BREAKER_STATE_CHANGED, TEBRA_CREDENTIALS_REFUSED):
-        return "ops"
-    date = data.get("date", "")
-    if event_type.startswith("patient_"):
-        return f"patients:{date}"
-    return f"schedule:{date}"
+    # A type outside the table (an entry nobody here wrote) goes where a schedule event would.
+    return _FAMILY_OF_EVENT.get(event_type, _SCHEDULE).topic(data)
+
+
+def topic_family(topic: str) -> TopicFamily | None:
+    """The family ``topic`` belongs to, or None when it is no topic at all."""
+    return next((family for family in TOPIC_FAMILIES if family.holds(topic)), None)
+
+
+def envelope_tail(event_type: str, ts: str, payload: str) -> str:
+    """The envelope's text after its id (the publish script puts ``{"id":"<id>",`` in front of it once XADD
+    has named the id)."""
+    return f'"type":{json.dumps(event_type)},"ts":"{ts}","data":{payload}}}'
+
+
+def envelope_text(stream_id: str, event_type: str, ts: str, payload: str) -> bytes:
+    """The envelope's wire form: the exact UTF-8 text the channel carries and every socket receives."""
+    return ('{"id":"' + stream_id + '",' + envelope_tail(event_type, ts, payload)).encode()
+
+
+def entry_text(stream_id: str | bytes, fields: Mapping[Any, str | bytes]) -> bytes:
+    """The wire form of one ``agent_updates`` entry (a replay sends what the live channel sent)."""
+    got = {_text(name): _text(value) for name, value in fields.items()}
+    return envelope_text(
+        _text(stream_id), got.get("action", ""), got.get("ts", ""), got.get("payload") or "{}"
+    )
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 class EventPublisher:
@@ -130,18 +222,14 @@ class EventPublisher:
             raise ValueError(f"unknown event type {event_type!r}")
         ts = utc_now_iso()
         payload = dumps(data)
-        tail = f'"type":{json.dumps(event_type)},"ts":"{ts}","data":{payload}}}'
+        tail = envelope_tail(event_type, ts, payload)
         return ts, [self._maxlen, self._sender, event_type, ts, payload, tail, self._channel]
 
 
 def envelope_from_entry(stream_id: str, fields: dict[str, str]) -> dict[str, Any]:
-    """Rebuild the envelope of one ``agent_updates`` entry (for replay)."""
-    return {
-        "id": stream_id,
-        "type": fields.get("action", ""),
-        "ts": fields.get("ts", ""),
-        "data": json.loads(fields.get("payload") or "{}"),
-    }
+    """The envelope of one ``agent_updates`` entry, parsed (what a socket would receive, as a dict)."""
+    envelope: dict[str, Any] = json.loads(entry_text(stream_id, fields))
+    return envelope
 
 
 def read_since(client: redis.Redis, since: str, *, count: int = 1000) -> list[dict[str, Any]]:
@@ -150,7 +238,10 @@ def read_since(client: redis.Redis, since: str, *, count: int = 1000) -> list[di
     return [envelope_from_entry(entry_id, fields) for entry_id, fields in entries]
 
 
-def stream_id_key(stream_id: str) -> tuple[int, int]:
+StreamKey = tuple[int, int]  # a stream id as numbers: (ms, seq)
+
+
+def stream_id_key(stream_id: str) -> StreamKey:
     """Sort key of a stream id ``ms-seq`` (ids compare as numbers, not as text)."""
     ms, _, seq = stream_id.partition("-")
     return int(ms), int(seq or 0)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from celery.exceptions import SoftTimeLimitExceeded
 
-from tasks.tebra.breaker import BreakerOpen
+from tasks.breaker.errors import BreakerOpen
 from tasks.tebra.credentials import CredentialsRefused, credentials_refused
 from tasks.tebra.errors import TebraError, TebraSecurityError, TebraThrottled, TebraUpstreamError
 

@@ -18,7 +18,9 @@ import redis
 
 from config import Settings
 from tasks import events, keys, metrics
-from tasks.breaker_state import BreakerStore
+from tasks.breaker.errors import BreakerOpen
+from tasks.breaker.guard import BreakerEvents, TebraBreaker
+from tasks.breaker.store import BreakerStore
 from tasks.clients import Clients
 from tasks.connections import get_redis, reset_redis
 from tasks.sync import clock
@@ -26,7 +28,6 @@ from tasks.sync.reconcile import Reconciler
 from tasks.sync.run import SyncContext
 from tasks.sync.watch import WatchContext
 from tasks.tebra import client as tebra_client
-from tasks.tebra.breaker import BreakerEvents, BreakerOpen, TebraBreaker
 from tasks.tebra.credentials import CredentialsGuard, with_credentials
 from tasks.tebra.errors import TebraError
 from tasks.tebra.gateway import TebraGateway

@@ -95,12 +95,13 @@ def make_token(dev_key_path: str) -> Any:
     Signed with the session's dev key, accepted by every API the suite starts (AUTH_MODE=dev).
     """
     from app import devkey, devtoken
+    from app.scopes import ALL_SCOPES
 
     key = devkey.load_or_create(dev_key_path)
     audience = Settings().auth0_audience
 
     def make(scopes: Any = None, sub: str = "test|user", ttl_s: int = 3600) -> str:
-        chosen = devtoken.auth.ALL_SCOPES if scopes is None else tuple(scopes)
+        chosen = ALL_SCOPES if scopes is None else tuple(scopes)
         return devtoken.mint(key, audience=audience, scopes=chosen, subject=sub, ttl_s=ttl_s)
 
     return make

@@ -2,22 +2,37 @@
 
 from __future__ import annotations
 
-from flask import Response, request
+from flask import Response
+from marshmallow import fields
 
 from app.api import bp
-from app.audit import audited, record_on
-from app.auth import READ_SCHEDULE, require_scope
+from app.audit import record_on
 from app.errors import success
-from app.schemas import days_between, range_schema
+from app.ratelimit import READ_COST
+from app.route import Answer, load_query, route
+from app.schemas import RangeSchema, days_between
+from app.scopes import READ_SCHEDULE
 from app.services import services
 
 
-@bp.get("/appointments")
-@audited("appointments.read")
-@require_scope(READ_SCHEDULE)
+@route(
+    bp,
+    "GET",
+    "/appointments",
+    summary="Stored appointments of clinic days start..end (at most MAX_RANGE_DAYS days, 31 by default)",
+    scope=READ_SCHEDULE,
+    audit="appointments.read",
+    cost=READ_COST,
+    query=RangeSchema,
+    answer=Answer(
+        many=True,
+        description="appointments ordered by start",
+        extra={"count": fields.Integer(), "start": fields.Date(), "end": fields.Date()},
+    ),
+)
 def list_appointments() -> Response:
     svc = services()
-    args = range_schema(svc.clinic_tz, svc.settings.max_range_days).load(request.args)
+    args = load_query()
     days = days_between(args["start"], args["end"])
     rows = svc.store.appointments_for(days, also=record_on)  # the audit record rides with the read
     response = success(rows, start=days[0], end=days[-1], count=len(rows))

@@ -10,12 +10,16 @@ import re
 from typing import Any
 
 from flask import Response, current_app, request
+from marshmallow import fields
 
 from app.api import bp
-from app.audit import audited, note, record_on
-from app.auth import READ_SCHEDULE, WRITE_PATIENTS, require_scope
+from app.api.answers import StatusChangedSchema
+from app.audit import note, record_on
 from app.errors import ApiError, success
-from app.schemas import HpidSchema, StatusChangeSchema, day_query_schema
+from app.ratelimit import READ_COST, WRITE_COST
+from app.route import Answer, load_body, load_path, load_query, route
+from app.schemas import DayQuerySchema, HpidSchema, IfMatchSchema, StatusChangeSchema
+from app.scopes import READ_SCHEDULE, WRITE_PATIENTS
 from app.services import services
 from tasks.patients.board import PatientFlow, PatientNotFound, StatusConflict
 
@@ -33,13 +37,24 @@ def patient_flow() -> PatientFlow:
     return found
 
 
-@bp.get("/patients")
-@audited("patients.read")
-@require_scope(READ_SCHEDULE)
+@route(
+    bp,
+    "GET",
+    "/patients",
+    summary="The day's patient-flow board",
+    scope=READ_SCHEDULE,
+    audit="patients.read",
+    cost=READ_COST,
+    query=DayQuerySchema,
+    answer=Answer(
+        many=True,
+        description="patients",
+        extra={"date": fields.Date(), "count": fields.Integer(), "last_event_id": fields.String()},
+    ),
+)
 def list_patients() -> Response:
     """The day's board: every patient with their status, times and wait (names and dates of birth: PHI)."""
-    svc = services()
-    date = day_query_schema(svc.clinic_tz).load(request.args)["date"].isoformat()
+    date = load_query()["date"].isoformat()
     board = patient_flow().board(date, also=record_on)  # the audit record rides with the read
     # last_event_id: subscribe to /ws with since=<it> to get every change after this read, and none before.
     response = success(board.rows, date=date, count=len(board.rows), last_event_id=board.last_event_id)
@@ -47,15 +62,27 @@ def list_patients() -> Response:
     return response
 
 
-@bp.patch("/patients/<hpid>/status")
-@audited("patients.status_change", kept=True)
-@require_scope(WRITE_PATIENTS)
+@route(
+    bp,
+    "PATCH",
+    "/patients/<hpid>/status",
+    summary="Move one patient along the flow",
+    scope=WRITE_PATIENTS,
+    audit="patients.status_change",
+    kept=True,
+    cost=WRITE_COST,
+    path=HpidSchema,
+    query=DayQuerySchema,
+    headers=IfMatchSchema,
+    body=StatusChangeSchema,
+    answer=Answer(StatusChangedSchema, description="the change"),
+    errors=(404, 409, 413),
+)
 def change_status(hpid: str) -> Response:
     """Move one patient along the flow; refused with 409 when the state machine or the version says no."""
-    svc = services()
-    HpidSchema().load({"hpid": hpid})
-    date = day_query_schema(svc.clinic_tz).load(request.args)["date"].isoformat()
-    body = StatusChangeSchema().load(_json_body())
+    load_path(hpid=hpid)
+    date = load_query()["date"].isoformat()
+    body = load_body(_json_body())
     expected = _expected_version(body.get("version"))
     try:
         changed = patient_flow().change_status(

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import logging
 
-from flask import Response, request
+from flask import Response
 from kombu.exceptions import OperationalError
 
 from app.api import bp
-from app.audit import audited, note
-from app.auth import READ_SCHEDULE, SYNC_SCHEDULE, require_scope
+from app.api.answers import SyncAcceptedSchema, SyncStatusSchema
+from app.audit import note
 from app.errors import ApiError, success
+from app.ratelimit import READ_COST, SYNC_COST
+from app.route import Answer, load_path, load_query, route
 from app.schemas import DateSchema, SyncRequestSchema
+from app.scopes import READ_SCHEDULE, SYNC_SCHEDULE
 from app.services import services
 from tasks.sync import status as sync_status
 from tasks.sync.lifecycle import QUEUED
@@ -20,13 +23,22 @@ from tasks.sync.request import request_sync as queue_sync
 log = logging.getLogger(__name__)
 
 
-@bp.post("/schedule/sync")
-@audited("schedule.sync_requested", kept=True)
-@require_scope(SYNC_SCHEDULE)
+@route(
+    bp,
+    "POST",
+    "/schedule/sync",
+    summary="Queue a sync of one clinic day (a sync of that day already queued or running is reused)",
+    scope=SYNC_SCHEDULE,
+    audit="schedule.sync_requested",
+    kept=True,
+    cost=SYNC_COST,
+    query=SyncRequestSchema,
+    answer=Answer(SyncAcceptedSchema, status=202, description="accepted"),
+)
 def request_sync() -> Response:
     """Queue a sync of one clinic day; a sync of that day already queued or running is reused."""
     svc = services()
-    args = SyncRequestSchema(svc.clinic_tz).load(request.args)
+    args = load_query()
     date = args["date"].isoformat()
     full = args.get("mode") == "full"
     try:
@@ -53,12 +65,21 @@ def request_sync() -> Response:
     return response
 
 
-@bp.get("/schedule/status/<date>")
-@require_scope(READ_SCHEDULE)
+@route(
+    bp,
+    "GET",
+    "/schedule/status/<date>",
+    summary="The last sync of one clinic day",
+    scope=READ_SCHEDULE,
+    cost=READ_COST,
+    path=DateSchema,
+    answer=Answer(SyncStatusSchema, description="status"),
+    errors=(404,),
+)
 def sync_status_of(date: str) -> Response:
     """The last sync of one clinic day."""
     svc = services()
-    day = DateSchema(svc.clinic_tz).load({"date": date})["date"].isoformat()
+    day = load_path(date=date)["date"].isoformat()
     status = sync_status.read_status(svc.redis, day)
     if status is None:
         raise ApiError("NOT_FOUND", f"No sync has been requested for {day}.")

@@ -23,13 +23,13 @@ from kombu.exceptions import OperationalError
 
 from config import Settings
 from tasks import names
+from tasks.breaker.errors import BreakerOpen
 from tasks.job import attempt_of, conclude, task_settings
 from tasks.retry import Limits
 from tasks.runtime import get_runtime
 from tasks.sync import watch
 from tasks.sync.request import request_sync
 from tasks.sync.run import sync_day
-from tasks.tebra.breaker import BreakerOpen
 from tasks.tebra.credentials import CredentialsRefused
 from tasks.tebra.errors import TebraError
 

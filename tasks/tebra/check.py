@@ -28,7 +28,7 @@ import redis
 
 from config import Settings, load_settings
 from tasks import events, tebra_check
-from tasks.tebra.breaker import BreakerOpen
+from tasks.breaker.errors import BreakerOpen
 from tasks.tebra.errors import TebraError
 from tasks.tebra.gateway import TebraGateway
 from tasks.tebra.mapping import clinic_day_bounds

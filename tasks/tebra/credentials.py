@@ -21,8 +21,8 @@ import redis
 
 from config.settings import Settings
 from tasks import credentials_latch, events
+from tasks.breaker.errors import BreakerOpen
 from tasks.events import EventPublisher
-from tasks.tebra.breaker import BreakerOpen
 from tasks.tebra.errors import TebraSecurityError
 
 log = logging.getLogger(__name__)

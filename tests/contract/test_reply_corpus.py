@@ -26,7 +26,8 @@ from config import load_settings
 from tasks.tebra import client as tebra_client
 from tasks.tebra import mapping
 from tasks.tebra.errors import TebraError, classify
-from tasks.tebra.gateway import AppointmentRows, TebraGateway, check_response
+from tasks.tebra.gateway import AppointmentRows, TebraGateway
+from tasks.tebra.response import check_response
 from tests.support.real_tebra import real_wsdl_path
 
 REPLIES = Path(__file__).parent / "replies"

@@ -9,7 +9,7 @@ import pytest
 import redis
 
 from tests.integration.audit_support import KEY, RECORD_KEY
-from workers.audit import AuditWriter
+from workers.audit.writer import AuditWriter
 
 
 @pytest.fixture

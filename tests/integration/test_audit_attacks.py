@@ -21,7 +21,8 @@ from config import load_settings
 from tasks import audit, keys
 from tests.integration.audit_support import KEY, RECORD_KEY
 from tests.integration.test_audit_log import TODAY, append, drain, lines_of
-from workers.audit import FORGED, GAP, REPLAYED, AuditWriter, verify_file
+from workers.audit.chain import GAP, verify_file
+from workers.audit.writer import FORGED, REPLAYED, AuditWriter
 
 
 def records(path: Path) -> list[dict[str, Any]]:

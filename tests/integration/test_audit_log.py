@@ -20,7 +20,8 @@ import redis
 from tasks import audit, keys
 from tests.integration.audit_support import KEY, RECORD_KEY
 from tests.support.processes import BIN, spawn, stop, wait_until
-from workers.audit import GROUP, HEAD_KEY, AuditWriter, verify_file
+from workers.audit.chain import verify_file
+from workers.audit.writer import GROUP, HEAD_KEY, AuditWriter
 
 TODAY = date.today().isoformat()
 

@@ -22,12 +22,13 @@ import pytest
 from joserfc import jwt
 from joserfc.jwk import RSAKey
 
-from app import auth
-from app.auth import TokenVerifier, install_verifier
+from app import auth, scopes, tokens
+from app.auth import install_verifier
 from app.discovery import Discovery
 from app.jwks import JwksCache
-from app.socket_auth import EXTENSION_KEY as WS_KEY
-from app.socket_auth import SocketAuthError
+from app.realtime.access import EXTENSION_KEY as WS_KEY
+from app.realtime.access import SocketAuthError
+from app.tokens import TokenVerifier
 from config import SettingsError, load_settings
 from tests.support.jwks_server import JwksServer, new_key
 from tests.unit.test_fail_closed import STRONG
@@ -52,7 +53,7 @@ def sign(key: RSAKey, *, header: dict[str, Any] | None = None, **overrides: Any)
         "iat": now,
         "nbf": now,
         "exp": now + 3600,
-        "scope": " ".join(auth.ALL_SCOPES),
+        "scope": " ".join(scopes.ALL_SCOPES),
     }
     claims.update(overrides)
     claims = {name: value for name, value in claims.items() if value is not None}
@@ -126,7 +127,7 @@ def _hs256_with_public_key(key: RSAKey) -> str:
 def _tampered_payload(key: RSAKey) -> str:
     header, payload, signature = sign(key, scope="read:schedule").split(".")
     claims = json.loads(base64.urlsafe_b64decode(payload + "=="))
-    claims["scope"] = " ".join(auth.ALL_SCOPES)
+    claims["scope"] = " ".join(scopes.ALL_SCOPES)
     claims["sub"] = "auth0|someone-else"
     return f"{header}.{b64(json.dumps(claims).encode())}.{signature}"
 
@@ -220,7 +221,7 @@ def test_a_flood_of_random_kids_costs_the_jwks_one_request_per_interval(app: Any
 def verifier_refuses(verifier: TokenVerifier, token: str) -> int:
     try:
         verifier.verify(token)
-    except auth.AuthError:
+    except tokens.AuthError:
         return 1
     return 0
 
@@ -275,7 +276,7 @@ def test_auth0_permissions_claim_grants_scopes(auth0_app: Any, signing_key: RSAK
 
 
 def test_every_api_route_requires_a_scope(app: Any) -> None:
-    expected = {"GET": auth.READ_SCHEDULE, "PATCH": auth.WRITE_PATIENTS}
+    expected = {"GET": scopes.READ_SCHEDULE, "PATCH": scopes.WRITE_PATIENTS}
     for rule in app.url_map.iter_rules():
         if not rule.rule.startswith("/api/"):
             continue
@@ -284,11 +285,11 @@ def test_every_api_route_requires_a_scope(app: Any) -> None:
         while scope is None and hasattr(view, "__wrapped__"):
             view = view.__wrapped__
             scope = getattr(view, "required_scope", None)
-        assert scope in auth.ALL_SCOPES, f"{rule.rule} has no require_scope"
+        assert scope in scopes.ALL_SCOPES, f"{rule.rule} has no require_scope"
         if "/ops/" in rule.rule:
-            assert scope == auth.OPS_BREAKER, rule.rule
+            assert scope == scopes.OPS_BREAKER, rule.rule
         elif rule.rule.endswith("/schedule/sync"):
-            assert scope == auth.SYNC_SCHEDULE
+            assert scope == scopes.SYNC_SCHEDULE
         else:
             methods = (rule.methods or set()) - {"HEAD", "OPTIONS"}
             assert all(expected.get(m, scope) == scope for m in methods), (rule.rule, methods, scope)
@@ -374,7 +375,7 @@ def test_auth0_mode_derives_the_issuer_and_its_discovery_url_from_the_domain() -
         }
     )
     discovery = Discovery(settings.issuer)
-    verifier = auth.verifier_from_settings(settings, discovery)
+    verifier = tokens.verifier_from_settings(settings, discovery)
     assert verifier.issuer == "https://clinic.us.auth0.com/"
     assert verifier.audience == "x"
     assert discovery.url == "https://clinic.us.auth0.com/.well-known/openid-configuration"

@@ -18,11 +18,14 @@ from typing import Any
 import pytest
 import redis
 
-from config import load_settings
+from config import Settings, load_settings
 from scripts import redis_server
-from tasks import breaker_state, events, keys
+from tasks import events, keys
+from tasks.breaker.errors import BreakerOpen, BreakerUnavailable
+from tasks.breaker.glance import glance
+from tasks.breaker.store import BreakerStore
+from tasks.breaker.transition import Transition
 from tasks.runtime import Runtime
-from tasks.tebra.breaker import BreakerOpen, BreakerUnavailable
 from tests.support.processes import ROOT, free_port, wait_until
 
 # The rules at test scale: 3 failures in 1.5 s open it for 1.5 s; p95 above 0.5 s over 20 s half-opens it.
@@ -139,9 +142,9 @@ def test_the_third_failure_inside_the_window_opens_it(
 ) -> None:
     sim.set_faults(internal_fault={"count": 3, "operations": ["GetProviders"]})
     assert callers[0].call()["result"] == "upstream"
-    assert breaker_state.glance(redis_client).state == "closed"
+    assert glance(redis_client).state == "closed"
     assert callers[1].call()["result"] == "upstream"
-    assert breaker_state.glance(redis_client).state == "closed"
+    assert glance(redis_client).state == "closed"
     assert callers[2].call()["result"] == "upstream"
 
     state = redis_client.hgetall(keys.BREAKER)
@@ -165,7 +168,7 @@ def test_three_failures_spread_wider_than_the_window_do_not_open_it(
     for caller in callers:
         assert caller.call()["result"] == "upstream"
         time.sleep(0.8)  # 3 failures over > 1.6 s: never 3 inside 1.5 s
-    snapshot = breaker_state.BreakerStore.from_settings(redis_client, load_settings(BREAKER_ENV)).snapshot()
+    snapshot = BreakerStore.from_settings(redis_client, load_settings(BREAKER_ENV)).snapshot()
     assert snapshot["state"] == "closed"
     assert snapshot["failures"]["in_window"] <= 2
     assert moves(redis_client) == []
@@ -226,16 +229,18 @@ def test_the_latency_rule_admits_one_call_in_ten_across_processes(
 
 
 def test_the_latency_rule_closes_when_p95_falls_back(redis_client: redis.Redis) -> None:
-    config = breaker_state.BreakerConfig(latency_p95_s=0.5, latency_window_s=1.0, latency_min_samples=5)
-    store = breaker_state.BreakerStore(redis_client, config)
+    settings = Settings(
+        breaker_latency_p95_s=0.5, breaker_latency_window_s=1.0, breaker_latency_min_samples=5
+    )
+    store = BreakerStore.from_settings(redis_client, settings)
     for n in range(5):
         store.record(f"slow{n}", failed=False, seconds=0.9)
-    assert breaker_state.glance(redis_client).state == "half"
+    assert glance(redis_client).state == "half"
     time.sleep(1.1)  # the slow samples leave the window
     recorded = store.record("fast", failed=False, seconds=0.05)
     assert (recorded.state, recorded.transition) == (
         "closed",
-        breaker_state.Transition("half", "closed", ""),
+        Transition("half", "closed", ""),
     )
 
 

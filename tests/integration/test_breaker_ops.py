@@ -16,13 +16,14 @@ import pytest
 import redis
 from ulid import ULID
 
-from config import load_settings
-from tasks import breaker_state, events, keys, names
+from config import Settings, load_settings
+from tasks import events, keys, names
+from tasks.breaker.errors import BreakerOpen
+from tasks.breaker.store import BreakerStore
 from tasks.celery_factory import create_celery
 from tasks.providers import cache
 from tasks.runtime import Runtime
 from tasks.sync import lifecycle
-from tasks.tebra.breaker import BreakerOpen
 from tests.integration.test_breaker import BREAKER_ENV
 from tests.support.processes import start_worker, stop, wait_until
 from tests.support.sync_state import wait_for_stored_state
@@ -96,7 +97,7 @@ def test_the_ops_scope_is_required(client: Any, make_token: Any, redis_client: r
 def test_providers_are_served_stale_while_the_breaker_is_open(
     client: Any, auth_headers: dict[str, str], redis_client: redis.Redis
 ) -> None:
-    store = breaker_state.BreakerStore(redis_client, breaker_state.BreakerConfig())
+    store = BreakerStore.from_settings(redis_client, Settings())
     store.force_open(by="test")
     cold = client.get("/api/v1/providers", headers=auth_headers)
     assert cold.status_code == 503 and cold.json["error"]["code"] == "CIRCUIT_OPEN"
@@ -132,7 +133,7 @@ def test_a_sync_meeting_an_open_breaker_is_deferred_then_succeeds_after_clear(
 ) -> None:
     simulator.reset()
     simulator.set_faults(throttle=False)
-    store = breaker_state.BreakerStore(redis_client, breaker_state.BreakerConfig(open_s=1.5))
+    store = BreakerStore.from_settings(redis_client, Settings(breaker_open_s=1.5))
     store.force_open(by="test")
     date = (datetime.now(ZoneInfo("America/Chicago")).date() + timedelta(days=2)).isoformat()
     celery = create_celery(load_settings(stack_env), main="breaker-test-client")

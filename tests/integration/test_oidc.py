@@ -16,9 +16,10 @@ import pytest
 from joserfc import jwt
 from joserfc.jwk import RSAKey
 
-from app import auth, create_app
+from app import create_app, tokens
 from app.discovery import Discovery, DiscoveryUnavailable
 from app.jwks import JwksCache
+from app.scopes import Roles
 from config import load_settings
 from tests.support.jwks_server import JwksServer
 
@@ -97,8 +98,8 @@ def test_the_api_verifies_with_keys_from_the_discovery_document(oidc_app: Any, p
 def test_a_jwks_refresh_never_blocks_a_verification_with_a_cached_key(provider: JwksServer) -> None:
     now = [0.0]
     cache = JwksCache(provider.url, ttl_s=60, refetch_interval_s=10, clock=lambda: now[0])
-    verifier = auth.TokenVerifier(issuer=provider.issuer, audience=AUDIENCE, keys_for=cache.keys_for)
-    verifier._verified = auth.VerifiedTokens(ttl_s=0)  # every call goes to the key cache
+    verifier = tokens.TokenVerifier(issuer=provider.issuer, audience=AUDIENCE, keys_for=cache.keys_for)
+    verifier._verified = tokens.VerifiedTokens(ttl_s=0)  # every call goes to the key cache
     assert verifier.verify(token(provider))["sub"] == "idp|nurse-1"
 
     provider.hold()  # the provider accepts the next JWKS request and does not answer it
@@ -138,11 +139,11 @@ def test_roles_grant_scopes_and_the_audit_line_names_the_role(
 
 
 def test_roles_read_nested_claims_and_unknown_scopes_are_refused() -> None:
-    keycloak = auth.Roles("realm_access.roles", {"front-desk": ("read:schedule", "sync:schedule")})
+    keycloak = Roles("realm_access.roles", {"front-desk": ("read:schedule", "sync:schedule")})
     assert keycloak.of({"realm_access": {"roles": ["front-desk", 7]}}) == ["front-desk"]
     assert keycloak.scopes(["front-desk", "other"]) == {"read:schedule", "sync:schedule"}
     with pytest.raises(ValueError, match="unknown scopes"):
-        auth.Roles("roles", {"ops": ("ops:everything",)})
+        Roles("roles", {"ops": ("ops:everything",)})
 
 
 def test_the_board_config_names_the_provider_and_the_page_may_reach_only_its_origin(

@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from config import load_settings
-from tasks.tebra import gateway as gateway_module
+from tasks.tebra import caller
 from tasks.tebra.gateway import TebraGateway
 
 TZ = ZoneInfo("America/Chicago")
@@ -24,7 +24,7 @@ def test_fast_and_zeep_readers_agree(simulator: Any, monkeypatch: pytest.MonkeyP
     start = datetime.fromisoformat(day).replace(tzinfo=TZ)
     end = datetime.combine(start.date() + timedelta(days=1), start.time(), tzinfo=TZ)
     fast = gateway.get_appointments(start, end)
-    monkeypatch.setattr(gateway_module, "FAST_REPLIES", {})
+    monkeypatch.setattr(caller, "FAST_REPLIES", {})
     slow = gateway.get_appointments(start, end)
     assert fast == slow
     assert len(fast) == len(simulator.appointments(day))

@@ -22,7 +22,8 @@ import redis
 import requests
 from websockets.sync.client import connect
 
-from tasks import breaker_state, keys, names, phi
+from tasks import keys, names, phi
+from tasks.breaker.store import BreakerStore
 from tests.conftest import TEST_BROKER_URL
 from tests.integration.tebra_flow import weekday_ahead, ws_url
 from tests.support.processes import BIN, free_port, spawn, start_worker, stop, wait_until
@@ -350,7 +351,7 @@ def test_an_open_breaker_defers_the_watch_and_nothing_is_lost(
     beat()
     wait_first_full_poll(redis_client)
     target = single_visits(sim.appointments(day), 1)[0]
-    store = breaker_state.BreakerStore(redis_client, breaker_state.BreakerConfig())
+    store = BreakerStore.from_settings(redis_client, settings)
     store.force_open(by="test")
     with listening(api_server, auth_headers, [f"patients:{day}"]) as socket:
         calls = sim.stats()["calls"].get("GetAppointments", 0)

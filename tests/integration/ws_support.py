@@ -23,7 +23,7 @@ from typing import Any
 import redis
 import requests
 
-from app.socket_auth import SocketAuthError
+from app.realtime.access import SocketAuthError
 from tests.conftest import TEST_REDIS_URL
 from tests.support.processes import BIN, free_port, spawn, stop, wait_until
 
@@ -69,17 +69,28 @@ def running_api(log_dir: Path, *, target: str = OPEN_APP, env: dict[str, str] | 
         stop(proc)
 
 
-def open_app() -> Any:
-    """The API with the development authenticator (any socket is let in) whatever the auth settings say.
+def let_any_socket_in(token: str | None) -> dict[str, Any]:
+    """The relay tests' authenticator: every socket is let in, with or without a token."""
+    return {"sub": "anonymous", "token_present": token is not None}
 
-    The relay's tests are about delivery, not about tokens: they pin the hook to ``accept_any``.
+
+def allow_every_topic(claims: dict[str, Any], topic: str) -> bool:
+    """The relay tests' topic policy: any socket may receive any topic."""
+    return True
+
+
+def open_app() -> Any:
+    """The API with an authenticator that lets any socket in, whatever the auth settings say.
+
+    The relay's tests are about delivery, not about tokens (those are tests/integration/test_auth.py's): they
+    pin the hooks (app/realtime/access.py) to :func:`let_any_socket_in` and :func:`allow_every_topic`.
     """
     from app import create_app
-    from app.socket_auth import EXTENSION_KEY, TOPIC_EXTENSION_KEY, accept_any, allow_every_topic
+    from app.realtime.access import EXTENSION_KEY, TOPIC_EXTENSION_KEY
 
     app = create_app()
-    app.extensions[EXTENSION_KEY] = accept_any
-    app.extensions[TOPIC_EXTENSION_KEY] = allow_every_topic  # the scope policy is tested in test_auth.py
+    app.extensions[EXTENSION_KEY] = let_any_socket_in
+    app.extensions[TOPIC_EXTENSION_KEY] = allow_every_topic
     return app
 
 
@@ -90,7 +101,7 @@ def strict_app() -> Any:
     gunicorn target ``tests.integration.ws_support:strict_app()``: the hook the security layer will fill.
     """
     from app import create_app
-    from app.socket_auth import EXTENSION_KEY, TOPIC_EXTENSION_KEY
+    from app.realtime.access import EXTENSION_KEY, TOPIC_EXTENSION_KEY
 
     def only_good_token(token: str | None) -> dict[str, Any]:
         if token == SHORT_TOKEN:
@@ -118,7 +129,7 @@ def redis_db12() -> redis.Redis:
 
 def subscriber_ids(client: redis.Redis) -> list[str]:
     """CLIENT LIST ids of the relay's subscriber connections on db 12."""
-    from app.relay_subscriber import CLIENT_NAME
+    from app.realtime.subscriber import CLIENT_NAME
 
     found = client.client_list(_type="pubsub")
     return [

@@ -28,11 +28,12 @@ import requests
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 
-from app import auth
-from tasks import breaker_state
+from app import scopes
+from config import Settings
+from tasks.breaker.store import BreakerStore
 from tests.support.processes import wait_until
 
-FUZZ_SCOPES = (auth.READ_SCHEDULE, auth.SYNC_SCHEDULE, auth.WRITE_PATIENTS)
+FUZZ_SCOPES = (scopes.READ_SCHEDULE, scopes.SYNC_SCHEDULE, scopes.WRITE_PATIENTS)
 TRACE_MARKERS = ("Traceback", 'File "', "werkzeug", "site-packages")
 
 
@@ -68,7 +69,7 @@ def api_schema(api_server: str, worker: Any, auth_headers: dict[str, str], stack
     # earlier test may have left the breaker judging latency: start closed with the cache filled, so what is
     # fuzzed is the input, not the state other tests left.
     with redis.Redis.from_url(stack_env["REDIS_URL"], decode_responses=True, socket_timeout=5) as client:
-        breaker_state.BreakerStore(client, breaker_state.BreakerConfig()).clear()
+        BreakerStore.from_settings(client, Settings()).clear()
     providers = f"{api_server}/api/v1/providers"
     wait_until(
         lambda: requests.get(providers, headers=auth_headers, timeout=5).status_code == 200, 30, "providers"

@@ -22,7 +22,8 @@ import requests
 
 from config import load_settings
 from scripts import redis_server
-from tasks import breaker_state, keys, names
+from tasks import keys, names
+from tasks.breaker.store import BreakerStore
 from tests.support.processes import BIN, free_port, spawn, stop, wait_until
 from tests.support.processes import start_worker as start_celery_worker
 
@@ -228,7 +229,7 @@ def test_a_hanging_tebra_times_out_frees_the_worker_and_is_retried(
         wait_until(lambda: client.hget(keys.sync_status(hung_date), "state") == "retrying", 20, "timeout")
         timed_out_s = time.monotonic() - started
         status = client.hgetall(keys.sync_status(hung_date))
-        breaker = breaker_state.BreakerStore.from_settings(client, settings).snapshot()
+        breaker = BreakerStore.from_settings(client, settings).snapshot()
         app.send_task(names.SYNC, args=[other_date], queue=SYNC_QUEUE)
         # The only pool process is free while the hung sync waits for its retry.
         wait_until(lambda: client.hget(keys.sync_status(other_date), "state") == "succeeded", hang_s, "other")
@@ -240,7 +241,7 @@ def test_a_hanging_tebra_times_out_frees_the_worker_and_is_retried(
         simulator.reset()
     assert status["error"] == "TEBRA_UPSTREAM", status
     assert timed_out_s >= 1.5 and timed_out_s < 6, timed_out_s  # cut at the 2 s operation timeout, not at 8 s
-    assert breaker["failures"]["in_window"] >= 1, breaker  # tasks/tebra/breaker.py counted the timeout
+    assert breaker["failures"]["in_window"] >= 1, breaker  # tasks/breaker/guard.py counted the timeout
     assert client.hget(keys.sync_status(hung_date), "state") == "succeeded"
     assert int(client.hget(keys.sync_status(hung_date), "attempt") or 0) >= 1
     assert synced_events(client, hung.id) == 1

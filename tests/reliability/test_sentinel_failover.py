@@ -18,7 +18,7 @@ import redis
 
 from app import create_app
 from app.ratelimit import RateLimiter
-from app.relay_subscriber import EventSubscriber
+from app.realtime.subscriber import EventSubscriber
 from config import Settings, load_settings
 from tasks import connections, events, metrics, names
 from tasks.celery_factory import create_celery

@@ -17,8 +17,8 @@ from collections import Counter
 from typing import Any
 
 from config import load_settings
+from tasks.breaker.errors import BreakerOpen
 from tasks.runtime import get_runtime
-from tasks.tebra.breaker import BreakerOpen
 from tasks.tebra.errors import TebraError
 
 

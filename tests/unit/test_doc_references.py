@@ -1,8 +1,8 @@
 """Every module, function and file the docs name exists in the repository; nothing cites a file outside it.
 
-A reference is one of: a path (``tasks/sync.py``, ``docs/breaker.md``, a bare ``gateway.py`` found under a
+A reference is one of: a path (``tasks/sync/run.py``, ``docs/breaker.md``, a bare ``gateway.py`` found under a
 package), a dotted name in backquotes whose head is a package or a module (``tasks.events.topic_of``,
-``sync_status.start``), or a path followed by a backquoted name (tasks/sync_status.py ``start``). Dotted
+``lifecycle.start``), or a path followed by a backquoted name (tasks/sync/lifecycle.py ``start``). Dotted
 names are imported and looked up with getattr, so a renamed function fails here, not in a reader's hands.
 """
 

@@ -64,3 +64,54 @@ def test_unknown_event_types_are_refused(redis_client: redis.Redis) -> None:
 )
 def test_topic_follows_type_and_date(event_type: str, data: dict[str, str], topic: str) -> None:
     assert events.topic_of(event_type, data) == topic
+
+
+def test_every_event_type_has_exactly_one_topic_family() -> None:
+    families = [family.name for family in events.TOPIC_FAMILIES for _ in family.events]
+    assert len(families) == len(events.EVENT_TYPES)
+    assert set().union(*(family.events for family in events.TOPIC_FAMILIES)) == events.EVENT_TYPES
+
+
+def test_the_topic_table_names_the_api_scopes() -> None:
+    from app import auth
+
+    assert {family.scope for family in events.TOPIC_FAMILIES} <= set(auth.ALL_SCOPES)
+    assert auth.topic_scope("ops") == auth.OPS_BREAKER
+    assert (
+        auth.topic_scope("schedule:2026-11-25")
+        == auth.topic_scope("patients:2026-11-25")
+        == auth.READ_SCHEDULE
+    )
+    assert auth.topic_scope("schedule:2026-02-30") is None
+
+
+@pytest.mark.parametrize("event_type", sorted(events.EVENT_TYPES))
+def test_every_event_lands_on_a_topic_a_socket_can_subscribe_to(event_type: str) -> None:
+    from app.realtime import protocol
+
+    topic = events.topic_of(event_type, {"date": "2026-11-25"})
+    assert protocol.is_topic(topic)
+    family = events.topic_family(topic)
+    assert family is not None and event_type in family.events
+
+
+def test_the_lua_publish_function_sends_the_one_wire_form(redis_client: redis.Redis) -> None:
+    """Scripts that decide and announce in one step (tasks/sync/departure.py) send what EventPublisher
+    sends."""
+    pubsub = redis_client.pubsub(ignore_subscribe_messages=True)
+    channel = keys.events_channel(redis_client)
+    pubsub.subscribe(channel)
+    pubsub.get_message(timeout=1)
+    payload = events.dumps({"date": "2026-11-25", "hpid": "0123456789abcdef01234567"})
+    script = (
+        events.PUBLISH_LUA_FUNCTION
+        + "return publish_event(KEYS[1], 100, 'test', ARGV[1], ARGV[2], ARGV[3], ARGV[4])"
+    )
+    ts = events.utc_now_iso()
+    stream_id = redis_client.eval(script, 1, keys.AGENT_UPDATES, channel, events.PATIENT_REMOVED, ts, payload)
+    message = pubsub.get_message(timeout=2)
+    assert message is not None
+    assert message["data"].encode() == events.envelope_text(stream_id, events.PATIENT_REMOVED, ts, payload)
+    [(entry_id, fields)] = redis_client.xrange(keys.AGENT_UPDATES)
+    assert events.entry_text(entry_id, fields) == message["data"].encode()
+    pubsub.close()

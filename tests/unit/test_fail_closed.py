@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from config import SettingsError, load_settings
-from config.settings import DEV_AUDIT_SIGNING_KEY, DEV_PHI_ENCRYPTION_KEY, DEV_PHI_HMAC_KEY
+from config.production import DEV_AUDIT_SIGNING_KEY, DEV_PHI_ENCRYPTION_KEY, DEV_PHI_HMAC_KEY
 from tests.support.processes import BIN, ROOT
 
 # A production environment that passes: every key random, distinct and long, Redis with a password.

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from app import socket_protocol as proto
-from app.socket_frame import close_frame, text_frame
+from app.realtime import protocol as proto
+from app.realtime.frame import close_frame, text_frame
 
 
 @pytest.mark.parametrize("topic", ["ops", "schedule:2026-11-25", "patients:2024-02-29"])

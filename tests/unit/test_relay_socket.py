@@ -10,8 +10,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from app.socket_conn import ClientSocket, LockedSocket
-from app.socket_frame import text_frame
+from app.realtime.connection import ClientSocket, LockedSocket
+from app.realtime.frame import text_frame
 
 
 @pytest.fixture

@@ -7,9 +7,9 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from app.relay_stream import entries_after, entry_text, newest_id
+from app.realtime.stream import entries_after, newest_id
 from tasks import keys
-from tasks.events import EventPublisher
+from tasks.events import EventPublisher, entry_text
 from tests.conftest import TEST_REDIS_URL
 
 # db 12 of the test server (TEST_REDIS_URL's host and port): never another session's Redis.

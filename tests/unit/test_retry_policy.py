@@ -7,8 +7,8 @@ import pytest
 from celery.exceptions import SoftTimeLimitExceeded
 
 from tasks import retry
+from tasks.breaker.errors import BreakerOpen, BreakerUnavailable
 from tasks.retry import DEFER, FAIL, RETRY, Limits, decide
-from tasks.tebra.breaker import BreakerOpen, BreakerUnavailable
 from tasks.tebra.credentials import LATCH_RECHECK_S, REFUSED_CODE, CredentialsRefused
 from tasks.tebra.errors import (
     TebraBusinessError,

@@ -28,8 +28,9 @@ from tasks.tebra.errors import (
     TebraUpstreamError,
     classify,
 )
-from tasks.tebra.gateway import APPOINTMENT_FIELDS, TebraGateway, check_response
+from tasks.tebra.gateway import APPOINTMENT_FIELDS, TebraGateway
 from tasks.tebra.mapping import clinic_day_bounds
+from tasks.tebra.response import check_response
 from tests.support.real_tebra import real_fault_path, real_wsdl_path, require_real_file
 
 REAL_WSDL = real_wsdl_path()

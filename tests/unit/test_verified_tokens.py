@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from app.auth import VerifiedTokens
+from app.tokens import VerifiedTokens
 
 
 def test_a_verified_token_is_served_from_the_cache_until_it_expires() -> None:

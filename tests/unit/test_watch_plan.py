@@ -98,7 +98,7 @@ def test_clock_bounds_from_changes() -> None:
     ],
 )
 def test_bad_watch_settings_are_refused_by_name(env: dict[str, str], message: str) -> None:
-    from config.settings import SettingsError
+    from config import SettingsError
 
     with pytest.raises(SettingsError, match=message):
         load_settings({"APP_ENV": "test", **env})

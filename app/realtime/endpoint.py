@@ -1,8 +1,9 @@
 """``/ws``: the browser's live feed. The handler only registers the socket and reads client messages.
 
-Events are written by the relay's subscriber thread (app/relay.py), never by this handler's thread, except
-for the replay a ``subscribe`` with ``since`` asks for (while the socket is held, see app/socket_conn.py).
-The protocol, close codes and error codes are in app/socket_protocol.py and docs/realtime.md.
+Events are written by the relay's subscriber thread (app/realtime/relay.py), never by this handler's thread,
+except for the replay a ``subscribe`` with ``since`` asks for (while the socket is held, see
+app/realtime/connection.py). The protocol, close codes and error codes are in app/realtime/protocol.py and
+docs/realtime.md.
 
 Two changes to flask-sock/simple-websocket's defaults, both made here:
 * permessage-deflate is declined: simple-websocket accepts any extension the client offers, so the offer is
@@ -28,14 +29,15 @@ from flask import Flask, Response, current_app, g, request
 from flask_sock import Sock
 from simple_websocket import ConnectionClosed
 
-from app import ratelimit, socket_auth, trusted_hosts
-from app import socket_protocol as proto
+from app import ratelimit, trusted_hosts
 from app.errors import error_response
-from app.relay import Relay, SocketRefused, relay_of
-from app.relay import init_app as init_relay
-from app.socket_auth import SocketAuthError
-from app.socket_conn import ClientSocket, LockedSocket
-from app.socket_frame import text_frame
+from app.realtime import access
+from app.realtime import protocol as proto
+from app.realtime.access import SocketAuthError
+from app.realtime.connection import ClientSocket, LockedSocket
+from app.realtime.frame import text_frame
+from app.realtime.relay import Relay, SocketRefused, relay_of
+from app.realtime.relay import init_app as init_relay
 
 log = logging.getLogger(__name__)
 
@@ -73,11 +75,11 @@ class Session:
         self.ws = ws
         self.ip = ip
         self.relay: Relay = relay_of(app)
-        self.authenticate = socket_auth.authenticator(app)
+        self.authenticate = access.authenticator(app)
         settings = app.config["CLINIC_SETTINGS"]
         self.auth_timeout_s = float(app.config.get("WS_AUTH_TIMEOUT_S", settings.ws_auth_timeout_s))
         self.claims = claims
-        self.may_subscribe = socket_auth.topic_authorizer(app)
+        self.may_subscribe = access.topic_authorizer(app)
 
     def run(self) -> None:
         subject = None if self.claims is None else str(self.claims.get("sub", ""))
@@ -250,16 +252,15 @@ def _before_socket() -> Response | None:
     try:
         if scheme.lower() != "bearer" or not token.strip():
             raise SocketAuthError("Use an Authorization: Bearer <token> header.")
-        g.ws_claims = socket_auth.authenticator(current_app)(token.strip())
+        g.ws_claims = access.authenticator(current_app)(token.strip())
     except SocketAuthError as exc:
         return error_response("UNAUTHORIZED", str(exc) or "Not authenticated.")
     return None
 
 
 def init_app(app: Flask) -> None:
-    """Register /ws, its relay and the development authenticator (until the security layer replaces it)."""
+    """Register /ws and its relay (the socket's authenticator and topic policy are app/auth.py's)."""
     settings = app.config["CLINIC_SETTINGS"]
-    socket_auth.init_app(app)
     init_relay(app, settings)
     app.config.setdefault(
         "SOCK_SERVER_OPTIONS",

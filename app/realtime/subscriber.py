@@ -19,14 +19,13 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from app.relay_stream import entries_after, newest_id
+from app.realtime.stream import entries_after, newest_id
 from config import Settings
 from tasks import connections, keys
-from tasks.events import stream_id_key
+from tasks.events import StreamKey, stream_id_key
 
 log = logging.getLogger(__name__)
 
-StreamKey = tuple[int, int]
 EventSink = Callable[[StreamKey, dict[str, Any], bytes], None]
 
 BACKOFF_FIRST_S = 0.05

@@ -1,39 +1,8 @@
-"""The audit writer: the ``audit`` stream, turned into signed, hash-chained JSON lines on disk.
-
-    python -m workers.audit run            # the process `make run` starts (Procfile ``audit:``)
-    python -m workers.audit verify FILE    # exit 0 if intact, 1 with the first broken line otherwise
-
-One line per record, canonical JSON (sorted keys, no spaces)::
-
-    {"mac": HMAC-SHA256(AUDIT_SIGNING_KEY, the line without "mac"), "n": 1, 2, 3…,
-     "prev": SHA-256 of the previous line's bytes (64 zeros for the first), "record": {…}, "stream_id": "…"}
-
-An edited line fails its MAC; a deleted, inserted or moved line breaks ``n`` and the ``prev`` chain;
-``stream_id`` must keep increasing (a gap line shares the id of the entry that revealed it). A line cannot be
-forged without the key.
-
-What enters the log is checked first (tasks/audit.py): a stream entry whose ``tag`` does not verify under
-``AUDIT_RECORD_KEY`` becomes an ``audit.forged`` line (its field names and a digest, never its content); a
-``seq`` that skips numbers writes an ``audit.gap`` line (entries deleted or trimmed before they were read);
-a ``seq`` already written, or a tag seen among the last REPLAY_MEMORY records, an ``audit.replayed`` line.
-Written entries are acknowledged and deleted, so the stream's length is the writer's backlog.
-
-Anchor: after each batch the writer replaces a signed checkpoint of the head (``n`` and hash) at
-``AUDIT_ANCHOR_PATH`` (default: the log's path + ``.anchor``; best on other storage). ``verify`` requires
-the log to reach the anchor's line with the anchor's hash, and the writer refuses to start on a log that
-does not: an emptied, shortened or replaced log no longer verifies.
-
-Delivery: the writer reads through the consumer group ``audit-writer`` (one consumer, ``writer``; a file
-lock keeps a second writer out), appends a batch, fsyncs, and only then XACKs it. After a crash the
-unacknowledged entries are read again (pending list first); any whose stream id is not above the file's
-last line was written before the crash and is acknowledged without a second line. A torn last line (the
-crash came mid-write, before fsync returned, so it was never acknowledged) is cut off and written again.
-The writer also keeps the head in Redis (``audit:head``: n and hash) for dashboards.
-"""
+"""The audit writer: the ``audit`` stream read through a consumer group, appended to the log, fsynced, then
+acknowledged (workers/audit/__init__.py describes the format and the delivery)."""
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import fcntl
 import hashlib
@@ -41,150 +10,37 @@ import hmac
 import json
 import logging
 import os
-import signal
-import sys
 import time
 from collections import deque
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import redis
 
-from config import Settings, load_settings
 from tasks import keys, liveness
 from tasks.audit import record_tag
-from tasks.connections import make_redis
-from tasks.logs import configure_logging
+from workers.audit.chain import (
+    GAP,
+    Head,
+    anchor_line,
+    canonical,
+    default_anchor_path,
+    line_hash,
+    read_anchor,
+    sign_line,
+    stream_key,
+)
 
 log = logging.getLogger(__name__)
 
 GROUP = "audit-writer"
 CONSUMER = "writer"
 HEAD_KEY = "audit:head"
-GENESIS = "0" * 64
 BATCH = 200
 BLOCK_MS = 1000
 REPLAY_MEMORY = 10000  # tags of the last records written, to catch a genuine record added again
-FORGED, GAP, REPLAYED = "audit.forged", "audit.gap", "audit.replayed"
-
-StreamKey = tuple[int, int]
-
-
-def stream_key(stream_id: str) -> StreamKey:
-    ms, _, seq = stream_id.partition("-")
-    return int(ms), int(seq or 0)
-
-
-def _canonical(value: dict[str, Any]) -> bytes:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
-
-
-def line_hash(line: bytes) -> str:
-    return hashlib.sha256(line).hexdigest()
-
-
-def sign_line(key: bytes, n: int, stream_id: str, record: dict[str, Any], prev: str) -> bytes:
-    """One signed line (without its newline)."""
-    body = {"n": n, "prev": prev, "record": record, "stream_id": stream_id}
-    mac = hmac.new(key, _canonical(body), hashlib.sha256).hexdigest()
-    return _canonical({**body, "mac": mac})
-
-
-@dataclass(frozen=True)
-class Head:
-    """The file's last line: its number, hash and stream id (n 0: an empty file), the last record seq
-    written, and whether that line is a gap line (the entry that revealed the gap follows it)."""
-
-    n: int = 0
-    hash: str = GENESIS
-    stream_id: StreamKey = (0, 0)
-    seq: int = 0
-    gap: bool = False
-
-
-def anchor_line(key: bytes, n: int, head_hash: str) -> bytes:
-    """The signed checkpoint of a log's head."""
-    body = {"hash": head_hash, "n": n}
-    return _canonical({**body, "mac": hmac.new(key, _canonical(body), hashlib.sha256).hexdigest()})
-
-
-def read_anchor(path: str | os.PathLike[str], key: bytes) -> tuple[int, str]:
-    """``(n, hash)`` of an anchor file; ValueError when it is unreadable or its signature does not match."""
-    try:
-        entry = json.loads(Path(path).read_bytes())
-        n, head_hash, mac = int(entry["n"]), str(entry["hash"]), str(entry["mac"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ValueError(f"anchor {path} is missing or unreadable") from exc
-    if not hmac.compare_digest(anchor_line(key, n, head_hash), _canonical({**entry, "mac": mac})):
-        raise ValueError(f"anchor {path}: signature does not match")
-    return n, head_hash
-
-
-def default_anchor_path(log_path: str | os.PathLike[str], configured: str = "") -> Path:
-    return Path(configured) if configured else Path(f"{log_path}.anchor")
-
-
-@dataclass(frozen=True)
-class Verdict:
-    ok: bool
-    lines: int
-    broken_line: int | None = None
-    reason: str = ""
-
-
-def verify_lines(lines: Iterable[bytes], key: bytes, anchor: tuple[int, str] | None = None) -> Verdict:
-    """Check a log's lines in order, and that it reaches ``anchor`` (n, hash) when given; the first broken
-    line (1-based) and why."""
-    prev, last_id, count, after_gap = GENESIS, (0, 0), 0, False
-    for number, raw in enumerate(lines, start=1):
-        count = number
-        if not raw.endswith(b"\n"):
-            return Verdict(False, number, number, "torn line (no newline)")
-        line = raw[:-1]
-        try:
-            entry = json.loads(line)
-            body = {k: entry[k] for k in ("n", "prev", "record", "stream_id")}
-            mac = str(entry["mac"])
-        except (ValueError, KeyError, TypeError):
-            return Verdict(False, number, number, "not an audit line")
-        expected = hmac.new(key, _canonical(body), hashlib.sha256).hexdigest()
-        if not hmac.compare_digest(mac, expected):
-            return Verdict(False, number, number, "signature does not match (edited, or another key)")
-        if body["n"] != number:
-            return Verdict(False, number, number, f"line number {body['n']} where {number} belongs")
-        if body["prev"] != prev:
-            return Verdict(
-                False, number, number, "previous-line hash does not match (removed or moved lines)"
-            )
-        try:
-            this_id = stream_key(str(body["stream_id"]))
-        except ValueError:
-            return Verdict(False, number, number, "bad stream id")
-        if this_id < last_id or (this_id == last_id and not after_gap):
-            return Verdict(False, number, number, "stream id does not increase")
-        prev, last_id = line_hash(line), this_id
-        after_gap = isinstance(body["record"], dict) and body["record"].get("action") == GAP
-        if anchor is not None and number == anchor[0] and prev != anchor[1]:
-            return Verdict(False, number, number, "line does not match the anchor (the log was replaced)")
-    if anchor is not None and count < anchor[0]:
-        return Verdict(
-            False, count, count + 1, f"the log ends before its anchor's line {anchor[0]} (emptied or cut)"
-        )
-    return Verdict(True, count)
-
-
-def verify_file(
-    path: str | os.PathLike[str], key: bytes, anchor_path: str | os.PathLike[str] | None = None
-) -> Verdict:
-    """Verify a log file against its anchor (``anchor_path``, default the log's path + ``.anchor``)."""
-    try:
-        anchor = read_anchor(anchor_path or default_anchor_path(path), key)
-    except ValueError as exc:
-        return Verdict(False, 0, 0, str(exc))
-    with open(path, "rb") as handle:
-        return verify_lines(handle, key, anchor)
+FORGED, REPLAYED = "audit.forged", "audit.replayed"
 
 
 class AuditWriter:
@@ -325,7 +181,7 @@ class AuditWriter:
             seq = 0
         if not hmac.compare_digest(tag, record_tag(self.record_key, fields)) or seq <= 0:
             log.error("audit: a record without a valid tag was found in the stream (forgery)")
-            digest = hashlib.sha256(_canonical(dict(fields))).hexdigest()
+            digest = hashlib.sha256(canonical(dict(fields))).hexdigest()
             forged = {"action": FORGED, "outcome": "FORGED", "fields": sorted(fields), "digest": digest}
             return [({**forged, "last_seq": last_seq}, last_seq)]
         if seq <= last_seq or tag in self._recent_set:
@@ -385,52 +241,3 @@ def _record(fields: dict[str, str]) -> dict[str, Any]:
     with contextlib.suppress(ValueError):  # not JSON: kept as the string it was
         record["resource"] = json.loads(fields.get("resource", "{}"))
     return record
-
-
-def _run(settings: Settings) -> int:
-    writer = AuditWriter(
-        make_redis(settings),
-        settings.audit_log_path,
-        settings.audit_signing_key.encode(),
-        record_key=settings.audit_record_key.encode(),
-        anchor_path=settings.audit_anchor_path or None,
-    )
-    writer.open()
-
-    def stop(signum: int, _frame: Any) -> None:
-        writer.stopping = True
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    log.info("audit writer: appending to %s from line %d", writer.path, writer.head.n + 1)
-    try:
-        writer.run()
-    finally:
-        writer.close()
-    return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m workers.audit")
-    commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("run", help="append the audit stream to AUDIT_LOG_PATH until stopped")
-    check = commands.add_parser("verify", help="check a log file's signatures, chain and anchor")
-    check.add_argument("file")
-    check.add_argument("--anchor", help="the anchor file (default: AUDIT_ANCHOR_PATH, else FILE.anchor)")
-    args = parser.parse_args(argv)
-    settings = load_settings()
-    if args.command == "run":
-        configure_logging(settings, "audit")  # JSON lines, like every other process
-        return _run(settings)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    anchor = args.anchor or (settings.audit_anchor_path if args.file == settings.audit_log_path else None)
-    verdict = verify_file(args.file, settings.audit_signing_key.encode(), anchor or None)
-    if verdict.ok:
-        print(f"ok: {verdict.lines} lines, signatures and chain intact")
-        return 0
-    print(f"broken at line {verdict.broken_line}: {verdict.reason}", file=sys.stderr)
-    return 1
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

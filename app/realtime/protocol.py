@@ -16,14 +16,14 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from datetime import date
 from typing import Any
+
+from tasks.events import TOPIC_FAMILIES, topic_family
 
 MAX_TOPICS = 16  # a board shows one day: schedule + patients + ops, with room for a few days more
 MAX_MESSAGE_BYTES = 4096  # the largest client message is a subscribe with MAX_TOPICS topics
 
 # Close codes (RFC 6455 §7.4; 4000-4999 are the application's, mirroring HTTP statuses).
-CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001  # the server is shutting down: reconnect (to another process) with ``since``
 CLOSE_TRY_AGAIN_LATER = 1013  # events are unavailable (Redis down): reconnect with backoff
 CLOSE_UNAUTHORIZED = 4401  # the token was refused, or expired without a fresh ``auth`` message
@@ -46,8 +46,10 @@ SERVICE_UNAVAILABLE = "SERVICE_UNAVAILABLE"
 TOO_MANY_SOCKETS = "TOO_MANY_SOCKETS"  # sent just before a 4429 close
 
 CLIENT_TYPES = frozenset({"auth", "subscribe", "unsubscribe", "ping"})
+_TOPIC_FORMS = ", ".join(
+    f"{family.name}:YYYY-MM-DD" if family.dated else family.name for family in TOPIC_FAMILIES
+)
 
-_DAY_TOPIC = re.compile(r"(schedule|patients):([0-9]{4}-[0-9]{2}-[0-9]{2})")  # ASCII digits only
 _STREAM_ID = re.compile(r"[0-9]{1,20}(-[0-9]{1,20})?")
 
 
@@ -79,17 +81,9 @@ def error_message(code: str, message: str) -> bytes:
 
 
 def is_topic(name: str) -> bool:
-    """``schedule:YYYY-MM-DD``, ``patients:YYYY-MM-DD`` (a real calendar day) or ``ops``."""
-    if name == "ops":
-        return True
-    match = _DAY_TOPIC.fullmatch(name)
-    if match is None:
-        return False
-    try:
-        date.fromisoformat(match.group(2))
-    except ValueError:
-        return False
-    return True
+    """A topic of the topic table (tasks/events.py): ``schedule:YYYY-MM-DD``, ``patients:YYYY-MM-DD`` (a real
+    calendar day) or ``ops``."""
+    return topic_family(name) is not None
 
 
 def is_stream_id(value: str) -> bool:
@@ -132,7 +126,7 @@ def _topics(value: Any) -> tuple[str, ...]:
     if bad:
         raise ProtocolError(
             BAD_TOPIC,
-            f"Unknown topic {bad[0][:40]!r}; topics are schedule:YYYY-MM-DD, patients:YYYY-MM-DD, ops.",
+            f"Unknown topic {bad[0][:40]!r}; topics are {_TOPIC_FORMS}.",
         )
     return tuple(dict.fromkeys(value))
 

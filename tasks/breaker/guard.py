@@ -1,16 +1,16 @@
-"""The Tebra circuit breaker, built on pybreaker with its state in Redis (``cb:tebra``).
+"""The Tebra circuit breaker the gateway calls around each call, built on pybreaker with its state in Redis.
 
 pybreaker gives the vocabulary (states, ``CircuitBreakerStorage``, listeners, ``CircuitBreakerError``); what
-it lacks for several processes is added here and in ``tasks/breaker_state.py``: failures counted in a
+it lacks for several processes is added by the scripts of tasks/breaker/store.py: failures counted in a
 sliding window (not consecutively), the open → half-open move and the choice of the one trial call made
 in one atomic script (pybreaker's own check-then-act lets every process try at once), the latency rule, and
 the operator's override. The gateway calls :meth:`TebraBreaker.guard` before each call (its ``before_call``)
 and :meth:`TebraBreaker.record` after it (its ``on_call``).
 
 When Redis cannot be reached the breaker does not guess: ``guard`` refuses the call with
-:class:`BreakerUnavailable` (tasks defer, as for an open breaker) and the state reads as ``unknown``.
-Nothing a call would fetch could be stored without Redis, and without the shared state and throttle every
-process would pace and trip on its own, so refusing loses nothing and protects Tebra.
+:class:`~tasks.breaker.errors.BreakerUnavailable` (tasks defer, as for an open breaker) and the state reads
+as ``unknown``. Nothing a call would fetch could be stored without Redis, and without the shared state and
+throttle every process would pace and trip on its own, so refusing loses nothing and protects Tebra.
 """
 
 from __future__ import annotations
@@ -20,122 +20,23 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import pybreaker
 import redis
 
-from tasks import breaker_state
-from tasks.breaker_state import BreakerStore, Transition
+from tasks.breaker.errors import BreakerOpen, BreakerUnavailable
+from tasks.breaker.state import CLOSED, HALF, OPEN, REASON_ERRORS, UNKNOWN
+from tasks.breaker.storage import TO_PYBREAKER, UNAVAILABLE_RETRY_S, RedisBreakerStorage
+from tasks.breaker.store import Admission, BreakerStore, unknown_state
+from tasks.breaker.transition import Transition, announce
 from tasks.events import EventPublisher
-from tasks.tebra.errors import TebraError
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 OUTCOME_FAILURE = "upstream"  # the only outcome that counts toward rule 1 (gateway.on_call outcomes)
-UNAVAILABLE_RETRY_S = 5.0  # a task refused because Redis is down tries again after this
-
-# pybreaker spells half-open "half-open"; the seed's key says "half".
-_TO_PYBREAKER = {
-    breaker_state.CLOSED: pybreaker.STATE_CLOSED,
-    breaker_state.OPEN: pybreaker.STATE_OPEN,
-    breaker_state.HALF: pybreaker.STATE_HALF_OPEN,
-}
-_FROM_PYBREAKER = {value: key for key, value in _TO_PYBREAKER.items()}
-
-
-class BreakerOpen(pybreaker.CircuitBreakerError):
-    """The breaker refused a Tebra call; ``retry_after_s`` None means "until an operator clears it"."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        state: str = breaker_state.OPEN,
-        reason: str = "",
-        retry_after_s: float | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.state = state
-        self.reason = reason
-        self.retry_after_s = retry_after_s
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        # Celery pickles the exception of a retry: rebuild from the message, keep the fields.
-        return (type(self), (str(self),), self.__dict__)
-
-
-class BreakerUnavailable(BreakerOpen):
-    """Redis, which holds the breaker, cannot be reached: the call is refused, the state is unknown."""
-
-
-class RedisBreakerStorage(pybreaker.CircuitBreakerStorage):
-    """pybreaker's storage interface over ``cb:tebra``; unlike ``CircuitRedisStorage`` it never falls back
-    to "closed" when Redis fails: it raises :class:`BreakerUnavailable`.
-
-    The counters are the sliding window, so pybreaker's ``reset_counter`` (called after every success) is
-    a no-op: a success does not forgive the failures of the last 60 s. The scripts reset the window when
-    the breaker closes.
-    """
-
-    def __init__(self, store: BreakerStore) -> None:
-        super().__init__("redis")
-        self.store = store
-
-    def _snapshot(self) -> dict[str, Any]:
-        try:
-            return self.store.snapshot()
-        except redis.RedisError as exc:
-            raise BreakerUnavailable(
-                f"breaker state unreadable: {type(exc).__name__}",
-                state=breaker_state.UNKNOWN,
-                retry_after_s=UNAVAILABLE_RETRY_S,
-            ) from None
-
-    @property
-    def state(self) -> str:
-        return _TO_PYBREAKER[self._snapshot()["state"]]
-
-    @state.setter
-    def state(self, state: str) -> None:
-        target = _FROM_PYBREAKER[state]
-        reason = breaker_state.REASON_ERRORS if target != breaker_state.CLOSED else ""
-        try:
-            self.store.set_state(target, reason)
-        except redis.RedisError as exc:
-            raise BreakerUnavailable(f"breaker state not written: {type(exc).__name__}") from None
-
-    def increment_counter(self) -> None:
-        self.store.record(uuid.uuid4().hex, failed=True, seconds=0.0)
-
-    def reset_counter(self) -> None:
-        """No-op: the window forgets failures, not successes."""
-
-    def increment_success_counter(self) -> None:
-        """No-op: one success (the trial) closes the breaker, inside the record script."""
-
-    def reset_success_counter(self) -> None:
-        """No-op (see increment_success_counter)."""
-
-    @property
-    def counter(self) -> int:
-        return int(self._snapshot()["failures"]["in_window"])
-
-    @property
-    def success_counter(self) -> int:
-        return 0
-
-    @property
-    def opened_at(self) -> datetime | None:
-        stamp = self._snapshot()["opened_at"]
-        return datetime.fromisoformat(stamp.replace("Z", "+00:00")).astimezone(UTC) if stamp else None
-
-    @opened_at.setter
-    def opened_at(self, value: datetime) -> None:
-        """Set by the script that opens the breaker (Redis's clock, not this host's)."""
 
 
 class BreakerEvents(pybreaker.CircuitBreakerListener):
@@ -159,7 +60,7 @@ class BreakerEvents(pybreaker.CircuitBreakerListener):
         if transition is None:
             return
         publisher = self._publisher if isinstance(self._publisher, EventPublisher) else self._publisher()
-        breaker_state.announce(publisher, transition, by=self.by, detail=getattr(cb, "last_detail", None))
+        announce(publisher, transition, by=self.by, detail=getattr(cb, "last_detail", None))
 
 
 class TebraBreaker(pybreaker.CircuitBreaker):
@@ -197,22 +98,22 @@ class TebraBreaker(pybreaker.CircuitBreaker):
 
     def open(self) -> bool:
         """Open it now in every process (pybreaker's API; the rules open it by themselves)."""
-        self._changed(self.store.set_state(breaker_state.OPEN, breaker_state.REASON_ERRORS))
+        self._changed(self.store.set_state(OPEN, REASON_ERRORS))
         return True
 
     def half_open(self) -> None:
         """Let the next call through as the one trial."""
-        self._changed(self.store.set_state(breaker_state.HALF, breaker_state.REASON_ERRORS))
+        self._changed(self.store.set_state(HALF, REASON_ERRORS))
 
     def close(self) -> None:
         """Close it and forget the failure window."""
-        self._changed(self.store.set_state(breaker_state.CLOSED, ""))
+        self._changed(self.store.set_state(CLOSED, ""))
 
     def _changed(self, transition: Transition | None) -> None:
         """Re-cache pybreaker's state and notify the listeners of a transition this process made."""
         if transition is None:
             return
-        target = _TO_PYBREAKER.get(transition.after, pybreaker.STATE_OPEN)
+        target = TO_PYBREAKER.get(transition.after, pybreaker.STATE_OPEN)
         with self._lock:
             self.last_transition = transition
             try:
@@ -221,7 +122,7 @@ class TebraBreaker(pybreaker.CircuitBreaker):
                 self.last_transition = None
                 self.last_detail = None
 
-    def guard(self, operation: str = "") -> breaker_state.Admission:
+    def guard(self, operation: str = "") -> Admission:
         """Admit one call or raise :class:`BreakerOpen` (the gateway's ``before_call``)."""
         token = uuid.uuid4().hex
         try:
@@ -230,7 +131,7 @@ class TebraBreaker(pybreaker.CircuitBreaker):
             self._note_redis_down(exc)
             raise BreakerUnavailable(
                 f"Tebra breaker unreadable (Redis: {type(exc).__name__}); call refused",
-                state=breaker_state.UNKNOWN,
+                state=UNKNOWN,
                 retry_after_s=UNAVAILABLE_RETRY_S,
             ) from None
         self._note_redis_back()
@@ -284,7 +185,7 @@ class TebraBreaker(pybreaker.CircuitBreaker):
         try:
             return self.store.snapshot()
         except redis.RedisError as exc:
-            return breaker_state.unknown_state(exc)
+            return unknown_state(exc)
 
     def _note_redis_down(self, exc: BaseException) -> None:
         if not self._redis_down:  # once per outage, not once per refused call
@@ -295,19 +196,3 @@ class TebraBreaker(pybreaker.CircuitBreaker):
         if self._redis_down:
             self._redis_down = False
             log.warning("tebra breaker: Redis reachable again; the shared state applies")
-
-
-def is_breaker_refusal(exc: BaseException) -> bool:
-    """True for a call the breaker refused (open, half-open and taken, or Redis unreachable)."""
-    return isinstance(exc, BreakerOpen)
-
-
-__all__ = [
-    "BreakerEvents",
-    "BreakerOpen",
-    "BreakerUnavailable",
-    "RedisBreakerStorage",
-    "TebraBreaker",
-    "TebraError",
-    "is_breaker_refusal",
-]

@@ -1,36 +1,24 @@
 """Reading ``agent_updates`` back as the exact text the ``events`` channel carried (for replays).
 
-tasks.events publishes ``{"id":"<id>","type":…,"ts":"…","data":<payload>}`` with the payload JSON as stored in
-the entry; rebuilding the same text from the entry's fields means a replayed event is byte for byte what a
-live socket received (tests/unit/test_relay_stream.py holds the two in step).
+Each entry's text is built by ``tasks.events.entry_text``, the same code that builds what the publish script
+sends, so a replayed event is byte for byte what a live socket received (tests/unit/test_relay_stream.py holds
+the two in step).
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 
 import redis
 
 from tasks import keys
-from tasks.events import stream_id_key
-
-StreamKey = tuple[int, int]
+from tasks.events import entry_text, stream_id_key
 
 PAGE = 500
 
 
 def _text(value: str | bytes) -> str:
     return value.decode() if isinstance(value, bytes) else value
-
-
-def entry_text(stream_id: str | bytes, fields: Mapping[str | bytes, str | bytes]) -> bytes:
-    """The envelope of one stream entry, as the exact UTF-8 text the channel carried."""
-    got = {_text(name): _text(value) for name, value in fields.items()}
-    return (
-        f'{{"id":"{_text(stream_id)}","type":{json.dumps(got.get("action", ""))},'
-        f'"ts":"{got.get("ts", "")}","data":{got.get("payload") or "{}"}}}'
-    ).encode()
 
 
 def entries_after(client: redis.Redis, since: str, *, limit: int) -> Iterator[tuple[str, bytes]]:

@@ -3,8 +3,8 @@
 Three threads write to a client's TCP socket: the relay's subscriber (events), the flask-sock handler
 (replies, replay) and simple-websocket's reader thread (the handshake answer, pings, pongs, close replies).
 simple-websocket has no lock of its own, so :class:`LockedSocket` stands in for the raw socket inside the
-``simple_websocket.Server`` object (see ``app/ws.py`` for where it is swapped in): the reader thread's
-``sock.send`` and the relay's frames then go through the same lock, and frames never interleave.
+``simple_websocket.Server`` object (see ``app/realtime/endpoint.py`` for where it is swapped in): the reader
+thread's ``sock.send`` and the relay's frames then go through the same lock, and frames never interleave.
 
 A write from the subscriber never waits: it is one ``send(MSG_DONTWAIT)``; if the kernel buffer cannot take
 the whole frame the socket is dropped (a short write leaves half a frame on the wire, and a full buffer
@@ -23,11 +23,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from typing import Any
 
-from app.socket_frame import close_frame
+from app.realtime.frame import close_frame
+from tasks.events import StreamKey
 
 log = logging.getLogger(__name__)
-
-StreamKey = tuple[int, int]
 
 _SEND_FLAGS = socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL
 

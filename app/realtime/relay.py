@@ -2,7 +2,7 @@
 
 One :class:`Relay` per API process (per app). Its :class:`EventSubscriber` thread is the only writer of
 events: for each event it finds the topic's sockets, builds the WebSocket frame once and writes the same
-bytes to each with a non-blocking send (see app/socket_conn.py). The registry is copy-on-write: the
+bytes to each with a non-blocking send (see app/realtime/connection.py). The registry is copy-on-write: the
 subscriber reads ``topic -> tuple of sockets`` without a lock, handler threads replace the tuples under one.
 """
 
@@ -18,13 +18,13 @@ from typing import Any
 import redis
 from flask import Flask
 
-from app.relay_stream import entries_after, trimmed_past
-from app.relay_subscriber import EventSubscriber, StreamKey
-from app.socket_conn import ClientSocket, LockedSocket
-from app.socket_frame import text_frame
+from app.realtime.connection import ClientSocket, LockedSocket
+from app.realtime.frame import text_frame
+from app.realtime.stream import entries_after, trimmed_past
+from app.realtime.subscriber import EventSubscriber
 from config import Settings
 from tasks.connections import make_redis
-from tasks.events import stream_id_key, topic_of
+from tasks.events import StreamKey, stream_id_key, topic_of
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,9 @@ class Relay:
         """Register a connected socket (no topics yet) from ``ip``, authenticated as ``subject`` (None: not
         yet); None while the process is shutting down; SocketRefused over a cap (WS_MAX_*)."""
         out = ws.sock
-        assert isinstance(out, LockedSocket), "app/ws.py swaps a LockedSocket in before the reader starts"
+        assert isinstance(out, LockedSocket), (
+            "app/realtime/endpoint.py swaps a LockedSocket in before the reader starts"
+        )
         out.tune(self.settings.ws_send_buffer_bytes)
         client = ClientSocket(ws, out, max_pending=MAX_PENDING, send_timeout_s=HANDLER_SEND_TIMEOUT_S)
         client.ip = ip
