@@ -14,7 +14,7 @@ from app import auth, ratelimit
 from app.api.answers import SYNC_STATES
 from app.errors import STATUS_OF
 from app.route import EVERY_ROUTE_ERRORS, declaration_of
-from tasks import flow
+from tasks.patients import flow
 
 
 def api_rules(app: Any) -> list[Any]:
