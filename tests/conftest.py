@@ -175,7 +175,16 @@ def r() -> Iterator[redis.Redis]:
 
 @pytest.fixture(scope="session")
 def worker(stack_env: dict[str, str], logs_dir: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """A real prefork Celery worker (2 processes) on the test broker, talking to the simulator."""
+    """A real prefork Celery worker (2 processes) on the test broker, talking to the simulator.
+
+    What earlier tests queued with no worker to run it (a sync asked of the in-process app) is dropped
+    first: run now, it would land in the middle of whichever test starts the worker. Only the queues go
+    (kombu's lists and its unacked set); the bindings stay for the API that may already be publishing.
+    """
+    broker = redis.Redis.from_url(TEST_BROKER_URL, socket_timeout=5)
+    stale = [*broker.scan_iter(_type="list"), "unacked", "unacked_index"]
+    broker.delete(*stale)
+    broker.close()
     log = logs_dir / "worker.log"
     proc = start_worker(stack_env, log, name="test-worker", concurrency=2)
     yield proc
