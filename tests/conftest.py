@@ -29,6 +29,7 @@ import requests
 
 from config import Settings, load_settings
 from scripts import redis_server
+from tests.support.alone import turn
 from tests.support.processes import BIN, free_port, spawn, start_worker, stop, wait_until
 from tests.support.worker_redis import use_own_server_under_xdist
 
@@ -230,13 +231,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     The tests of a file go to one worker together, in order, so that its module fixtures (an API, a browser,
     Sentinel groups, the watch's worker) start once; a test marked ``slow`` is a unit of its own instead
     (tens of seconds of waiting are worth starting its module's fixtures on another worker). A test's own
-    ``xdist_group`` mark wins over both. Under xdist the units holding slow tests are handed out first,
-    longest first by the sum of their ``slow(seconds=…)``, then the other units, most tests first, so that
-    the run does not end with one worker waiting out a long drill; the order inside a unit stays the
-    collection's.
+    ``xdist_group`` mark wins over both, and the ``alone`` tests are one unit, handed out last. Under xdist
+    the units holding slow tests are handed out first, longest first by the sum of their
+    ``slow(seconds=…)``, then the other units, most tests first, so that the run does not end with one
+    worker waiting out a long drill; the order inside a unit stays the collection's.
     """
     units = []
     for item in items:
+        if item.get_closest_marker("alone") is not None:  # one unit, last: see tests/support/alone.py
+            item.add_marker(pytest.mark.xdist_group("alone"))
         group = item.get_closest_marker("xdist_group")
         if group is None and item.get_closest_marker("slow") is None:
             by_file = pytest.mark.xdist_group(item.nodeid.split("::", 1)[0])
@@ -248,8 +251,19 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         for unit, item in zip(units, items, strict=True):
             slow_s[unit] = slow_s.get(unit, 0.0) + _slow_seconds(item)
         size = Counter(units)
-        order = sorted(range(len(items)), key=lambda i: (-slow_s[units[i]], -size[units[i]]))  # stable
+        order = sorted(  # stable: ties keep the collection's order
+            range(len(items)), key=lambda i: (units[i] == "alone", -slow_s[units[i]], -size[units[i]])
+        )
         items[:] = [items[i] for i in order]
+
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)  # outside pytest-timeout: a wait for a turn is no test time
+def pytest_runtest_protocol(item: pytest.Item) -> Iterator[None]:
+    """In a parallel run a test marked ``alone`` runs while no other test does (tests/support/alone.py)."""
+    basetemp = item.config.option.basetemp  # an xdist worker's: <the run's temporary folder>/popen-gwN
+    shared = Path(basetemp).parent if os.environ.get("PYTEST_XDIST_WORKER") and basetemp else None
+    with turn(item.get_closest_marker("alone") is not None, shared):
+        yield
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
