@@ -59,7 +59,7 @@ token: $(STAMP) ## print a development bearer token with every scope
 
 # Parallel workers: most of the suite waits on real clocks (polls, renewals, failovers), not on the 2 cores.
 # Each worker has its own Redis server and stack (tests/conftest.py); TEST_WORKERS=0 runs in one process.
-TEST_WORKERS ?= 6
+TEST_WORKERS ?= 8
 test: $(STAMP) ## the whole suite: unit, contract, integration (real Redis, worker, simulator), reliability
 	APP_ENV=test $(BIN)/pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
