@@ -57,8 +57,11 @@ check-tebra: $(STAMP) ## before a clinic's first sync: its practice, limits, pro
 token: $(STAMP) ## print a development bearer token with every scope
 	@APP_ENV=development $(BIN)/python -m app.devtoken
 
+# Parallel workers: most of the suite waits on real clocks (polls, renewals, failovers), not on the 2 cores.
+# Each worker has its own Redis server and stack (tests/conftest.py); TEST_WORKERS=0 runs in one process.
+TEST_WORKERS ?= 8
 test: $(STAMP) ## the whole suite: unit, contract, integration (real Redis, worker, simulator), reliability
-	APP_ENV=test $(BIN)/pytest $(PYTEST_ARGS)
+	APP_ENV=test $(BIN)/pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 test-fast: $(STAMP) ## unit and contract tests only
 	APP_ENV=test $(BIN)/pytest tests/unit tests/contract $(PYTEST_ARGS)

@@ -32,6 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from bench.common import (
     BIN,
@@ -48,6 +49,8 @@ from tests.support.processes import free_port
 # The relay's database (tests/integration/ws_support.py), on the test server TEST_REDIS_URL names.
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/11").rsplit("/", 1)[0] + "/12"
 FLOOR_CHANNEL = "events:" + REDIS_URL.rsplit("/", 1)[1]
+# The floor's raw subscriber reads the same server as the relay (not whatever answers on 6379).
+REDIS_ADDRESS = (urlsplit(REDIS_URL).hostname or "127.0.0.1", urlsplit(REDIS_URL).port or 6379)
 DAY = "2099-12-31"  # the benchmark's topic: nobody else publishes for it
 MARK = b'"sent_ns":'
 SEQ = b',"seq":'
@@ -81,7 +84,8 @@ class Receiver:
         self.sink = sink
         self.count = 0
         self.lost = False
-        self.sock = socket.create_connection(("127.0.0.1", port if kind == "ws" else 6379), timeout=30)
+        address = ("127.0.0.1", port) if kind == "ws" else REDIS_ADDRESS
+        self.sock = socket.create_connection(address, timeout=30)
         if kind == "ws":
             key = base64.b64encode(os.urandom(16)).decode()
             # A token in the handshake, as sync_latency's sockets send it: checked before the upgrade.

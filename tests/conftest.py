@@ -3,7 +3,13 @@ and the API under gunicorn, each started once per session and torn down after.
 
 Databases: TEST_REDIS_URL (default db 11) holds the data and is flushed before each test that asks for
 ``redis_client``; TEST_BROKER_URL (default db 10) is the Celery broker and result backend, flushed once per
-session (flushing it under a running worker would drop kombu's queue bindings).
+session (flushing it under a running worker would drop kombu's queue bindings); db 12 of the same server is
+the relay's (tests/integration/ws_support.py) and the watch's broker, db 13 the scratch database of ``r``,
+TEST_DRILL_BROKER_URL (default db 15) the worker-death drills' broker.
+
+In parallel (``make test`` runs pytest-xdist workers) each worker is a session of its own: its own Redis
+server (tests/support/worker_redis.py), simulator, worker and API. How the tests are spread over the workers
+is :func:`pytest_collection_modifyitems`'s.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import json
 import os
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,12 +29,18 @@ import requests
 
 from config import Settings, load_settings
 from scripts import redis_server
+from tests.support.alone import turn
 from tests.support.processes import BIN, free_port, spawn, start_worker, stop, wait_until
+from tests.support.worker_redis import use_own_server_under_xdist
 
+# Before any URL is read: under xdist this worker's own server replaces the one TEST_*_URL name.
+use_own_server_under_xdist()
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/11")
 TEST_BROKER_URL = os.environ.get("TEST_BROKER_URL", "redis://127.0.0.1:6379/10")
-# The database of the tests that need a real Redis but no stack (throttle, sync-start and gateway scripts).
-SCRATCH_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
+TEST_DRILL_BROKER_URL = os.environ.get("TEST_DRILL_BROKER_URL", TEST_REDIS_URL.rsplit("/", 1)[0] + "/15")
+# The database of the tests that need a real Redis but no stack (throttle, sync-start and gateway scripts):
+# db 13 of the test server.
+SCRATCH_REDIS_URL = TEST_REDIS_URL.rsplit("/", 1)[0] + "/13"
 
 
 @pytest.fixture(scope="session")
@@ -149,8 +162,8 @@ def redis_client(redis_service: str) -> Iterator[redis.Redis]:
 
 @pytest.fixture
 def r() -> Iterator[redis.Redis]:
-    """A client on SCRATCH_REDIS_URL (TEST_REDIS_URL, default db 13), flushed before and after; skips the
-    test when no Redis answers (these tests start none)."""
+    """A client on SCRATCH_REDIS_URL (db 13 of the test server), flushed before and after; skips the test
+    when no Redis answers (these tests start none)."""
     client = redis.Redis.from_url(SCRATCH_REDIS_URL, decode_responses=True, socket_timeout=5)
     try:
         client.ping()
@@ -164,7 +177,16 @@ def r() -> Iterator[redis.Redis]:
 
 @pytest.fixture(scope="session")
 def worker(stack_env: dict[str, str], logs_dir: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """A real prefork Celery worker (2 processes) on the test broker, talking to the simulator."""
+    """A real prefork Celery worker (2 processes) on the test broker, talking to the simulator.
+
+    What earlier tests queued with no worker to run it (a sync asked of the in-process app) is dropped
+    first: run now, it would land in the middle of whichever test starts the worker. Only the queues go
+    (kombu's lists and its unacked set); the bindings stay for the API that may already be publishing.
+    """
+    broker = redis.Redis.from_url(TEST_BROKER_URL, socket_timeout=5)
+    stale = [*broker.scan_iter(_type="list"), "unacked", "unacked_index"]
+    broker.delete(*stale)
+    broker.close()
     log = logs_dir / "worker.log"
     proc = start_worker(stack_env, log, name="test-worker", concurrency=2)
     yield proc
@@ -201,6 +223,70 @@ def app(base_env: dict[str, str], redis_client: redis.Redis) -> Any:
 def client(app: Any) -> Any:
     """Flask's test client for ``app``."""
     return app.test_client()
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook, which reads the xdist_group marks
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """How a parallel run (``--dist loadgroup``, setup.cfg) spreads the tests over its workers.
+
+    The tests of a file go to one worker together, in order, so that its module fixtures (an API, a browser,
+    Sentinel groups, the watch's worker) start once; a test marked ``slow`` is a unit of its own instead
+    (tens of seconds of waiting are worth starting its module's fixtures on another worker). A test's own
+    ``xdist_group`` mark wins over both, and the ``alone`` tests are one unit, handed out last. Under xdist
+    the units holding slow tests are handed out first, longest first by the sum of their
+    ``slow(seconds=…)``, then the other units, most tests first, so that the run does not end with one
+    worker waiting out a long drill; the order inside a unit stays the collection's.
+    """
+    units = []
+    for item in items:
+        if item.get_closest_marker("alone") is not None:  # one unit, last: see tests/support/alone.py
+            item.add_marker(pytest.mark.xdist_group("alone"))
+        group = item.get_closest_marker("xdist_group")
+        if group is None and item.get_closest_marker("slow") is None:
+            by_file = pytest.mark.xdist_group(item.nodeid.split("::", 1)[0])
+            item.add_marker(by_file)
+            group = by_file.mark
+        units.append(item.nodeid if group is None else _group_name(group))
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        slow_s: dict[str, float] = {}
+        for unit, item in zip(units, items, strict=True):
+            slow_s[unit] = slow_s.get(unit, 0.0) + _slow_seconds(item)
+        size = Counter(units)
+        order = sorted(  # stable: ties keep the collection's order
+            range(len(items)), key=lambda i: (units[i] == "alone", -slow_s[units[i]], -size[units[i]])
+        )
+        items[:] = [items[i] for i in order]
+
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)  # outside pytest-timeout: a wait for a turn is no test time
+def pytest_runtest_protocol(item: pytest.Item) -> Iterator[None]:
+    """In a parallel run a test marked ``alone`` runs while no other test does (tests/support/alone.py)."""
+    basetemp = item.config.option.basetemp  # an xdist worker's: <the run's temporary folder>/popen-gwN
+    shared = Path(basetemp).parent if os.environ.get("PYTEST_XDIST_WORKER") and basetemp else None
+    with turn(item.get_closest_marker("alone") is not None, shared):
+        yield
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """A parallel run whose groups did not take refuses to go on: it would schedule every test alone and
+    start each module's fixtures over and over (pytest 9.2 with pytest-xdist 3.8 did so silently)."""
+    if os.environ.get("PYTEST_XDIST_WORKER") and session.config.getvalue("loadgroup"):
+        grouped = [item for item in session.items if item.get_closest_marker("xdist_group") is not None]
+        if grouped and all("@" not in item.nodeid for item in grouped):
+            raise pytest.UsageError(
+                "pytest-xdist ignored the xdist_group marks (--dist loadgroup): see the pin of pytest"
+            )
+
+
+def _group_name(mark: pytest.Mark) -> str:
+    """The group an ``xdist_group`` mark names, read as pytest-xdist reads it."""
+    return str(mark.args[0] if mark.args else mark.kwargs.get("name", "default"))
+
+
+def _slow_seconds(item: pytest.Item) -> float:
+    """How long a ``slow`` test takes, as its mark says (a plain mark counts as 10 s); 0 for the others."""
+    mark = item.get_closest_marker("slow")
+    return 0.0 if mark is None else float(mark.kwargs.get("seconds", 10))
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:

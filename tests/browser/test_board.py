@@ -101,6 +101,7 @@ def open_board(browser: Any, base: str, day: str | None = None, width: int = LAP
     return page
 
 
+@pytest.mark.alone  # a budget of 1 s: measured while no other test loads the cores
 def test_sync_then_a_change_in_another_context_arrives_live(
     browser: Any, api_server: str, simulator: Any, redis_client: Any
 ) -> None:

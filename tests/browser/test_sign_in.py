@@ -25,7 +25,8 @@ from tests.support.browser import clinic_weekday
 from tests.support.oidc_provider import Provider, missing_tools, start_provider
 from tests.support.processes import BIN, free_port, spawn, stop, wait_until
 
-pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("worker")]
+# One worker runs the whole file (tests/conftest.py): the provider, its API and the browser start once.
+pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("worker"), pytest.mark.xdist_group("sign-in")]
 
 ACCESS_TTL_S = 20
 
@@ -136,6 +137,7 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
+@pytest.mark.slow(seconds=23)
 def test_sign_in_sync_audit_renewal_on_an_open_socket_and_sign_out(
     browser: Any, stack: Stack, simulator: Any, redis_client: Any
 ) -> None:
@@ -338,6 +340,7 @@ def test_an_id_token_from_another_issuer_ends_on_its_page(browser: Any, stack: S
     tab.close()
 
 
+@pytest.mark.slow(seconds=15)
 def test_an_expired_session_ends_on_its_page_and_signs_in_back_to_the_day(browser: Any, stack: Stack) -> None:
     # This board signs in with the provider's second client, whose refresh tokens last 1 s.
     day = clinic_weekday(54)
@@ -354,6 +357,7 @@ def test_an_expired_session_ends_on_its_page_and_signs_in_back_to_the_day(browse
     tab.close()
 
 
+@pytest.mark.slow(seconds=15)
 def test_without_a_refresh_token_the_board_renews_with_prompt_none_back_to_the_same_day(
     browser: Any, stack: Stack
 ) -> None:

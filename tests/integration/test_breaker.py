@@ -271,7 +271,7 @@ def test_redis_unreachable_refuses_calls_and_never_reads_closed(
     assert len(unreachable) == 1  # logged once per outage, not once per refused call
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=70)
 @pytest.mark.timeout(200)
 def test_the_real_sixty_second_values(sim: Any, stack_env: dict[str, str], redis_client: redis.Redis) -> None:
     settings = load_settings({**stack_env, "PATIENT_DETAILS_ENABLED": "false"})

@@ -62,6 +62,7 @@ def events_of(client: redis.Redis, action: str) -> list[dict[str, Any]]:
     return [json.loads(f["payload"]) for _, f in client.xrange(keys.AGENT_UPDATES) if f["action"] == action]
 
 
+@pytest.mark.slow(seconds=21)
 def test_a_refused_login_is_one_call_then_resume_after_the_fix_loses_nothing(
     latch_stack: tuple[str, redis.Redis, Path], sim: Any, auth_headers: dict[str, str]
 ) -> None:

@@ -158,7 +158,10 @@ def test_flower_shows_the_finished_sync_without_phi(
 
 
 def _json_lines(path: Path) -> list[str]:
-    return [line for line in path.read_text(errors="replace").splitlines() if line.startswith("{")]
+    """The JSON lines of a log its process may be writing to right now: complete lines only (the last may be
+    half written; the text after the last newline is not a line yet)."""
+    complete = path.read_text(errors="replace").split("\n")[:-1]
+    return [line for line in complete if line.startswith("{")]
 
 
 def test_flowers_shared_account_cannot_send_tasks_or_control_workers(flower: str) -> None:

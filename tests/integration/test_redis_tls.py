@@ -82,6 +82,7 @@ def tls_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsRedis]:
         proc.wait(10)
 
 
+@pytest.mark.alone  # /ready gives each probe 50 ms, a TLS handshake included: measured on quiet cores
 def test_data_client_ready_probes_and_a_worker_speak_tls_as_an_acl_user(
     tls_redis: TlsRedis, dev_key_path: str, tmp_path: Path
 ) -> None:

@@ -84,6 +84,7 @@ def test_throttled_in_each_shape_is_retried_and_succeeds(
     assert_no_outage(redis_client)
 
 
+@pytest.mark.slow(seconds=11)
 def test_security_failure_is_one_call_latched_and_deferred_until_resumed(
     api_server: str, sim: Any, redis_client: redis.Redis, auth_headers: dict[str, str]
 ) -> None:
@@ -168,6 +169,7 @@ def test_business_error_fails_the_task_without_retry(
     assert_no_outage(redis_client)
 
 
+@pytest.mark.slow(seconds=11)
 def test_a_hang_past_the_operation_timeout_is_retried(
     api_server: str, sim: Any, redis_client: redis.Redis, auth_headers: dict[str, str], settings: Settings
 ) -> None:

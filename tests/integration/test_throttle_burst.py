@@ -81,7 +81,7 @@ def burst_worker(burst_env: dict[str, str], redis_client: redis.Redis, tmp_path:
     stop(proc)
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=65)
 def test_fifty_syncs_at_once_never_break_the_throttle_and_keep_its_pace(
     burst_env: dict[str, str],
     burst_worker: Any,

@@ -24,12 +24,16 @@ from websockets.sync.client import connect
 
 from tasks import keys, names, phi
 from tasks.breaker.store import BreakerStore
+from tasks.celery_factory import SYNC_QUEUE
 from tests.conftest import TEST_BROKER_URL
 from tests.integration.tebra_flow import weekday_ahead, ws_url
 from tests.support.processes import BIN, free_port, spawn, start_worker, stop, wait_until
 
 WATCH_BROKER_URL = TEST_BROKER_URL.rsplit("/", 1)[0] + "/12"
-POLL_S = 5
+POLL_S = 5  # the shortest TEBRA_POLL_INTERVAL_S the settings accept
+
+# Each test waits out several polls: under xdist each is a unit of its own (tests/conftest.py).
+pytestmark = pytest.mark.slow(seconds=30)
 
 
 @pytest.fixture(scope="module")
@@ -79,8 +83,8 @@ def beat(
     logs_dir: Path,
     tmp_path: Path,
 ) -> Iterator[Callable[[str], subprocess.Popen[bytes]]]:
-    """Starts beat processes (each its own schedule file); all stopped after the test, and the last poll
-    let go of its lease before the next test flushes Redis."""
+    """Starts beat processes (each its own schedule file); all stopped after the test, and the watch left
+    with no tick queued or running before the next test flushes Redis."""
     started: list[subprocess.Popen[bytes]] = []
 
     def start(name: str = "beat") -> subprocess.Popen[bytes]:
@@ -91,10 +95,27 @@ def beat(
     yield start
     for proc in started:
         stop(proc)
-    deadline = time.monotonic() + 30
-    while redis_client.exists(keys.WATCH_LEASE) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    time.sleep(POLL_S + 1)  # a tick still queued when beat stopped expires (expires = the tick)
+    # No tick may run after the next test flushed Redis: wait until none is queued or running and the last
+    # poll let go of its lease. (A queued tick would also expire POLL_S after beat sent it, as the ticks'
+    # ``expires`` says, but waiting that long every time is what this wait saves.)
+    broker = redis.Redis.from_url(WATCH_BROKER_URL, socket_timeout=5)
+    try:
+        wait_until(lambda: watch_idle(broker, redis_client), 30, "the watch idle after its beats stopped")
+    finally:
+        broker.close()
+
+
+def watch_idle(broker: redis.Redis, data: redis.Redis) -> bool:
+    """No tick in the watch's queue or unacked by its worker (acks are late: a running tick is unacked until
+    it ends), no poll holding the lease; seen twice 0.1 s apart (a message is out of the queue and not yet
+    in the unacked set for an instant)."""
+    for look in range(2):
+        if look:
+            time.sleep(0.1)
+        queued = sum(broker.llen(name) for name in broker.scan_iter(f"{SYNC_QUEUE}*", _type="list"))
+        if queued or broker.hlen("unacked") or data.exists(keys.WATCH_LEASE):
+            return False
+    return True
 
 
 def hpid_of(settings: Any, patient_id: Any) -> str:

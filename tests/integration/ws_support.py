@@ -2,7 +2,8 @@
 
 The relay's tests use Redis database 12 only (other suites use other databases) and flush only it. Note that
 Redis pub/sub channels are server-wide: events another suite publishes on ``events`` reach our relay too, so
-every test uses its own dates (topics) and asserts only on those.
+every test uses its own dates (topics) and asserts only on those. (In a parallel run each xdist worker has a
+server of its own, tests/support/worker_redis.py: no other worker's events reach it.)
 """
 
 from __future__ import annotations

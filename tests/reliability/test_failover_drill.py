@@ -49,8 +49,10 @@ from tests.support.patients import seed_day
 from tests.support.processes import BIN, free_port, spawn, start_worker, stop, wait_until
 from tests.support.redis_ha import SentinelGroup
 
+# One worker runs the whole file (tests/conftest.py): the HA stack starts once for the three drills.
 pytestmark = [
-    pytest.mark.slow,
+    pytest.mark.slow(seconds=12),
+    pytest.mark.xdist_group("failover-drill"),
     pytest.mark.skipif(
         shutil.which("haproxy") is None,
         reason="haproxy is not installed (apt-get install haproxy; .ci/run does)",

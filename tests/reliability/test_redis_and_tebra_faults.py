@@ -118,6 +118,7 @@ def synced_events(client: redis.Redis, task_id: str) -> int:
     )
 
 
+@pytest.mark.slow(seconds=10)
 def test_redis_restart_during_a_burst_loses_no_accepted_sync(
     own_env: dict[str, str], own_redis: OwnRedis, auth_headers: dict[str, str], logs_dir: Path
 ) -> None:

@@ -26,13 +26,16 @@ from config import load_settings
 from tasks import keys
 from tasks.celery_factory import create_celery
 from tasks.sync.request import request_sync
-from tests.conftest import TEST_REDIS_URL
+from tests.conftest import TEST_DRILL_BROKER_URL
 from tests.support.processes import children_of, stop
 from tests.support.processes import start_worker as start_celery_worker
 from tests.support.sync_state import wait_for_stored_state
 
 # The drills' own broker database: the session's shared worker must not take their tasks.
-DRILL_BROKER_URL = os.environ.get("TEST_DRILL_BROKER_URL", TEST_REDIS_URL.rsplit("/", 1)[0] + "/15")
+DRILL_BROKER_URL = TEST_DRILL_BROKER_URL
+
+# Each drill waits out a slow Tebra call, a kill and a recovery: under xdist each is a unit of its own.
+pytestmark = pytest.mark.slow(seconds=27)
 
 DRILL_ENV = {
     "TASK_SOFT_TIME_LIMIT_S": "8",

@@ -78,6 +78,7 @@ def test_sigterm_mid_sync_finishes_the_running_task_then_exits(
     print(f"SIGTERM mid-sync: worker finished the task and exited {time.time() - signalled:.1f}s later")
 
 
+@pytest.mark.slow(seconds=30)
 def test_sigterm_to_the_process_group_requeues_and_the_next_worker_syncs_once(
     shutdown_env: dict[str, str], simulator: Any, redis_client: redis.Redis, logs_dir: Path
 ) -> None:
