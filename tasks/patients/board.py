@@ -52,7 +52,6 @@ BOARD_FIELDS = (
     "tebra_conflict",
 )
 _ALLOWED_NEXT = {state: flow.allowed_next(state) for state in flow.STATES}
-MAX_ROOM_CHARS = 32
 
 # KEYS[1] patient key, KEYS[2] agent_updates. ARGV[1] requested status, ARGV[2] room, ARGV[3] '1' when the
 # room is given (else kept), ARGV[4] expected version ('' = any), ARGV[5] JSON {state: [allowed next]},

@@ -22,7 +22,6 @@ FULL = "full"
 INCREMENTAL = "incremental"
 FULL_SYNC_MAX_AGE_S = 3600  # a day's stored rows are made exactly Tebra's at least hourly (deletions)
 MODIFIED_OVERLAP_S = 300  # Tebra's clock and ours may disagree: ask for a little more than strictly needed
-MODES = (FULL, INCREMENTAL)
 
 
 @dataclass(frozen=True)
