@@ -143,7 +143,10 @@ class ClientSocket:
 
     Normally the subscriber writes each event straight to it (:meth:`deliver`). While the handler thread
     writes (a reply, or a replay from the stream) the socket is *held*: live events wait in a bounded list
-    and follow once the handler is done, minus those the replay already sent (deduplicated by stream id).
+    and follow once the handler is done. A replay leaves a mark per topic (:meth:`mark_replayed`): a live
+    copy of an event the replay already sent is skipped, whether it was parked or its pub/sub message comes
+    later still (a subscriber that lags behind under load), and an event of a topic the replay did not cover
+    is never skipped because of it.
     """
 
     def __init__(self, ws: Any, out: LockedSocket, *, max_pending: int, send_timeout_s: float) -> None:
@@ -158,17 +161,20 @@ class ClientSocket:
         self._send_timeout_s = send_timeout_s
         self._state = threading.Lock()  # guards held/pending/closed; taken before LockedSocket's lock
         self._held = False
-        self._pending: list[tuple[StreamKey, bytes]] = []
-        self._sent_upto: StreamKey | None = None
+        self._pending: list[tuple[StreamKey, bytes, str]] = []
+        self._replayed: dict[str, StreamKey] = {}  # topic → the newest stream id a replay covered for it
 
-    def deliver(self, key: StreamKey, frame: bytes) -> bool:
-        """Subscriber thread: write one event frame, or park it while held. False: the socket was dropped."""
+    def deliver(self, key: StreamKey, frame: bytes, topic: str) -> bool:
+        """Subscriber thread: write one event frame of ``topic``, or park it while held; skip it when a replay
+        already sent it. False: the socket was dropped."""
         with self._state:
             if self.closed:
                 return False
+            if self._replayed_already(topic, key):
+                return True
             if self._held:
                 if len(self._pending) < self._max_pending:
-                    self._pending.append((key, frame))
+                    self._pending.append((key, frame, topic))
                     return True
                 log.info("websocket dropped: %d events waiting behind a replay", len(self._pending))
             elif self.out.write_nowait(frame):
@@ -182,22 +188,31 @@ class ClientSocket:
         """Handler thread: hold live events while it writes; then send them, skipping what it already sent."""
         with self._state:
             self._held = True
-            self._sent_upto = None
         try:
             yield
         finally:
             self._release()
 
-    def send(self, frame: bytes, key: StreamKey | None = None) -> bool:
-        """Handler thread, inside :meth:`exclusive`: write a reply, or a replayed event (``key``: its id)."""
-        if key is not None and (self._sent_upto is None or key > self._sent_upto):
-            self._sent_upto = key
+    def send(self, frame: bytes) -> bool:
+        """Handler thread, inside :meth:`exclusive`: write a reply, or a replayed event."""
         if self.closed:
             return False
         if self.out.write_wait(frame, self._send_timeout_s):
             return True
         self.drop()
         return False
+
+    def mark_replayed(self, topics: frozenset[str], upto: StreamKey) -> None:
+        """Handler thread, inside :meth:`exclusive`, after a replay of ``topics`` sent each of their events up
+        to ``upto``: a live copy of any of them (parked, or arriving later) is not sent again."""
+        with self._state:
+            for topic in topics:
+                known = self._replayed.get(topic)
+                self._replayed[topic] = upto if known is None or upto > known else known
+
+    def _replayed_already(self, topic: str, key: StreamKey) -> bool:
+        upto = self._replayed.get(topic)
+        return upto is not None and key <= upto
 
     def _release(self) -> None:
         while True:
@@ -207,8 +222,8 @@ class ClientSocket:
                     self._held = False
                     self._pending = []
                     return
-            for key, frame in batch:
-                if self._sent_upto is not None and key <= self._sent_upto:
+            for key, frame, topic in batch:
+                if self._replayed_already(topic, key):
                     continue  # the replay already sent it: the replay/live seam
                 if not self.send(frame):
                     return

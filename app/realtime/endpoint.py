@@ -217,8 +217,8 @@ class Session:
                     # Trimmed past since, more than WS_REPLAY_MAX_EVENTS behind, or over the rate limit:
                     # the client refetches over REST (live events flow from now on either way).
                     reply["replay_gap"] = True
-                if client.send(text_frame(proto.dumps(reply))) and entries:
-                    self.relay.replay(client, entries)
+                if client.send(text_frame(proto.dumps(reply))) and replay_from is not None and entries:
+                    self.relay.replay(client, entries, fresh, replay_from)
         except (redis.ConnectionError, redis.TimeoutError):
             self._unavailable(client)
 

@@ -165,13 +165,19 @@ class Relay:
         return [(entry_id, text) for entry_id, text in read if _topic_of_text(text) in topics]
 
     @staticmethod
-    def replay(client: ClientSocket, entries: list[tuple[str, bytes]]) -> int:
-        """Send the socket ``entries`` (from :meth:`replay_entries`); how many were sent."""
+    def replay(
+        client: ClientSocket, entries: list[tuple[str, bytes]], topics: frozenset[str], since: str
+    ) -> int:
+        """Send the socket ``entries`` (from :meth:`replay_entries` of ``topics`` after ``since``); how many
+        were sent. Marks the topics replayed up to the last one sent (or ``since``, which the client has)."""
         sent = 0
+        upto = stream_id_key(since)
         for entry_id, text in entries:
-            if not client.send(text_frame(text), stream_id_key(entry_id)):
-                break
+            if not client.send(text_frame(text)):
+                return sent
+            upto = max(upto, stream_id_key(entry_id))
             sent += 1
+        client.mark_replayed(topics, upto)
         return sent
 
     def replay_has_gap(self, since: str) -> bool:
@@ -181,11 +187,12 @@ class Relay:
 
     def fan_out(self, key: StreamKey, event: dict[str, Any], text: bytes) -> None:
         """Write one event to every socket subscribed to its topic; drop those that cannot keep up."""
-        clients = self._by_topic.get(_topic_of_event(event))
+        topic = _topic_of_event(event)
+        clients = self._by_topic.get(topic)
         if not clients:
             return
         frame = text_frame(text)
-        dropped = [client for client in clients if not client.deliver(key, frame)]
+        dropped = [client for client in clients if not client.deliver(key, frame, topic)]
         if dropped:
             self.dropped += len(dropped)
             log.warning("relay dropped %d slow websocket(s)", len(dropped))
