@@ -151,13 +151,18 @@ def settings(stack_env: dict[str, str]) -> Settings:
     return load_settings(stack_env)
 
 
-@pytest.fixture
-def redis_client(redis_service: str) -> Iterator[redis.Redis]:
-    """A client on the flushed data database."""
-    client = redis.Redis.from_url(TEST_REDIS_URL, decode_responses=True, socket_timeout=5)
+def flushed_client(url: str) -> Iterator[redis.Redis]:
+    """A decoding client on ``url``'s database, flushed before the test; closed after."""
+    client = redis.Redis.from_url(url, decode_responses=True, socket_timeout=5)
     client.flushdb()
     yield client
     client.close()
+
+
+@pytest.fixture
+def redis_client(redis_service: str) -> Iterator[redis.Redis]:
+    """A client on the flushed data database."""
+    yield from flushed_client(TEST_REDIS_URL)
 
 
 @pytest.fixture
