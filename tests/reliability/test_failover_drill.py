@@ -49,10 +49,13 @@ from tests.support.patients import seed_day
 from tests.support.processes import BIN, free_port, spawn, start_worker, stop, wait_until
 from tests.support.redis_ha import SentinelGroup
 
-# One worker runs the whole file (tests/conftest.py): the HA stack starts once for the three drills.
+# One worker runs the whole file (tests/conftest.py): the HA stack starts once for the three drills. They
+# run alone: a killed worker or primary must lose nothing, and while other tests load the 2 cores the
+# failovers and redeliveries they wait for can outlast the drills' deadlines (a clean parallel run lost
+# one sync that way).
 pytestmark = [
     pytest.mark.slow(seconds=12),
-    pytest.mark.xdist_group("failover-drill"),
+    pytest.mark.alone,
     pytest.mark.skipif(
         shutil.which("haproxy") is None,
         reason="haproxy is not installed (apt-get install haproxy; .ci/run does)",
