@@ -224,9 +224,9 @@ def start(
     return Start(STARTED, days=days, last_success_started_at=last_success, last_full_started_at=last_full)
 
 
-def extend(client: redis.Redis, date: str, task_id: str, ttl_s: int) -> bool:
-    """Keep ``task_id``'s lock of ``date`` for ``ttl_s`` more (a retry can outwait the lock)."""
-    return bool(client.eval(_EXTEND_LUA, 1, keys.sync_lock(date), task_id, ttl_s))
+def queue_extend(pipe: Pipeline, date: str, task_id: str, ttl_s: int) -> None:
+    """Queue keeping ``task_id``'s lock of ``date`` for ``ttl_s`` more (a retry can outwait the lock)."""
+    pipe.eval(_EXTEND_LUA, 1, keys.sync_lock(date), task_id, ttl_s)
 
 
 def release(client: redis.Redis, date: str, task_id: str) -> bool:
@@ -341,9 +341,11 @@ def retrying(books: Books, days: Days, *, code: str, countdown: float, attempt: 
             extra={"date": date, "task_id": task_id, "code": code, "retry_in_s": round(countdown, 2),
                    "attempt": attempt},
         )  # fmt: skip
-        ttl_s = books.status_ttl_s
-        record(books.redis, date, task_id, ttl_s, state=RETRYING, error=code, retry_in_s=round(countdown))
-        extend(books.redis, date, task_id, books.lock_ttl_s + round(countdown))
+        with books.redis.pipeline(transaction=True) as pipe:
+            queue_record(pipe, date, task_id, books.status_ttl_s, state=RETRYING, error=code,
+                         retry_in_s=round(countdown))  # fmt: skip
+            queue_extend(pipe, date, task_id, books.lock_ttl_s + round(countdown))
+            pipe.execute()
 
 
 def deferred(
@@ -358,16 +360,18 @@ def deferred(
             extra={"date": date, "task_id": task_id, "code": code, "retry_in_s": round(countdown, 2),
                    "breaker": breaker},
         )  # fmt: skip
+        data = {"date": date, "task_id": task_id, "retry_in_s": round(countdown, 3),
+                "deferrals": deferrals + 1, "breaker": breaker, "code": code}  # fmt: skip
         try:
-            record(
-                books.redis, date, task_id, books.status_ttl_s, state=DEFERRED, error=code,
-                **({"error_message": message[:400]} if message else {}),
-                retry_in_s=round(countdown), deferrals=deferrals + 1,
-            )  # fmt: skip
-            extend(books.redis, date, task_id, books.lock_ttl_s + round(countdown))
-            data = {"date": date, "task_id": task_id, "retry_in_s": round(countdown, 3),
-                    "deferrals": deferrals + 1, "breaker": breaker, "code": code}  # fmt: skip
-            books.publisher.publish(events.SCHEDULE_SYNC_DEFERRED, data)
+            with books.redis.pipeline(transaction=True) as pipe:  # whoever reads the status finds the event
+                queue_record(
+                    pipe, date, task_id, books.status_ttl_s, state=DEFERRED, error=code,
+                    **({"error_message": message[:400]} if message else {}),
+                    retry_in_s=round(countdown), deferrals=deferrals + 1,
+                )  # fmt: skip
+                queue_extend(pipe, date, task_id, books.lock_ttl_s + round(countdown))
+                books.publisher.publish_on(pipe, events.SCHEDULE_SYNC_DEFERRED, data)
+                pipe.execute()
         except redis.RedisError as err:  # Redis down is why the breaker refused: the retry still goes out
             log.error("deferral not recorded: %s", type(err).__name__)
 
@@ -378,12 +382,15 @@ def failed(books: Books, days: Days, *, code: str, message: str) -> None:
     for date, task_id in days:
         log.error("sync failed", extra={"date": date, "task_id": task_id, "code": code})
         finished_at = events.utc_now_iso()
-        record(books.redis, date, task_id, books.status_ttl_s, state=FAILED, finished_at=finished_at,
-               error=code, error_message=message)  # fmt: skip
         data = {"date": date, "task_id": task_id, "error": {"code": code, "message": message}}
-        books.publisher.publish(events.SCHEDULE_SYNC_FAILED, data)
-        results.append(books.redis, task_id, names.SYNC, FAILED, data, books.results_maxlen)
-        release(books.redis, date, task_id)
+        # One transaction: a client that reads ``failed`` finds the event and the result beside it.
+        with books.redis.pipeline(transaction=True) as pipe:
+            queue_record(pipe, date, task_id, books.status_ttl_s, state=FAILED, finished_at=finished_at,
+                         error=code, error_message=message)  # fmt: skip
+            books.publisher.publish_on(pipe, events.SCHEDULE_SYNC_FAILED, data)
+            results.append(pipe, task_id, names.SYNC, FAILED, data, books.results_maxlen)
+            queue_release(pipe, date, task_id)
+            pipe.execute()
 
 
 def redelivered(client: redis.Redis, date: str, task_id: str) -> None:

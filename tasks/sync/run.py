@@ -227,7 +227,8 @@ def finish_days(
     done: dict[str, Any] = {"last_success_started_at": begun.started_at}
     if mode == FULL:
         done["last_full_started_at"] = begun.started_at
-    pipe = ctx.redis.pipeline(transaction=False)
+    # One transaction: whoever reads ``succeeded`` finds the events and the result beside it.
+    pipe = ctx.redis.pipeline(transaction=True)
     summaries = []
     for (date, task_id, _), counts in zip(days, written, strict=True):
         # The board hears of every status Tebra moved, not only of the clinic's own changes.
