@@ -108,6 +108,9 @@ class Settings:
     # It is also how long a message waits after its worker died hard (SIGKILL, OOM) before redelivery.
     broker_visibility_timeout_s: int = 900
     sync_lock_ttl_s: int = 600  # dedup lock for a queued/running sync of one date
+    # How often beat's sweep looks for accepted syncs whose broker message was lost (tasks/sync/sweep.py); a
+    # lost one is sent again after two sweeps. 0: no sweep.
+    sync_sweep_interval_s: int = 60
     # A full sync also takes the queued full syncs of the days that follow it, up to this many days in all,
     # into its one GetAppointments (docs/tebra.md, "Coalesced syncs"); 1 turns it off.
     sync_coalesce_days: int = 7
@@ -270,6 +273,10 @@ class Settings:
             raise SettingsError("BREAKER_FAILURE_THRESHOLD and BREAKER_SAMPLE_EVERY must be at least 1")
         if min(self.breaker_window_s, self.breaker_open_s, self.breaker_latency_window_s) <= 0:
             raise SettingsError("BREAKER_WINDOW_S, BREAKER_OPEN_S, BREAKER_LATENCY_WINDOW_S must be positive")
+        # A lost sync is resent on the second sweep that misses it: well before its lock expires.
+        sweep_s = self.sync_sweep_interval_s
+        if sweep_s != 0 and not 2 <= sweep_s <= self.sync_lock_ttl_s / 3:
+            raise SettingsError("SYNC_SWEEP_INTERVAL_S must be 0 (off) or between 2 and SYNC_LOCK_TTL_S / 3")
         if not 1 <= self.sync_coalesce_days <= 31:
             raise SettingsError(
                 "SYNC_COALESCE_DAYS must be between 1 (off) and 31 (one GetAppointments window)"

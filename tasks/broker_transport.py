@@ -11,13 +11,17 @@ Here a client asked of a released connection is refused with the connection erro
 unacknowledged message stays in the transport's unacked set in Redis, and the restore sweep puts it back on
 the queue once the visibility timeout has passed (tasks/celery_factory.py), for this worker after it
 reconnects or for any other. A task that had finished may so run twice; syncs are idempotent.
+
+:func:`held_task_ids` reads what the transport holds for a queue, for the sync sweep (tasks/sync/sweep.py).
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import redis
+from celery import Celery
 from kombu import transport as kombu_transport
 from kombu.transport import redis as kombu_redis
 
@@ -64,3 +68,35 @@ def claim_sentinel_scheme() -> None:
     alias is pointed here (by tasks/celery_factory.py, only when REDIS_SENTINELS is set).
     """
     kombu_transport.TRANSPORT_ALIASES["sentinel"] = SENTINEL_TRANSPORT
+
+
+def held_task_ids(app: Celery, queue: str) -> set[str]:
+    """The ids of the tasks the broker holds for ``queue``: waiting in it (at any priority) or reserved by a
+    worker and not yet acknowledged (a running task, a retry waiting out its countdown, a dead worker's
+    message until the restore sweep puts it back). Read with kombu's own channel, so its key names and
+    prefix are the ones the transport writes."""
+    with app.connection_for_read() as conn:
+        channel = conn.default_channel
+        client = channel.client
+        names = {queue, *(f"{queue}{channel.sep}{step}" for step in channel.priority_steps if step)}
+        pipe = client.pipeline(transaction=False)
+        for name in sorted(names):
+            pipe.lrange(name, 0, -1)
+        pipe.hvals(channel.unacked_key)
+        *waiting, reserved = pipe.execute()
+    held = {_task_id(raw) for raws in waiting for raw in raws}
+    held.update(_task_id(raw, reserved=True) for raw in reserved)
+    held.discard("")
+    return held
+
+
+def _task_id(raw: bytes | str, *, reserved: bool = False) -> str:
+    """A message's task id (Celery's protocol 2 header ``id``); ``''`` for anything else. An unacknowledged
+    entry is ``[message, exchange, routing key]``."""
+    try:
+        message = json.loads(raw)
+        if reserved:
+            message = message[0]
+        return str(message["headers"]["id"])
+    except (ValueError, TypeError, KeyError, IndexError):
+        return ""

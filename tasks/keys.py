@@ -52,6 +52,8 @@ def appointment_index(appointment_id: str) -> str:
 
 WATCH_STATE = "watch:tebra"  # hash: the watch's cursor, last runs and the Tebra clock it measured
 WATCH_LEASE = "watch:lease"  # SET NX PX: the one watch running now (its run id)
+SYNC_SWEEP = "sync:sweep"  # hash: task id -> when the sweep first missed its message (tasks/sync/sweep.py)
+SYNC_SWEEP_LEASE = "sync:sweep:lease"  # SET NX PX: the one sweep of an interval
 TEBRA_CLOCK = "tebra:clock"  # hash: how far Tebra's LastModifiedDate stamps run behind ours (measured bounds)
 
 

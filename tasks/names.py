@@ -11,6 +11,7 @@ from __future__ import annotations
 SYNC = "schedule.sync"  # one clinic day from Tebra (tasks/sync/job.py)
 WATCH = "schedule.watch"  # beat's tick of the watch (tasks/sync/watch.py)
 PERIODIC_SYNC = "schedule.periodic_sync"  # beat's optional sync of today
+SWEEP = "schedule.sweep"  # beat resends accepted syncs whose message was lost (tasks/sync/sweep.py)
 FETCH_DETAILS = "patients.fetch_details"  # one patient's details on one day (tasks/patients/job.py)
 REFRESH_PROVIDERS = "providers.refresh"  # cache:providers from Tebra (tasks/providers/job.py)
 CHECK_TEBRA = "tebra.check"  # the Tebra account check, run on a worker (tasks/tebra/check.py)

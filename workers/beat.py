@@ -5,6 +5,9 @@ of today.
   only when a poll is due (TEBRA_POLL_INTERVAL_S inside CLINIC_HOURS, TEBRA_POLL_INTERVAL_OFF_HOURS_S outside)
   and only when no other poll runs (a Redis lease): two beats, or a tick during a slow poll, add nothing.
   TEBRA_POLL_INTERVAL_S=0 leaves it out.
+- ``sweep-syncs``: ``schedule.sweep`` every SYNC_SWEEP_INTERVAL_S (60; 0 leaves it out): an accepted sync
+  whose broker message was lost (a worker or Redis gone between a message's pop and its unacknowledged
+  record) is sent again (tasks/sync/sweep.py).
 - ``sync-today``: every PERIODIC_SYNC_MINUTES (0, the default: none), a sync of today through the same
   per-date lock as the API (tasks/sync/job.py).
 
@@ -31,6 +34,12 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
             "task": names.WATCH,
             "schedule": timedelta(seconds=tick),
             "options": {"queue": SYNC_QUEUE, "expires": tick},
+        }
+    if settings.sync_sweep_interval_s > 0:
+        schedule["sweep-syncs"] = {
+            "task": names.SWEEP,
+            "schedule": timedelta(seconds=settings.sync_sweep_interval_s),
+            "options": {"queue": SYNC_QUEUE, "expires": settings.sync_sweep_interval_s},
         }
     minutes = settings.periodic_sync_minutes
     if minutes > 0:

@@ -7,6 +7,8 @@ show them.
 - ``schedule.periodic_sync``: beat's sync of today, every PERIODIC_SYNC_MINUTES (off by default now that the
   watch exists), asked for exactly as ``POST /api/v1/schedule/sync`` asks (tasks/sync/request.py): a sync of
   today already queued or running is reused, never doubled.
+- ``schedule.sweep``: beat's sweep, every SYNC_SWEEP_INTERVAL_S, for accepted syncs whose message the broker
+  lost (tasks/sync/sweep.py).
 """
 
 from __future__ import annotations
@@ -22,13 +24,14 @@ from celery.exceptions import Reject, SoftTimeLimitExceeded
 from kombu.exceptions import OperationalError
 
 from config import Settings
-from tasks import names
+from tasks import broker_transport, names
 from tasks.breaker.errors import BreakerOpen
+from tasks.celery_factory import SYNC_QUEUE
 from tasks.job import attempt_of, conclude, task_settings
 from tasks.retry import Limits
 from tasks.runtime import get_runtime
-from tasks.sync import watch
-from tasks.sync.request import request_sync
+from tasks.sync import sweep, watch
+from tasks.sync.request import request_sync, send
 from tasks.sync.run import sync_day
 from tasks.tebra.credentials import CredentialsRefused
 from tasks.tebra.errors import TebraError
@@ -107,3 +110,28 @@ def periodic_sync(self: Task) -> dict[str, object]:
     date = datetime.now(ZoneInfo(settings.clinic_tz)).date().isoformat()
     sent = request_sync(client, self.app, settings, date, requested_by="beat")
     return {"date": date, "task_id": sent.task_id, "deduplicated": sent.deduplicated}
+
+
+@shared_task(name=names.SWEEP, bind=True, acks_late=True, ignore_result=True)
+def sweep_syncs(self: Task) -> dict[str, object]:
+    """Send again the accepted syncs whose message the broker no longer holds (two sweeps apart).
+
+    No retries: the next tick is the retry. Redis down is a skipped sweep, not an error worth a trace.
+    """
+    settings = task_settings(self)
+    client = get_runtime(settings).redis
+    interval_s = settings.sync_sweep_interval_s
+    try:
+        if not sweep.take_turn(client, interval_s):
+            return {"skipped": "another sweep"}
+        report = sweep.sweep(
+            client,
+            lambda: broker_transport.held_task_ids(self.app, SYNC_QUEUE),
+            lambda date, task_id: send(self.app, date, task_id),
+            interval_s=interval_s,
+            running_limit_s=settings.task_time_limit_s,
+        )
+    except (redis.RedisError, OperationalError) as exc:
+        log.warning("sync sweep skipped; the next one looks again", extra={"error": type(exc).__name__})
+        return {"failed": type(exc).__name__}
+    return report.as_dict()

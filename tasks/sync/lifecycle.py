@@ -393,6 +393,13 @@ def failed(books: Books, days: Days, *, code: str, message: str) -> None:
             pipe.execute()
 
 
+def resent(client: redis.Redis, date: str, task_id: str) -> None:
+    """The sweep sent an accepted sync's lost message again (tasks/sync/sweep.py): counted in its record
+    (``GET /tasks/{id}`` shows ``resends``); the day keeps its state, lock and task id."""
+    log.warning("sync message lost by the broker; sent again", extra={"date": date, "task_id": task_id})
+    client.hincrby(keys.task_meta(task_id), "resends", 1)
+
+
 def redelivered(client: redis.Redis, date: str, task_id: str) -> None:
     """A task that had already finished its day came back (at-least-once delivery): counted in its record
     (``GET /tasks/{id}`` shows it came back and was let go), its lock released, nothing run."""

@@ -45,12 +45,19 @@ def request_sync(
     if deduplicated:
         return SyncRequest(task_id, True)
     try:
-        # By name: the sender need not import the task body (it talks to Tebra). ignore_result: schedule.sync
-        # stores no result, so the sender need not subscribe to its result channel (Celery's Redis backend
-        # does, and unsubscribes when the AsyncResult is collected: two commands on a pub/sub connection for
-        # every request, for nothing).
-        celery.send_task(names.SYNC, args=[date], task_id=task_id, queue=SYNC_QUEUE, ignore_result=True)
+        send(celery, date, task_id)
     except Exception:
         lifecycle.broker_refused(client, date, task_id, status_ttl_s)
         raise
     return SyncRequest(task_id, False)
+
+
+def send(celery: Celery, date: str, task_id: str) -> None:
+    """Put ``schedule.sync`` of ``date`` on the broker under ``task_id`` (a request's, or the sweep's again).
+
+    By name: the sender need not import the task body (it talks to Tebra). ignore_result: schedule.sync
+    stores no result, so the sender need not subscribe to its result channel (Celery's Redis backend does,
+    and unsubscribes when the AsyncResult is collected: two commands on a pub/sub connection for every
+    request, for nothing).
+    """
+    celery.send_task(names.SYNC, args=[date], task_id=task_id, queue=SYNC_QUEUE, ignore_result=True)

@@ -29,6 +29,7 @@ _INT_FIELDS = frozenset(
         "retry_in_s",
         "deferrals",
         "redeliveries",
+        "resends",
         "rows_rejected",
         "suspect_empty_kept",
     }

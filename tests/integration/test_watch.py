@@ -27,7 +27,7 @@ from tasks.breaker.store import BreakerStore
 from tasks.celery_factory import SYNC_QUEUE
 from tests.conftest import TEST_BROKER_URL
 from tests.integration.tebra_flow import weekday_ahead, ws_url
-from tests.support.processes import BIN, free_port, spawn, start_worker, stop, wait_until
+from tests.support.processes import free_port, start_beat, start_worker, stop, wait_until
 
 WATCH_BROKER_URL = TEST_BROKER_URL.rsplit("/", 1)[0] + "/12"
 POLL_S = 5  # the shortest TEBRA_POLL_INTERVAL_S the settings accept
@@ -46,6 +46,7 @@ def watch_env(stack_env: dict[str, str]) -> dict[str, str]:
         "TEBRA_POLL_INTERVAL_S": str(POLL_S),
         "TEBRA_POLL_INTERVAL_OFF_HOURS_S": str(POLL_S),  # any hour of the day: the test must not depend on it
         "FULL_RECONCILE_MINUTES": "1",
+        "SYNC_SWEEP_INTERVAL_S": "0",  # beat here is the watch's: the sweep has its own tests
         "WORKER_METRICS_PORT": str(free_port()),
     }
 
@@ -57,21 +58,6 @@ def watch_worker(watch_env: dict[str, str], logs_dir: Path) -> Iterator[subproce
     proc = start_worker(watch_env, logs_dir / "watch-worker.log", name="watch-worker", concurrency=2)
     yield proc
     stop(proc)
-
-
-def start_beat(env: dict[str, str], logs_dir: Path, tmp_path: Path, name: str) -> subprocess.Popen[bytes]:
-    return spawn(
-        [
-            str(BIN / "celery"),
-            "-A",
-            "workers.celery_app",
-            "beat",
-            "--loglevel=INFO",
-            f"--schedule={tmp_path / f'{name}-schedule'}",
-        ],
-        env,
-        logs_dir / f"{name}.log",
-    )
 
 
 @pytest.fixture
@@ -88,7 +74,7 @@ def beat(
     started: list[subprocess.Popen[bytes]] = []
 
     def start(name: str = "beat") -> subprocess.Popen[bytes]:
-        proc = start_beat(watch_env, logs_dir, tmp_path, name)
+        proc = start_beat(watch_env, logs_dir / f"{name}.log", tmp_path / f"{name}-schedule")
         started.append(proc)
         return proc
 

@@ -1,10 +1,10 @@
 """The failover drill: the whole HA topology under load, and one part of it SIGKILLed at a time.
 
 Real processes only: a Redis primary and replica with three sentinels (``down-after-milliseconds`` 2000),
-HAProxy with deploy/haproxy.cfg in front of two API instances, two prefork workers, the audit writer, the
-Tebra simulator. A steady load goes through the balancer over TLS: sync requests for new days, PATCHes
-moving patients along the flow, and a socket on the patients' topic that reconnects with ``since`` whenever
-it is dropped. Then, one at a time:
+HAProxy with deploy/haproxy.cfg in front of two API instances, two prefork workers, beat (for its sweep of
+lost sync messages), the audit writer, the Tebra simulator. A steady load goes through the balancer over
+TLS: sync requests for new days, PATCHes moving patients along the flow, and a socket on the patients' topic
+that reconnects with ``since`` whenever it is dropped. Then, one at a time:
 
 1. the Redis primary is SIGKILLed (and started again once the sentinels promoted the replica, as its
    supervisor would: it comes back as the new replica). ``FAILOVER_DRILLS`` repeats it (default 1; the
@@ -46,7 +46,7 @@ from tasks import connections, keys
 from tasks.patients import flow
 from tests.support.balancer import Balancer, sockets_on, start_api, start_balancer, subscribe
 from tests.support.patients import seed_day
-from tests.support.processes import BIN, free_port, spawn, start_worker, stop, wait_until
+from tests.support.processes import BIN, free_port, spawn, start_beat, start_worker, stop, wait_until
 from tests.support.redis_ha import SentinelGroup
 
 # One worker runs the whole file (tests/conftest.py): the HA stack starts once for the three drills. They
@@ -76,6 +76,8 @@ DRILL_ENV = {
     "REDIS_WAIT_REPLICA_MS": "1000",
     "TRUSTED_PROXIES": "1",
     "TEBRA_POLL_INTERVAL_S": "0",
+    # Beat runs only the sweep, and often: a sync whose message a failover lost is sent again within seconds.
+    "SYNC_SWEEP_INTERVAL_S": "3",
 }
 # Days ahead of today: the patients' days (one a drill, never synced: a sync would reconcile them away) and
 # the days the syncs ask for, reused in turn (a day synced again is a new sync of it, as good as a new day).
@@ -127,6 +129,7 @@ def stack(stack_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -
         ]
         procs.extend(workers)
         procs.append(spawn([str(BIN / "python"), "-m", "workers.audit", "run"], env, folder / "audit.log"))
+        procs.append(start_beat(env, folder / "beat.log", folder / "beat-schedule"))
         apis = {name: start_api(env, folder / f"{name}.log") for name in ("api1", "api2")}
         procs.extend(proc for proc, _ in apis.values())
         balancer = start_balancer([port for _, port in apis.values()], folder)

@@ -1,7 +1,8 @@
 """Fault drills on a Redis server of the test's own: Redis restarted under a burst of syncs; Tebra hanging.
 
 Each drill runs its own Redis (scripts/redis_server.py: AOF everysec, on a free port, data in a temporary
-folder), its own prefork worker and, for the restart, its own API under gunicorn, so stopping Redis or
+folder), its own prefork worker and, for the restart, its own API under gunicorn and its own beat (the sweep
+that sends a lost sync message again), so stopping Redis or
 tying up the worker touches nothing the rest of the suite uses. The worker runs with short time limits and
 a 15 s visibility timeout (production: BROKER_VISIBILITY_TIMEOUT_S, 900 s; docs/reliability.md).
 """
@@ -24,7 +25,7 @@ from config import load_settings
 from scripts import redis_server
 from tasks import keys, names
 from tasks.breaker.store import BreakerStore
-from tests.support.processes import BIN, free_port, spawn, stop, wait_until
+from tests.support.processes import BIN, free_port, spawn, start_beat, stop, wait_until
 from tests.support.processes import start_worker as start_celery_worker
 
 DRILL_ENV = {
@@ -35,6 +36,10 @@ DRILL_ENV = {
     "PATIENT_DETAILS_ENABLED": "false",
     "REDIS_SOCKET_TIMEOUT_S": "2",
     "REDIS_CONNECT_TIMEOUT_S": "1",
+    # Beat (the restart drill's) runs only the sweep, and often: a sync whose message was popped but not yet
+    # recorded unacknowledged when Redis stopped is sent again within seconds (tasks/sync/sweep.py).
+    "TEBRA_POLL_INTERVAL_S": "0",
+    "SYNC_SWEEP_INTERVAL_S": "3",
 }
 
 
@@ -120,12 +125,13 @@ def synced_events(client: redis.Redis, task_id: str) -> int:
 
 @pytest.mark.slow(seconds=10)
 def test_redis_restart_during_a_burst_loses_no_accepted_sync(
-    own_env: dict[str, str], own_redis: OwnRedis, auth_headers: dict[str, str], logs_dir: Path
+    own_env: dict[str, str], own_redis: OwnRedis, auth_headers: dict[str, str], logs_dir: Path, tmp_path: Path
 ) -> None:
     """Promise: while Redis is down the API answers 503 SERVICE_UNAVAILABLE (never a 500, never a hang past
     its timeouts); once Redis is back the API and the workers recover by themselves, with no restart; every
     sync the API accepted (202) before, during or after ends ``succeeded``, once in effect."""
     worker = start_worker(own_env, logs_dir / "drill-redis-worker.log", 2)
+    beat = start_beat(own_env, logs_dir / "drill-redis-beat.log", tmp_path / "beat-schedule")
     api, base = start_api(own_env, logs_dir / "drill-redis-api.log")
     dates = weekdays(40, 30)
     accepted: dict[str, str] = {}  # date -> task id
@@ -178,6 +184,7 @@ def test_redis_restart_during_a_burst_loses_no_accepted_sync(
     finally:
         stop_burst.set()
         stop(api)
+        stop(beat)
         stop(worker)
 
     # Requests sent after Redis was gone and answered before it came back (one sent just before the stop

@@ -1,4 +1,4 @@
-"""Start and stop the real processes the integration tests talk to (worker, API, Redis)."""
+"""Start and stop the real processes the integration tests talk to (worker, beat, API, Redis)."""
 
 from __future__ import annotations
 
@@ -129,3 +129,19 @@ def children_of(pid: int) -> list[int]:
             if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
                 found.append(int(entry.name))
     return sorted(found)
+
+
+def start_beat(env: Mapping[str, str], log: Path, schedule: Path) -> subprocess.Popen[bytes]:
+    """A real Celery beat (``celery -A workers.celery_app beat``) keeping its schedule in ``schedule``."""
+    return spawn(
+        [
+            str(BIN / "celery"),
+            "-A",
+            "workers.celery_app",
+            "beat",
+            "--loglevel=INFO",
+            f"--schedule={schedule}",
+        ],
+        env,
+        log,
+    )

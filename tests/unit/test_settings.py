@@ -55,6 +55,8 @@ def test_environment_values_are_converted() -> None:
         ({"PHI_OPEN_MEMORY_S": "-1"}, "PHI_OPEN_MEMORY_S"),
         ({"SYNC_COALESCE_DAYS": "0"}, "SYNC_COALESCE_DAYS"),
         ({"SYNC_COALESCE_DAYS": "32"}, "SYNC_COALESCE_DAYS"),
+        ({"SYNC_SWEEP_INTERVAL_S": "1"}, "SYNC_SWEEP_INTERVAL_S"),
+        ({"SYNC_SWEEP_INTERVAL_S": "201"}, "SYNC_SWEEP_INTERVAL_S"),
         ({"PHI_OPEN_MEMORY_S": "86400"}, "PHI_OPEN_MEMORY_S"),
         ({"AUTH_MODE": "saml"}, "AUTH_MODE"),
         ({"AUTH_MODE": "oidc"}, "OIDC_ISSUER"),

@@ -207,9 +207,14 @@ def test_lookups_are_queued_once_per_patient_and_day(redis_client: redis.Redis, 
 
 
 def test_beat_schedule_is_off_by_default_and_expires_its_ticks() -> None:
-    assert beat_schedule(load_settings({"APP_ENV": "test", "TEBRA_POLL_INTERVAL_S": "0"})) == {}
-    # the watch is on by default
-    assert set(beat_schedule(load_settings({"APP_ENV": "test"}))) == {"watch-tebra"}
+    off = {"APP_ENV": "test", "TEBRA_POLL_INTERVAL_S": "0", "SYNC_SWEEP_INTERVAL_S": "0"}
+    assert beat_schedule(load_settings(off)) == {}
+    # the watch and the sweep are on by default
+    assert set(beat_schedule(load_settings({"APP_ENV": "test"}))) == {"watch-tebra", "sweep-syncs"}
+    sweep = beat_schedule(load_settings({"APP_ENV": "test"}))["sweep-syncs"]
+    assert sweep["task"] == names.SWEEP == "schedule.sweep"
+    assert sweep["schedule"] == timedelta(seconds=60)
+    assert sweep["options"] == {"queue": "sync", "expires": 60}
     entry = beat_schedule(load_settings({"APP_ENV": "test", "PERIODIC_SYNC_MINUTES": "5"}))["sync-today"]
     assert entry["task"] == names.PERIODIC_SYNC == "schedule.periodic_sync"
     assert entry["schedule"] == timedelta(minutes=5)
