@@ -336,11 +336,8 @@ def queue_watched(pipe: Pipeline, day: str, *, started_at: str, full: bool) -> N
 def retrying(books: Books, days: Days, *, code: str, countdown: float, attempt: int) -> None:
     """``retrying``: every day of the fetch, its lock kept through the countdown."""
     for date, task_id in days:
-        log.warning(
-            "sync retrying",
-            extra={"date": date, "task_id": task_id, "code": code, "retry_in_s": round(countdown, 2),
-                   "attempt": attempt},
-        )  # fmt: skip
+        said = {"date": date, "task_id": task_id, "code": code, "retry_in_s": round(countdown, 2)}
+        log.warning("sync retrying", extra={**said, "attempt": attempt})
         with books.redis.pipeline(transaction=True) as pipe:
             queue_record(pipe, date, task_id, books.status_ttl_s, state=RETRYING, error=code,
                          retry_in_s=round(countdown))  # fmt: skip
@@ -355,11 +352,8 @@ def deferred(
     """``deferred`` and ``schedule_sync_deferred`` saying when it tries again, and why: ``CIRCUIT_OPEN``, or
     ``TEBRA_CREDENTIALS_REFUSED`` while the credentials latch holds (then ``message`` is Tebra's, no PHI)."""
     for date, task_id in days:
-        log.info(
-            "sync deferred: tebra not called",
-            extra={"date": date, "task_id": task_id, "code": code, "retry_in_s": round(countdown, 2),
-                   "breaker": breaker},
-        )  # fmt: skip
+        said = {"date": date, "task_id": task_id, "code": code, "retry_in_s": round(countdown, 2)}
+        log.info("sync deferred: tebra not called", extra={**said, "breaker": breaker})
         data = {"date": date, "task_id": task_id, "retry_in_s": round(countdown, 3),
                 "deferrals": deferrals + 1, "breaker": breaker, "code": code}  # fmt: skip
         try:
@@ -378,12 +372,11 @@ def deferred(
 
 def failed(books: Books, days: Days, *, code: str, message: str) -> None:
     """``failed``, terminally, for every day of the fetch: status, ``schedule_sync_failed``, result entry,
-    lock released. ``message`` carries no PHI."""
+    lock released, in one transaction (who reads ``failed`` finds the event). ``message`` carries no PHI."""
     for date, task_id in days:
         log.error("sync failed", extra={"date": date, "task_id": task_id, "code": code})
         finished_at = events.utc_now_iso()
         data = {"date": date, "task_id": task_id, "error": {"code": code, "message": message}}
-        # One transaction: a client that reads ``failed`` finds the event and the result beside it.
         with books.redis.pipeline(transaction=True) as pipe:
             queue_record(pipe, date, task_id, books.status_ttl_s, state=FAILED, finished_at=finished_at,
                          error=code, error_message=message)  # fmt: skip
@@ -394,8 +387,7 @@ def failed(books: Books, days: Days, *, code: str, message: str) -> None:
 
 
 def resent(client: redis.Redis, date: str, task_id: str) -> None:
-    """The sweep sent an accepted sync's lost message again (tasks/sync/sweep.py): counted in its record
-    (``GET /tasks/{id}`` shows ``resends``); the day keeps its state, lock and task id."""
+    """The sweep sent a lost message again (tasks/sync/sweep.py): counted as ``resends`` in its record."""
     log.warning("sync message lost by the broker; sent again", extra={"date": date, "task_id": task_id})
     client.hincrby(keys.task_meta(task_id), "resends", 1)
 
