@@ -121,6 +121,8 @@ def sweep_syncs(self: Task) -> dict[str, object]:
     settings = task_settings(self)
     client = get_runtime(settings).redis
     interval_s = settings.sync_sweep_interval_s
+    if interval_s <= 0:  # sent by hand with the sweep off: its two sightings need an interval between them
+        return {"skipped": "SYNC_SWEEP_INTERVAL_S is 0"}
     try:
         if not sweep.take_turn(client, interval_s):
             return {"skipped": "another sweep"}
