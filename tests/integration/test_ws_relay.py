@@ -133,7 +133,12 @@ def test_replayed_events_are_byte_for_byte_the_live_ones(api: Api, publisher: Ev
     with connect(api.ws_url) as live:
         subscribe(live, [f"schedule:{DAY}"])
         second = publisher.publish(SCHEDULE_SYNCED, {"date": DAY, "note": "café ✓", "nested": {"a": [1, 2]}})
+        # The live copy of `second`. A subscriber that lags behind (a loaded machine) may still hand this new
+        # socket `first` before it: published before the subscribe, it is no loss and no duplicate, only not
+        # the event compared here (seen once in a parallel run).
         live_text = live.recv(timeout=5)
+        if json.loads(live_text)["id"] == first["id"]:
+            live_text = live.recv(timeout=5)
     with connect(api.ws_url) as replaying:
         subscribe(replaying, [f"schedule:{DAY}"], since=first["id"])
         replay_text = replaying.recv(timeout=5)
