@@ -130,9 +130,9 @@ def sweep(
         resend(day.date, task_id)
         lifecycle.resent(client, day.date, task_id)
         resent.append(day)
-    _note(client, first_seen, forget=[task_id for task_id in noted if task_id not in missing], now=now)
-    for day in resent:
-        client.hdel(keys.SYNC_SWEEP, day.task_id)
+    # Forgotten: the notes of tasks found again, and of those just sent again (one round trip for all).
+    forget = [task_id for task_id in noted if task_id not in missing] + [day.task_id for day in resent]
+    _note(client, first_seen, forget=forget, now=now)
     if first_seen:
         log.info("sync messages not on the broker; checked again next sweep", extra={"days": len(first_seen)})
     return SweepReport(len(days), tuple(d.date for d in first_seen), tuple(d.date for d in resent))
